@@ -1,0 +1,42 @@
+"""flowspec: the executable specification of Flow Matching.
+
+Lipman, Chen, Ben-Hamu, Nickel, Le, "Flow Matching for Generative Modeling",
+ICLR 2023 (arXiv:2210.02747). Every equation is one small pure function written
+against the Python Array API standard: it runs unchanged on NumPy, array-api-strict,
+PyTorch, JAX and CuPy arrays. Importing flowspec imports no array framework.
+"""
+
+from . import backends
+from .continuity import continuity_residual
+from .losses import cfm_loss
+from .ode import euler, integrate
+from .paths import GaussianPath
+from .schedules import (
+    Coefficients,
+    CondOT,
+    Cosine,
+    LinearVP,
+    Polynomial,
+    Schedule,
+    VarianceExploding,
+    VariancePreserving,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Coefficients",
+    "CondOT",
+    "Cosine",
+    "GaussianPath",
+    "LinearVP",
+    "Polynomial",
+    "Schedule",
+    "VarianceExploding",
+    "VariancePreserving",
+    "backends",
+    "cfm_loss",
+    "continuity_residual",
+    "euler",
+    "integrate",
+]

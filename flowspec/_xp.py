@@ -1,0 +1,178 @@
+"""Namespace resolution and input validation shared by every public function.
+
+Each public function resolves the Array API namespace once, at its entry, with
+:func:`namespace`, and validates its inputs with the helpers below. Validation reads
+shapes and dtypes only; array *values* are read solely when they already live on the
+host as Python numbers or NumPy arrays, so nothing here forces a device sync or
+breaks tracing under ``jax.jit``.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any
+
+import array_api_compat
+import numpy as np
+
+__all__ = [
+    "check_batch",
+    "check_float",
+    "check_output",
+    "check_same_shape",
+    "describe",
+    "device",
+    "event_size",
+    "namespace",
+    "real_number",
+    "time_array",
+]
+
+Array = Any
+Namespace = Any
+
+
+def describe(value: Any) -> str:
+    """A short, human description of a value for error messages."""
+    if array_api_compat.is_array_api_obj(value):
+        lib = type(value).__module__.split(".")[0]
+        return f"a {lib} array of shape {tuple(value.shape)} and dtype {value.dtype}"
+    return f"{value!r} of type {type(value).__name__}"
+
+
+def _library(value: Any) -> str:
+    return type(value).__module__.split(".")[0]
+
+
+def namespace(**arrays: Any) -> Namespace:
+    """Resolve the one Array API namespace shared by the named array arguments.
+
+    Python numbers (and ``None``) are skipped. Anything else that is not an array is
+    a TypeError naming the argument, and arrays from different libraries are a
+    TypeError naming both arguments.
+    """
+    first_name = None
+    first = None
+    for name, value in arrays.items():
+        if value is None or (isinstance(value, numbers.Real) and not isinstance(value, bool)):
+            continue
+        if not array_api_compat.is_array_api_obj(value):
+            raise TypeError(f"`{name}` must be an array, got {describe(value)}")
+        if first is None:
+            first_name, first = name, value
+            xp = array_api_compat.array_namespace(value)
+            continue
+        if array_api_compat.array_namespace(value) is not xp:
+            raise TypeError(
+                f"all arrays of one call must come from one library: `{first_name}` is "
+                f"{describe(first)} but `{name}` is {describe(value)}"
+            )
+    if first is None:
+        names = ", ".join(f"`{n}`" for n in arrays)
+        raise TypeError(f"at least one of {names} must be an array")
+    return xp
+
+
+def device(x: Array) -> Any:
+    """The device of ``x`` (as understood by array-api-compat)."""
+    return array_api_compat.device(x)
+
+
+def check_float(xp: Namespace, name: str, x: Array, like: tuple[str, Array] | None = None) -> None:
+    """``x`` must have a real floating dtype, equal to that of ``like`` if given."""
+    if not xp.isdtype(x.dtype, "real floating"):
+        raise TypeError(f"`{name}` must have a real floating dtype, got {describe(x)}")
+    if like is not None and x.dtype != like[1].dtype:
+        raise TypeError(
+            f"`{name}` and `{like[0]}` must share one floating dtype (no silent casts): "
+            f"`{name}` is {x.dtype} but `{like[0]}` is {like[1].dtype}"
+        )
+
+
+def check_batch(name: str, x: Array) -> None:
+    """``x`` must be batch-first: at least one axis, the batch."""
+    if x.ndim < 1:
+        raise ValueError(
+            f"`{name}` must be batch-first with shape (B, *event), got a 0-d array"
+        )
+
+
+def check_same_shape(name_a: str, a: Array, name_b: str, b: Array) -> None:
+    """``a`` and ``b`` must have exactly the same shape (no broadcasting)."""
+    if tuple(a.shape) != tuple(b.shape):
+        raise ValueError(
+            f"`{name_a}` and `{name_b}` must have the same shape (B, *event): "
+            f"got {tuple(a.shape)} and {tuple(b.shape)}"
+        )
+
+
+def event_size(x: Array) -> int:
+    """Number of scalar entries of one sample: prod(x.shape[1:])."""
+    return math.prod(int(s) for s in x.shape[1:])
+
+
+def real_number(name: str, value: Any) -> float:
+    """A finite Python real number (not a bool) as a float."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"`{name}` must be a real number, got {describe(value)}")
+    out = float(value)
+    if not math.isfinite(out):
+        raise ValueError(f"`{name}` must be finite, got {out!r}")
+    return out
+
+
+def _check_host_times(name: str, values: np.ndarray, lo: float, hi: float) -> None:
+    if not np.all(np.isfinite(values)):
+        raise ValueError(f"`{name}` must be finite, got {values!r}")
+    if np.any(values < lo) or np.any(values > hi):
+        raise ValueError(f"`{name}` must lie in [{lo}, {hi}], got values in "
+                         f"[{values.min()!r}, {values.max()!r}]")
+
+
+def time_array(
+    xp: Namespace, t: Any, x: Array, *, name: str = "t", x_name: str = "x",
+    domain: tuple[float, float] | None = (0.0, 1.0),
+) -> Array:
+    """Reshape a time argument to (B, 1, ..., 1), explicitly, against ``x``.
+
+    Accepted: a Python real number, a 0-d array, an array of shape (B,) or of shape
+    (B, 1, ..., 1) with ``x.ndim`` axes. Arrays must share ``x``'s namespace and dtype.
+    Host values (Python numbers, NumPy arrays) are checked to lie in ``domain``;
+    device or traced values are never read.
+    """
+    batch = int(x.shape[0])
+    target = (batch,) + (1,) * (x.ndim - 1)
+    if isinstance(t, bool) or not (
+        isinstance(t, numbers.Real) or array_api_compat.is_array_api_obj(t)
+    ):
+        raise TypeError(f"`{name}` must be a real number or an array, got {describe(t)}")
+    if isinstance(t, numbers.Real):
+        value = real_number(name, t)
+        if domain is not None:
+            _check_host_times(name, np.asarray(value), *domain)
+        return xp.full(target, value, dtype=x.dtype, device=device(x))
+    check_float(xp, name, t, like=(x_name, x))
+    shape = tuple(t.shape)
+    if domain is not None and array_api_compat.is_numpy_array(t):
+        _check_host_times(name, np.asarray(t), *domain)
+    if shape == ():
+        return xp.broadcast_to(xp.reshape(t, (1,) * x.ndim), target)
+    if shape == (batch,) or shape == target:
+        return xp.reshape(t, target)
+    raise ValueError(
+        f"`{name}` must be a number, a 0-d array, or an array of shape (B,) = {(batch,)} "
+        f"or (B, 1, ..., 1) = {target} to match `{x_name}` of shape {tuple(x.shape)}; "
+        f"got shape {shape}"
+    )
+
+
+def check_output(name: str, out: Any, xp: Namespace, shape: tuple[int, ...], dtype: Any) -> Any:
+    """A user callable's result must be an array of ``xp`` with this shape and dtype."""
+    if not array_api_compat.is_array_api_obj(out) or array_api_compat.array_namespace(out) is not xp:
+        raise TypeError(f"`{name}` must return an array of the namespace of `x`, "
+                        f"got {describe(out)}")
+    if tuple(out.shape) != tuple(shape) or out.dtype != dtype:
+        raise TypeError(f"`{name}` must return an array of shape {tuple(shape)} and dtype "
+                        f"{dtype}, got {describe(out)}")
+    return out

@@ -1,0 +1,304 @@
+r"""Schedules :math:`\alpha_t, \sigma_t` of Gaussian conditional paths, with derivatives.
+
+A schedule defines the conditional probability path of the paper (Lipman et al.,
+2023, Sec. 4) :math:`p_t(x \mid x_1) = \mathcal N(x \mid \alpha_t x_1, \sigma_t^2 I)`,
+i.e. :math:`\mu_t(x_1) = \alpha_t x_1` and :math:`\sigma_t(x_1) = \sigma_t`. Time runs
+from :math:`t = 0` (noise) to :math:`t = 1` (data).
+
+Every schedule is a frozen dataclass. Calling it on an array of times returns
+:class:`Coefficients` ``(alpha, sigma, d_alpha, d_sigma)`` with the analytic time
+derivatives, in the namespace, dtype and shape of ``t``. Formulas are written in the
+forms that are exact at the endpoints and do not cancel near them (``expm1``,
+``sqrt((1 - t)(1 + t))``, ``sin`` of the complementary angle).
+
+Each class documents its *finite domain*: where on :math:`[0, 1]` every coefficient is
+finite (:attr:`Schedule.divergent_at` lists the times where one is infinite) and where
+:math:`\sigma_t = 0` so that the path degenerates to a point mass
+(:attr:`Schedule.degenerate_at`). At those times the functions return what the
+arithmetic gives (``inf``, ``-inf`` or ``nan``); nothing is clipped silently.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+from . import _xp
+
+__all__ = [
+    "Coefficients",
+    "CondOT",
+    "Cosine",
+    "LinearVP",
+    "Polynomial",
+    "Schedule",
+    "VarianceExploding",
+    "VariancePreserving",
+]
+
+Array = Any
+
+
+class Coefficients(NamedTuple):
+    r"""The coefficients of a Gaussian path at times ``t``.
+
+    ``x_t = alpha * x1 + sigma * x0`` and ``d/dt x_t = d_alpha * x1 + d_sigma * x0``.
+    """
+
+    alpha: Array
+    sigma: Array
+    d_alpha: Array
+    d_sigma: Array
+
+
+class Schedule:
+    r"""Base class: ``schedule(t) -> Coefficients(alpha, sigma, d_alpha, d_sigma)``.
+
+    Subclasses implement ``_coefficients(xp, t)`` with standard Array API functions
+    only. ``t`` may be a Python real number (evaluated in NumPy float64) or a
+    floating array of any shape; host values must lie in [0, 1].
+    """
+
+    #: Times in [0, 1] where a coefficient is infinite (derivatives diverge).
+    divergent_at: tuple[float, ...] = ()
+    #: Times in [0, 1] where sigma_t = 0 (the path is a point mass; the x-form
+    #: velocity, the score and the log-density are singular there).
+    degenerate_at: tuple[float, ...] = ()
+
+    def __call__(self, t: Array | float) -> Coefficients:
+        if isinstance(t, bool):
+            raise TypeError(f"`t` must be a real number or an array, got {_xp.describe(t)}")
+        if isinstance(t, (int, float)):
+            import numpy as np
+
+            t = np.asarray(_xp.real_number("t", t), dtype=np.float64)
+        xp = _xp.namespace(t=t)
+        _xp.check_float(xp, "t", t)
+        if _xp.array_api_compat.is_numpy_array(t):
+            _xp._check_host_times("t", t, 0.0, 1.0)
+        return self._coefficients(xp, t)
+
+    def _coefficients(self, xp: Any, t: Array) -> Coefficients:  # pragma: no cover
+        raise NotImplementedError
+
+
+def _validated(obj: Any, name: str, value: Any, lo: float | None = None,
+               hi: float | None = None, lo_open: bool = False, hi_open: bool = True) -> None:
+    """Validate a constructor argument and store it as a float on a frozen dataclass."""
+    v = _xp.real_number(name, value)
+    bad_lo = lo is not None and (v <= lo if lo_open else v < lo)
+    bad_hi = hi is not None and (v >= hi if hi_open else v > hi)
+    if bad_lo or bad_hi:
+        left = "(" if lo_open else "["
+        right = ")" if hi_open else "]"
+        lo_s = "-inf" if lo is None else repr(lo)
+        hi_s = "inf" if hi is None else repr(hi)
+        raise ValueError(f"`{name}` must lie in {left}{lo_s}, {hi_s}{right}, got {v!r}")
+    object.__setattr__(obj, name, v)
+
+
+@dataclass(frozen=True)
+class CondOT(Schedule):
+    r"""The optimal-transport conditional path (paper eq. 20).
+
+    .. math:: \alpha_t = t, \qquad \sigma_t = 1 - (1 - \sigma_{\min}) t.
+
+    Finite on all of [0, 1]. With ``sigma_min = 0`` the path degenerates at t = 1
+    (sigma_1 = 0): the x-form field of eq. 21 is 0/0 there while the x0-form target
+    of eq. 23, ``x1 - (1 - sigma_min) x0``, stays finite.
+
+    Parameters
+    ----------
+    sigma_min : float
+        Standard deviation at t = 1, in [0, 1).
+
+    Examples
+    --------
+    >>> import numpy as np, flowspec as fs
+    >>> c = fs.CondOT(sigma_min=0.1)(np.array([0.0, 1.0]))
+    >>> c.alpha.tolist(), c.sigma.tolist(), c.d_sigma.tolist()
+    ([0.0, 1.0], [1.0, 0.1], [-0.9, -0.9])
+    """
+
+    sigma_min: float = 0.0
+
+    def __post_init__(self) -> None:
+        _validated(self, "sigma_min", self.sigma_min, lo=0.0, hi=1.0)
+
+    @property
+    def degenerate_at(self) -> tuple[float, ...]:  # type: ignore[override]
+        return (1.0,) if self.sigma_min == 0.0 else ()
+
+    def _coefficients(self, xp: Any, t: Array) -> Coefficients:
+        slope = 1.0 - self.sigma_min
+        return Coefficients(
+            alpha=t,
+            sigma=1.0 - slope * t,
+            d_alpha=xp.ones_like(t),
+            d_sigma=xp.full_like(t, -slope),
+        )
+
+
+@dataclass(frozen=True)
+class VariancePreserving(Schedule):
+    r"""The variance-preserving diffusion path (paper eq. 18-19 and App. E).
+
+    With :math:`s = 1 - t`, :math:`\beta(s) = \beta_{\min} + s (\beta_{\max} - \beta_{\min})`
+    and :math:`T(s) = \int_0^s \beta = s \beta_{\min} + \tfrac{s^2}{2}(\beta_{\max} - \beta_{\min})`:
+
+    .. math::
+        \alpha_t = e^{-T(1-t)/2}, \quad \sigma_t = \sqrt{1 - e^{-T(1-t)}}, \quad
+        \dot\alpha_t = \tfrac12 \beta(1-t)\, \alpha_t, \quad
+        \dot\sigma_t = -\frac{\beta(1-t)\, \alpha_t^2}{2 \sigma_t}.
+
+    sigma is computed as ``sqrt(-expm1(-T))``, accurate near t = 1. At t = 1,
+    sigma = 0 and ``d_sigma = -inf``: the finite domain is [0, 1). At t = 0 the path
+    is only approximately N(0, I) (alpha_0 = exp(-T(1)/2) ~ 6.6e-3 for the defaults).
+
+    Parameters
+    ----------
+    beta_min, beta_max : float
+        The linear noise rates, 0 < beta_min < beta_max (paper: 0.1 and 20).
+    """
+
+    beta_min: float = 0.1
+    beta_max: float = 20.0
+    divergent_at = (1.0,)
+    degenerate_at = (1.0,)
+
+    def __post_init__(self) -> None:
+        _validated(self, "beta_min", self.beta_min, lo=0.0, lo_open=True, hi=None)
+        _validated(self, "beta_max", self.beta_max, lo=None, hi=None)
+        if not self.beta_max > self.beta_min:
+            raise ValueError(
+                f"`beta_max` must be greater than `beta_min`, got beta_min={self.beta_min!r}"
+                f" and beta_max={self.beta_max!r}"
+            )
+
+    def _coefficients(self, xp: Any, t: Array) -> Coefficients:
+        s = 1.0 - t
+        spread = self.beta_max - self.beta_min
+        big_t = s * (self.beta_min + 0.5 * spread * s)
+        beta = self.beta_min + spread * s
+        alpha = xp.exp(-0.5 * big_t)
+        sigma = xp.sqrt(-xp.expm1(-big_t))
+        return Coefficients(
+            alpha=alpha,
+            sigma=sigma,
+            d_alpha=0.5 * beta * alpha,
+            d_sigma=-0.5 * beta * (alpha * alpha) / sigma,
+        )
+
+
+@dataclass(frozen=True)
+class VarianceExploding(Schedule):
+    r"""The variance-exploding diffusion path (paper eq. 16-17).
+
+    .. math::
+        \alpha_t = 1, \quad \sigma_t = s(1 - t), \quad
+        s(r) = \sigma_{\min} (\sigma_{\max} / \sigma_{\min})^r, \quad
+        \dot\sigma_t = -\log(\sigma_{\max}/\sigma_{\min})\, \sigma_t.
+
+    Finite and non-degenerate on all of [0, 1] (sigma_1 = sigma_min > 0). The path
+    starts from N(x1, sigma_max^2 I), not N(0, I): sample x0 with standard deviation
+    one and it is scaled by sigma_max here.
+
+    Parameters
+    ----------
+    sigma_min, sigma_max : float
+        0 < sigma_min < sigma_max.
+    """
+
+    sigma_min: float = 0.01
+    sigma_max: float = 80.0
+
+    def __post_init__(self) -> None:
+        _validated(self, "sigma_min", self.sigma_min, lo=0.0, lo_open=True, hi=None)
+        _validated(self, "sigma_max", self.sigma_max, lo=None, hi=None)
+        if not self.sigma_max > self.sigma_min:
+            raise ValueError(
+                f"`sigma_max` must be greater than `sigma_min`, got sigma_min="
+                f"{self.sigma_min!r} and sigma_max={self.sigma_max!r}"
+            )
+
+    def _coefficients(self, xp: Any, t: Array) -> Coefficients:
+        log_ratio = math.log(self.sigma_max / self.sigma_min)
+        sigma = self.sigma_min * xp.exp((1.0 - t) * log_ratio)
+        return Coefficients(
+            alpha=xp.ones_like(t),
+            sigma=sigma,
+            d_alpha=xp.zeros_like(t),
+            d_sigma=-log_ratio * sigma,
+        )
+
+
+@dataclass(frozen=True)
+class Cosine(Schedule):
+    r"""The trigonometric path: :math:`\alpha_t = \sin(\pi t / 2)`, :math:`\sigma_t = \cos(\pi t / 2)`.
+
+    sigma is evaluated as :math:`\sin(\pi (1 - t)/2)` so that it is exactly 0 at t = 1
+    and accurate near it; :math:`\dot\alpha_t = \tfrac{\pi}{2}\sigma_t` and
+    :math:`\dot\sigma_t = -\tfrac{\pi}{2}\alpha_t`. Finite on [0, 1]; degenerate at t = 1.
+    """
+
+    degenerate_at = (1.0,)
+
+    def _coefficients(self, xp: Any, t: Array) -> Coefficients:
+        half_pi = 0.5 * math.pi
+        alpha = xp.sin(half_pi * t)
+        sigma = xp.sin(half_pi * (1.0 - t))
+        return Coefficients(alpha=alpha, sigma=sigma, d_alpha=half_pi * sigma,
+                            d_sigma=-half_pi * alpha)
+
+
+@dataclass(frozen=True)
+class Polynomial(Schedule):
+    r"""The polynomial path: :math:`\alpha_t = t^n`, :math:`\sigma_t = 1 - t^n`.
+
+    :math:`\dot\alpha_t = n t^{n-1} = -\dot\sigma_t`. sigma is computed as
+    ``-expm1(n log t)``, accurate near t = 1. Degenerate at t = 1; for n < 1 the
+    derivatives diverge at t = 0 (finite domain (0, 1]); for n >= 1 they are finite
+    on [0, 1].
+
+    Parameters
+    ----------
+    n : float
+        The exponent, n > 0. ``Polynomial(1)`` is ``CondOT(0)``.
+    """
+
+    n: float = 1.0
+
+    def __post_init__(self) -> None:
+        _validated(self, "n", self.n, lo=0.0, lo_open=True, hi=None)
+
+    @property
+    def divergent_at(self) -> tuple[float, ...]:  # type: ignore[override]
+        return (0.0,) if self.n < 1.0 else ()
+
+    degenerate_at = (1.0,)
+
+    def _coefficients(self, xp: Any, t: Array) -> Coefficients:
+        n = self.n
+        positive = t > 0
+        log_t = xp.log(xp.where(positive, t, xp.ones_like(t)))
+        alpha = t**n
+        sigma = xp.where(positive, 0.0 - xp.expm1(n * log_t), xp.ones_like(t))
+        d_alpha = n * t ** (n - 1.0)
+        return Coefficients(alpha=alpha, sigma=sigma, d_alpha=d_alpha, d_sigma=-d_alpha)
+
+
+@dataclass(frozen=True)
+class LinearVP(Schedule):
+    r"""The linear variance-preserving path: :math:`\alpha_t = t`, :math:`\sigma_t = \sqrt{1 - t^2}`.
+
+    sigma is computed as ``sqrt((1 - t)(1 + t))``; :math:`\dot\sigma_t = -t/\sigma_t`
+    diverges at t = 1 (``-inf``), so the finite domain is [0, 1).
+    """
+
+    divergent_at = (1.0,)
+    degenerate_at = (1.0,)
+
+    def _coefficients(self, xp: Any, t: Array) -> Coefficients:
+        sigma = xp.sqrt((1.0 - t) * (1.0 + t))
+        return Coefficients(alpha=t, sigma=sigma, d_alpha=xp.ones_like(t), d_sigma=-t / sigma)
