@@ -93,9 +93,7 @@ def check_float(xp: Namespace, name: str, x: Array, like: tuple[str, Array] | No
 def check_batch(name: str, x: Array) -> None:
     """``x`` must be batch-first: at least one axis, the batch."""
     if x.ndim < 1:
-        raise ValueError(
-            f"`{name}` must be batch-first with shape (B, *event), got a 0-d array"
-        )
+        raise ValueError(f"`{name}` must be batch-first with shape (B, *event), got a 0-d array")
 
 
 def check_same_shape(name_a: str, a: Array, name_b: str, b: Array) -> None:
@@ -126,12 +124,18 @@ def _check_host_times(name: str, values: np.ndarray, lo: float, hi: float) -> No
     if not np.all(np.isfinite(values)):
         raise ValueError(f"`{name}` must be finite, got {values!r}")
     if np.any(values < lo) or np.any(values > hi):
-        raise ValueError(f"`{name}` must lie in [{lo}, {hi}], got values in "
-                         f"[{values.min()!r}, {values.max()!r}]")
+        raise ValueError(
+            f"`{name}` must lie in [{lo}, {hi}], got values in [{values.min()!r}, {values.max()!r}]"
+        )
 
 
 def time_array(
-    xp: Namespace, t: Any, x: Array, *, name: str = "t", x_name: str = "x",
+    xp: Namespace,
+    t: Any,
+    x: Array,
+    *,
+    name: str = "t",
+    x_name: str = "x",
     domain: tuple[float, float] | None = (0.0, 1.0),
 ) -> Array:
     """Reshape a time argument to (B, 1, ..., 1), explicitly, against ``x``.
@@ -169,10 +173,16 @@ def time_array(
 
 def check_output(name: str, out: Any, xp: Namespace, shape: tuple[int, ...], dtype: Any) -> Any:
     """A user callable's result must be an array of ``xp`` with this shape and dtype."""
-    if not array_api_compat.is_array_api_obj(out) or array_api_compat.array_namespace(out) is not xp:
-        raise TypeError(f"`{name}` must return an array of the namespace of `x`, "
-                        f"got {describe(out)}")
+    if (
+        not array_api_compat.is_array_api_obj(out)
+        or array_api_compat.array_namespace(out) is not xp
+    ):
+        raise TypeError(
+            f"`{name}` must return an array of the namespace of `x`, got {describe(out)}"
+        )
     if tuple(out.shape) != tuple(shape) or out.dtype != dtype:
-        raise TypeError(f"`{name}` must return an array of shape {tuple(shape)} and dtype "
-                        f"{dtype}, got {describe(out)}")
+        raise TypeError(
+            f"`{name}` must return an array of shape {tuple(shape)} and dtype "
+            f"{dtype}, got {describe(out)}"
+        )
     return out

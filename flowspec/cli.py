@@ -36,13 +36,20 @@ def _check(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``flowspec`` command; returns the exit status."""
     parser = argparse.ArgumentParser(
-        prog="flowspec", description="The executable specification of Flow Matching.")
+        prog="flowspec", description="The executable specification of Flow Matching."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     check = sub.add_parser(
-        "check", help="check flowspec on every installed array library against the "
-        "NumPy reference and the continuity equation")
-    check.add_argument("libraries", nargs="*", metavar="LIBRARY",
-                       help="numpy, array-api-strict, torch, jax, cupy (default: all installed)")
+        "check",
+        help="check flowspec on every installed array library against the "
+        "NumPy reference and the continuity equation",
+    )
+    check.add_argument(
+        "libraries",
+        nargs="*",
+        metavar="LIBRARY",
+        help="numpy, array-api-strict, torch, jax, cupy (default: all installed)",
+    )
     check.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
     check.set_defaults(run=_check)
     args = parser.parse_args(argv)

@@ -67,8 +67,14 @@ def _check_state(field: Any, x0: Any, method: str) -> Any:
     return xp
 
 
-def euler(field: Field, x0: Array, steps: int = 100, t0: float = 0.0, t1: float = 1.0,
-          return_path: bool = False) -> Array:
+def euler(
+    field: Field,
+    x0: Array,
+    steps: int = 100,
+    t0: float = 0.0,
+    t1: float = 1.0,
+    return_path: bool = False,
+) -> Array:
     r"""The paper's Euler sampler :math:`x_{k+1} = x_k + h\, v(t_k, x_k)`.
 
     With :math:`h = (t_1 - t_0)/\text{steps}` and :math:`t_k = t_0 + k h` exactly (the
@@ -132,10 +138,14 @@ def _grid(xp: Any, time_grid: Any, x0: Array) -> list[Any]:
             )
         return [time_grid[k] for k in range(int(time_grid.shape[0]))]
     if isinstance(time_grid, (str, bytes)) or not isinstance(time_grid, (Sequence, np.ndarray)):
-        raise TypeError(f"`time_grid` must be a 1-D sequence of times, got {_xp.describe(time_grid)}")
+        raise TypeError(
+            f"`time_grid` must be a 1-D sequence of times, got {_xp.describe(time_grid)}"
+        )
     grid = np.asarray(time_grid)
-    if grid.ndim != 1 or grid.shape[0] < 2 or not (
-        np.issubdtype(grid.dtype, np.floating) or np.issubdtype(grid.dtype, np.integer)
+    if (
+        grid.ndim != 1
+        or grid.shape[0] < 2
+        or not (np.issubdtype(grid.dtype, np.floating) or np.issubdtype(grid.dtype, np.integer))
     ):
         raise ValueError(
             f"`time_grid` must be a 1-D sequence of at least 2 real times, got {time_grid!r}"
@@ -145,13 +155,15 @@ def _grid(xp: Any, time_grid: Any, x0: Array) -> list[Any]:
         raise ValueError(f"`time_grid` must be finite, got {time_grid!r}")
     steps = np.diff(grid)
     if not (np.all(steps > 0) or np.all(steps < 0)):
-        raise ValueError(f"`time_grid` must be strictly increasing or strictly decreasing, "
-                         f"got {time_grid!r}")
+        raise ValueError(
+            f"`time_grid` must be strictly increasing or strictly decreasing, got {time_grid!r}"
+        )
     return [float(v) for v in grid]
 
 
-def integrate(field: Field, x0: Array, time_grid: Any, method: Method = "euler",
-              return_path: bool = False) -> Array:
+def integrate(
+    field: Field, x0: Array, time_grid: Any, method: Method = "euler", return_path: bool = False
+) -> Array:
     r"""Integrate :math:`\dot x = v(t, x)` over an explicit time grid with a fixed-step method.
 
     ``method`` is ``"euler"`` (order 1), ``"midpoint"`` (explicit midpoint, order 2),

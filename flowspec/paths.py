@@ -62,8 +62,9 @@ class GaussianPath:
             )
 
     # -- shared entry: validate once, then compute ------------------------------------
-    def _prepare(self, a_name: str, a: Array, b_name: str, b: Array, t: Any
-                 ) -> tuple[Any, Coefficients]:
+    def _prepare(
+        self, a_name: str, a: Array, b_name: str, b: Array, t: Any
+    ) -> tuple[Any, Coefficients]:
         xp = _xp.namespace(**{a_name: a, b_name: b, "t": t})
         _xp.check_float(xp, a_name, a)
         _xp.check_float(xp, b_name, b, like=(a_name, a))
@@ -130,8 +131,7 @@ class GaussianPath:
         _, c = self._prepare("x0", x0, "x1", x1, t)
         return c.d_alpha * x1 + c.d_sigma * x0
 
-    def sample_and_target(self, x0: Array, x1: Array, t: Array | float
-                          ) -> tuple[Array, Array]:
+    def sample_and_target(self, x0: Array, x1: Array, t: Array | float) -> tuple[Array, Array]:
         r"""``(sample(x0, x1, t), target(x0, x1, t))`` with one validation and one schedule call.
 
         This is the training step of CFM (eq. 9 reparameterised as eq. 13): regress

@@ -83,8 +83,15 @@ class Schedule:
         raise NotImplementedError
 
 
-def _validated(obj: Any, name: str, value: Any, lo: float | None = None,
-               hi: float | None = None, lo_open: bool = False, hi_open: bool = True) -> None:
+def _validated(
+    obj: Any,
+    name: str,
+    value: Any,
+    lo: float | None = None,
+    hi: float | None = None,
+    lo_open: bool = False,
+    hi_open: bool = True,
+) -> None:
     """Validate a constructor argument and store it as a float on a frozen dataclass."""
     v = _xp.real_number(name, value)
     bad_lo = lo is not None and (v <= lo if lo_open else v < lo)
@@ -248,8 +255,9 @@ class Cosine(Schedule):
         half_pi = 0.5 * math.pi
         alpha = xp.sin(half_pi * t)
         sigma = xp.sin(half_pi * (1.0 - t))
-        return Coefficients(alpha=alpha, sigma=sigma, d_alpha=half_pi * sigma,
-                            d_sigma=-half_pi * alpha)
+        return Coefficients(
+            alpha=alpha, sigma=sigma, d_alpha=half_pi * sigma, d_sigma=-half_pi * alpha
+        )
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,8 @@ def available() -> list[str]:
     True
     """
     return [
-        name for name, package in NAMES.items()
+        name
+        for name, package in NAMES.items()
         if importlib.util.find_spec(package) is not None and _module_exists(name)
     ]
 

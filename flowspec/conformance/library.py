@@ -35,7 +35,12 @@ from ..schedules import (
 )
 
 __all__ = [
-    "LIBRARIES", "Row", "check_library", "continuity_bound", "installed_libraries", "schedules",
+    "LIBRARIES",
+    "Row",
+    "check_library",
+    "continuity_bound",
+    "installed_libraries",
+    "schedules",
 ]
 
 #: Library name -> the module to import for it.
@@ -50,8 +55,16 @@ LIBRARIES: dict[str, str] = {
 
 def schedules() -> list[Schedule]:
     """One instance of each schedule of the contract, with non-default parameters too."""
-    return [CondOT(), CondOT(sigma_min=1e-3), VariancePreserving(), VarianceExploding(),
-            Cosine(), Polynomial(2.0), Polynomial(0.5), LinearVP()]
+    return [
+        CondOT(),
+        CondOT(sigma_min=1e-3),
+        VariancePreserving(),
+        VarianceExploding(),
+        Cosine(),
+        Polynomial(2.0),
+        Polynomial(0.5),
+        LinearVP(),
+    ]
 
 
 @dataclass(frozen=True)
@@ -134,8 +147,9 @@ def _path_args(fn: str, a: dict[str, Any]) -> tuple[Any, Any, Any]:
     return first, a["x1"], a["t"]
 
 
-def continuity_bound(path: GaussianPath, x1: np.ndarray, t: np.ndarray, x: np.ndarray,
-                     dtype: Any = np.float64) -> np.ndarray:
+def continuity_bound(
+    path: GaussianPath, x1: np.ndarray, t: np.ndarray, x: np.ndarray, dtype: Any = np.float64
+) -> np.ndarray:
     """Error bound, per sample, of :func:`~flowspec.continuity_residual` on a Gaussian path.
 
     The residual of an exact (density, field) pair is pure finite-difference error.
@@ -157,8 +171,12 @@ def continuity_bound(path: GaussianPath, x1: np.ndarray, t: np.ndarray, x: np.nd
     third = third / (2 * wide**3)
     u = path.velocity(x, x1, t)
     axes = tuple(range(1, x.ndim))
-    terms = (np.abs(f(t)) + np.abs(path.divergence(x, x1, t))
-             + np.abs(np.sum(u * path.score(x, x1, t), axis=axes)) + 1.0)
+    terms = (
+        np.abs(f(t))
+        + np.abs(path.divergence(x, x1, t))
+        + np.abs(np.sum(u * path.score(x, x1, t), axis=axes))
+        + 1.0
+    )
     d = x[0].size
     return 10.0 * (h * h / 6.0 * third + (2 * d + 2) * eps ** (2 / 3) * terms)
 
@@ -182,23 +200,31 @@ def _rows(name: str, xp: Any, seed: int) -> Iterator[Row]:
                 want = getattr(path, fn)(*_path_args(fn, raw))
                 # the reference is NumPy float64: the same formula, so agreement is to
                 # a few ulps of the inputs' magnitude
-                worst["reference"] = max(worst["reference"], _err(
-                    getattr(path, fn)(*_path_args(fn, a64)), want) / (64 * eps64))
+                worst["reference"] = max(
+                    worst["reference"],
+                    _err(getattr(path, fn)(*_path_args(fn, a64)), want) / (64 * eps64),
+                )
                 # float32: inputs rounded to float32 (relative error eps32/2) propagated
                 # through coefficients with condition number up to ~1/sigma_t (>= 1/0.06
                 # on these times) and through sums over up to 10 entries
-                worst["float32"] = max(worst["float32"], _err(
-                    getattr(path, fn)(*_path_args(fn, a32)), want) / (1e4 * eps32))
+                worst["float32"] = max(
+                    worst["float32"],
+                    _err(getattr(path, fn)(*_path_args(fn, a32)), want) / (1e4 * eps32),
+                )
             x_t, u = path.sample_and_target(a64["x0"], a64["x1"], a64["t"])
             v = path.velocity(x_t, a64["x1"], a64["t"])
             worst["theorem 3"] = max(worst["theorem 3"], _err(v, _to_numpy(u)) / (1e3 * eps64))
             x1 = a64["x1"]
-            resid = continuity_residual(lambda t, x, p=path, x1=x1: p.log_prob(x, x1, t),
-                                        lambda t, x, p=path, x1=x1: p.velocity(x, x1, t),
-                                        a64["t"], a64["x"])
+            resid = continuity_residual(
+                lambda t, x, p=path, x1=x1: p.log_prob(x, x1, t),
+                lambda t, x, p=path, x1=x1: p.velocity(x, x1, t),
+                a64["t"],
+                a64["x"],
+            )
             bound = continuity_bound(path, raw["x1"], raw["t"], raw["x"])
-            worst["continuity"] = max(worst["continuity"],
-                                      float(np.max(np.abs(_to_numpy(resid)) / bound)))
+            worst["continuity"] = max(
+                worst["continuity"], float(np.max(np.abs(_to_numpy(resid)) / bound))
+            )
     for prop, w in worst.items():
         yield Row(name, prop, w, 1.0, "ratio of the worst error to its tolerance")
 
@@ -206,16 +232,26 @@ def _rows(name: str, xp: Any, seed: int) -> Iterator[Row]:
     raw = _inputs(rng, (5, 3, 2))
     got = cfm_loss(xp.asarray(raw["x0"]), xp.asarray(raw["x1"]), reduction="none")
     want = np.sum((raw["x0"] - raw["x1"]) ** 2, axis=(1, 2))
-    yield Row(name, "cfm_loss", _err(got, want) / (64 * eps64), 1.0,
-              "ratio of the worst error to its tolerance")
+    yield Row(
+        name,
+        "cfm_loss",
+        _err(got, want) / (64 * eps64),
+        1.0,
+        "ratio of the worst error to its tolerance",
+    )
 
     # Euler's rule on dx/dt = t * x: x_{k+1} = x_k (1 + h t_k), t_k = k h exactly
     steps = 7
     x0 = rng.standard_normal((3, 2))
     want = x0 * np.prod([1.0 + (k / steps) / steps for k in range(steps)])
     got = euler(lambda t, x: xp.reshape(t, (-1, 1)) * x, xp.asarray(x0), steps=steps)
-    yield Row(name, "euler", _err(got, want) / (64 * eps64), 1.0,
-              "ratio of the worst error to its tolerance")
+    yield Row(
+        name,
+        "euler",
+        _err(got, want) / (64 * eps64),
+        1.0,
+        "ratio of the worst error to its tolerance",
+    )
 
 
 def check_library(name: str, seed: int = 0) -> list[Row]:
@@ -226,4 +262,3 @@ def check_library(name: str, seed: int = 0) -> list[Row]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         return list(_rows(name, xp, seed))
-
