@@ -141,7 +141,8 @@ class CondOT(Schedule):
         slope = 1.0 - self.sigma_min
         return Coefficients(
             alpha=t,
-            sigma=1.0 - slope * t,
+            # (1 - t) is exact for t >= 1/2, so this form does not cancel near t = 1
+            sigma=(1.0 - t) + self.sigma_min * t,
             d_alpha=xp.ones_like(t),
             d_sigma=xp.full_like(t, -slope),
         )

@@ -35,7 +35,7 @@ settings.register_profile(
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
 
 
-@pytest.fixture(params=LIBRARIES, ids=LIBRARIES)
+@pytest.fixture(scope="session", params=LIBRARIES, ids=LIBRARIES)
 def xp(request):
     """The Array API namespace of numpy, array-api-strict, torch, JAX (x64 on)."""
     return namespace_of(request.param)

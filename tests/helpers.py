@@ -31,4 +31,6 @@ def to_numpy(x) -> np.ndarray:
     """Any array as a NumPy array (through DLPack; CuPy through .get())."""
     if type(x).__module__.startswith("cupy"):
         return x.get()
+    if isinstance(x, (np.ndarray, np.generic)):
+        return np.asarray(x)
     return np.asarray(np.from_dlpack(x))

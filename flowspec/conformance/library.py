@@ -112,6 +112,8 @@ def _namespace(name: str) -> Any:
 def _to_numpy(x: Any) -> np.ndarray:
     if type(x).__module__.startswith("cupy"):
         return x.get()
+    if isinstance(x, (np.ndarray, np.generic)):
+        return np.asarray(x)
     return np.asarray(np.from_dlpack(x))
 
 
