@@ -110,7 +110,7 @@ def test_finite_domain_is_documented_and_true(schedule):
     with np.errstate(divide="ignore", invalid="ignore"):
         c = schedule(grid)
     finite = np.all(np.isfinite(np.stack(list(c))), axis=0)
-    for t, ok in zip(grid, finite):
+    for t, ok in zip(grid, finite, strict=True):
         assert ok == (t not in schedule.divergent_at), (t, schedule)
 
 

@@ -66,7 +66,7 @@ def test_bad_input_names_the_argument(call, exc, text):
 
 def test_mixed_libraries_name_both_arguments():
     strict = pytest.importorskip("array_api_strict")
-    with pytest.raises(TypeError, match="`x0`.*`x1`"):
+    with pytest.raises(TypeError, match=r"`x0`.*`x1`"):
         PATH.sample(X, strict.asarray(X), 0.5)
     with pytest.raises(TypeError, match="`t`"):
         PATH.sample(X, X, strict.asarray(0.5, dtype=strict.float64))
@@ -77,7 +77,7 @@ def test_inputs_are_not_mutated():
     copies = [a.copy() for a in (x0, x1, t)]
     for method in ("sample", "target", "velocity", "log_prob", "score", "divergence"):
         getattr(PATH, method)(x0, x1, t)
-    for a, b in zip((x0, x1, t), copies):
+    for a, b in zip((x0, x1, t), copies, strict=True):
         assert np.array_equal(a, b)
 
 
