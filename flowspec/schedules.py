@@ -24,6 +24,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+import numpy as np
+
 from . import _xp
 
 __all__ = [
@@ -70,8 +72,6 @@ class Schedule:
         if isinstance(t, bool):
             raise TypeError(f"`t` must be a real number or an array, got {_xp.describe(t)}")
         if isinstance(t, (int, float)):
-            import numpy as np
-
             t = np.asarray(_xp.real_number("t", t), dtype=np.float64)
         xp = _xp.namespace(t=t)
         _xp.check_float(xp, "t", t)
