@@ -150,9 +150,7 @@ GRIDS = [[0.0, 0.3, 0.7, 1.0], [1.0, 0.6, 0.25, 0.0], [0.0, 1.0]]
 def test_buffered_solver_equals_the_reference_bitwise(method, grid, dtype, return_path):
     x0 = np.random.default_rng(3).standard_normal((5, 2, 3)).astype(dtype)
     before = x0.copy()
-    got = L.run_solver(
-        L.emulate, XP, _field, x0, L.solver_plan(XP, method, grid, x0), return_path
-    )
+    got = L.run_solver(L.emulate, XP, _field, x0, L.solver_plan(XP, method, grid, x0), return_path)
     want = fs.integrate(_field, x0, grid, method=method, return_path=return_path)
     # stage times and step coefficients are rounded as the reference rounds them and
     # every update is the reference's expression: equal bit for bit
@@ -223,7 +221,9 @@ def _naive_marginal(path, data, x, t, weights):
         "divergence": d * (ds / s)[:, 0] + ((da - a * ds / s) * a / s**2)[:, 0] * var,
     }
     # conditioning of the matrix-product form: the largest logit magnitude it cancels
-    scale = float(np.max((xf**2).sum(1)[:, None] + (a**2) * (yf**2).sum(1)[None]) / (2 * np.min(s) ** 2))
+    scale = float(
+        np.max((xf**2).sum(1)[:, None] + (a**2) * (yf**2).sum(1)[None]) / (2 * np.min(s) ** 2)
+    )
     return out, scale
 
 
@@ -337,9 +337,7 @@ CONDITIONING = 1e3
 
 @pytest.mark.parametrize("schedule", SCHEDULES, ids=IDS)
 @given(seed=st.integers(0, 2**32 - 1), batch=st.integers(1, 4), d=st.integers(1, 3))
-def test_residual_with_analytic_parts_vanishes_for_every_conditional_path(
-    schedule, seed, batch, d
-):
+def test_residual_with_analytic_parts_vanishes_for_every_conditional_path(schedule, seed, batch, d):
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((batch, d))
     x1 = rng.standard_normal((batch, d))

@@ -148,9 +148,7 @@ RK4 = KernelSpec(
     body=(("y", "x + c[j] * (k1 + T(2) * k2 + T(2) * k3 + k4)"),),
 )
 
-KERNELS: dict[str, KernelSpec] = {
-    spec.name: spec for spec in (SAMPLE_AND_TARGET, AXPY, HEUN, RK4)
-}
+KERNELS: dict[str, KernelSpec] = {spec.name: spec for spec in (SAMPLE_AND_TARGET, AXPY, HEUN, RK4)}
 
 # -- NumPy emulation of cupy.ElementwiseKernel -----------------------------------------
 
@@ -559,7 +557,11 @@ def marginal_quantity(
         for start in range(0, n, chunk):
             y = yf[start : start + chunk, ...] - stats.shift
             yy = xp.sum(y * y, axis=1)
-            sq = xx - 2.0 * alpha * xp.matmul(stats.xc, xp.matrix_transpose(y)) + (alpha * alpha) * yy
+            sq = (
+                xx
+                - 2.0 * alpha * xp.matmul(stats.xc, xp.matrix_transpose(y))
+                + (alpha * alpha) * yy
+            )
             logits = -xp.maximum(sq, xp.zeros_like(sq)) * inv
             logits = logits + (logq[start : start + chunk] if logq is not None else -math.log(n))
             blocks.append(xp.exp(logits - lse))

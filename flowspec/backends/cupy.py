@@ -90,7 +90,9 @@ def kernel_source(name: str) -> tuple[str, str, str]:
 
 def _require_cupy(name: str, x: Any) -> None:
     if not array_api_compat.is_cupy_array(x):
-        raise TypeError(f"`{name}` must be a CuPy array for the cupy backend, got {_xp.describe(x)}")
+        raise TypeError(
+            f"`{name}` must be a CuPy array for the cupy backend, got {_xp.describe(x)}"
+        )
 
 
 # -- training step ---------------------------------------------------------------------
@@ -401,7 +403,9 @@ def sample_time(
     lo = _xp.real_number("t_min", t_min)
     hi = _xp.real_number("t_max", t_max)
     if not 0.0 <= lo < hi <= 1.0:
-        raise ValueError(f"`t_min` and `t_max` must satisfy 0 <= t_min < t_max <= 1, got {lo!r}, {hi!r}")
+        raise ValueError(
+            f"`t_min` and `t_max` must satisfy 0 <= t_min < t_max <= 1, got {lo!r}, {hi!r}"
+        )
     u = generator.random(int(batch), dtype=dt)
     if lo == 0.0 and hi == 1.0:
         return u
@@ -429,8 +433,12 @@ def sample_noise(shape: Any, *, generator: Any, dtype: Any = cupy.float32) -> Ar
     if (
         not isinstance(shape, tuple)
         or len(shape) < 1
-        or not all(isinstance(s, numbers.Integral) and not isinstance(s, bool) and s >= 0 for s in shape)
+        or not all(
+            isinstance(s, numbers.Integral) and not isinstance(s, bool) and s >= 0 for s in shape
+        )
         or shape[0] < 1
     ):
-        raise ValueError(f"`shape` must be a tuple (B, *event) of integers with B >= 1, got {shape!r}")
+        raise ValueError(
+            f"`shape` must be a tuple (B, *event) of integers with B >= 1, got {shape!r}"
+        )
     return generator.standard_normal(tuple(int(s) for s in shape), dtype=dt)
