@@ -81,6 +81,38 @@ def time_ms(fn, repeats: int, inner: int) -> float:
     return statistics.median(samples)
 
 
+def bench_shape(fcp, path, dtype, shape, repeats: int, inner: int) -> list[tuple]:
+    """Rows (op, dtype, shape, fused ms, Array API ms, hand-written ms, fused GB/s)."""
+    out: list[tuple] = []
+    rng = cupy.random.default_rng(0)
+    x0 = rng.standard_normal(shape, dtype=dtype)
+    x1 = rng.standard_normal(shape, dtype=dtype)
+    t = rng.random(shape[0], dtype=dtype)
+    c = path.schedule(t)
+    col = (shape[0],) + (1,) * (len(shape) - 1)
+    a, s, da, ds = (cupy.reshape(v, col) for v in c)
+    item = np.dtype(dtype).itemsize
+    size = x0.size
+    fused = time_ms(lambda: fcp.sample_and_target(path, x0, x1, t), repeats, inner)
+    api = time_ms(lambda: path.sample_and_target(x0, x1, t), repeats, inner)
+    hand = time_ms(lambda: (a * x1 + s * x0, da * x1 + ds * x0), repeats, inner)
+    # the fused step reads x0, x1 and writes x_t, target: 4 arrays
+    gbs = 4 * size * item / (fused * 1e-3) / 1e9
+    out.append(("step", np.dtype(dtype).name, shape, fused, api, hand, gbs))
+
+    x = x0.copy()
+    v = x1
+    plan_c = cupy.full((1,), 1e-3, dtype=dtype)
+    kernel = fcp._kernel(fcp._logic.AXPY)
+    fused_e = time_ms(lambda: kernel(x, v, plan_c, 0, x), repeats, inner)
+    api_e = time_ms(lambda: x + 1e-3 * v, repeats, inner)
+    hand_e = time_ms(lambda: cupy.add(x, 1e-3 * v, out=x), repeats, inner)
+    # reads x, v and writes x: 3 arrays
+    gbs_e = 3 * size * item / (fused_e * 1e-3) / 1e9
+    out.append(("euler", np.dtype(dtype).name, shape, fused_e, api_e, hand_e, gbs_e))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer shapes and repeats")
@@ -96,32 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     path = fs.GaussianPath(fs.VariancePreserving())
     for dtype in (np.float32, np.float64):
         for shape in shapes:
-            rng = cupy.random.default_rng(0)
-            x0 = rng.standard_normal(shape, dtype=dtype)
-            x1 = rng.standard_normal(shape, dtype=dtype)
-            t = rng.random(shape[0], dtype=dtype)
-            c = path.schedule(t)
-            col = (shape[0],) + (1,) * (len(shape) - 1)
-            a, s, da, ds = (cupy.reshape(v, col) for v in c)
-            item = np.dtype(dtype).itemsize
-            size = x0.size
-            fused = time_ms(lambda: fcp.sample_and_target(path, x0, x1, t), repeats, inner)
-            api = time_ms(lambda: path.sample_and_target(x0, x1, t), repeats, inner)
-            hand = time_ms(lambda: (a * x1 + s * x0, da * x1 + ds * x0), repeats, inner)
-            # the fused step reads x0, x1 and writes x_t, target: 4 arrays
-            gbs = 4 * size * item / (fused * 1e-3) / 1e9
-            rows.append(("step", np.dtype(dtype).name, shape, fused, api, hand, gbs))
-
-            x = x0.copy()
-            v = x1
-            plan_c = cupy.full((1,), 1e-3, dtype=dtype)
-            kernel = fcp._kernel(fcp._logic.AXPY)
-            fused_e = time_ms(lambda: kernel(x, v, plan_c, 0, x), repeats, inner)
-            api_e = time_ms(lambda: x + 1e-3 * v, repeats, inner)
-            hand_e = time_ms(lambda: cupy.add(x, 1e-3 * v, out=x), repeats, inner)
-            # reads x, v and writes x: 3 arrays
-            gbs_e = 3 * size * item / (fused_e * 1e-3) / 1e9
-            rows.append(("euler", np.dtype(dtype).name, shape, fused_e, api_e, hand_e, gbs_e))
+            rows += bench_shape(fcp, path, dtype, shape, repeats, inner)
 
     lines = [
         f"Device peak bandwidth: {peak:.0f} GB/s ({source})",
