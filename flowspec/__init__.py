@@ -9,6 +9,7 @@ PyTorch, JAX and CuPy arrays. Importing flowspec imports no array framework.
 from . import backends
 from .continuity import continuity_residual
 from .losses import cfm_loss
+from .marginal import EmpiricalMarginal
 from .ode import euler, integrate
 from .paths import GaussianPath
 from .schedules import (
@@ -28,6 +29,7 @@ __all__ = [
     "Coefficients",
     "CondOT",
     "Cosine",
+    "EmpiricalMarginal",
     "GaussianPath",
     "LinearVP",
     "Polynomial",
