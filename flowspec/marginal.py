@@ -239,7 +239,7 @@ class EmpiricalMarginal:
 
     def _stats(self, x: Array, t: Any) -> tuple[Any, Array, Any, dict[str, Array]]:
         """Stream over the data; return the posterior statistics of every query row."""
-        xp, flat, tt, c = self._prepare(x, t)
+        xp, flat, _, c = self._prepare(x, t)
         batch, d = int(flat.shape[0]), self._size
         alpha = xp.reshape(c.alpha, (batch,))
         sigma = xp.reshape(c.sigma, (batch,))
@@ -338,7 +338,7 @@ class EmpiricalMarginal:
         >>> m.denoise(np.array([[0.0]]), 0.5).tolist()
         [[0.0]]
         """
-        xp, flat, _, st = self._stats(x, t)
+        xp, _, _, st = self._stats(x, t)
         return xp.reshape(st["y_hat"] + self._mean, tuple(x.shape))
 
     def velocity(self, x: Array, t: Array | float) -> Array:
@@ -379,7 +379,7 @@ class EmpiricalMarginal:
         >>> m.score(np.array([[2.0]]), 0.0).tolist()
         [[-2.0]]
         """
-        xp, flat, _, st = self._stats(x, t)
+        xp, _, _, st = self._stats(x, t)
         sigma = st["sigma"]
         resid = st["xc"] - st["alpha"][:, None] * st["y_hat"]
         return xp.reshape(-resid / (sigma * sigma)[:, None], tuple(x.shape))
