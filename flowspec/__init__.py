@@ -8,6 +8,7 @@ PyTorch, JAX and CuPy arrays. Importing flowspec imports no array framework.
 
 from . import backends
 from .continuity import continuity_residual
+from .likelihood import log_likelihood
 from .losses import cfm_loss
 from .marginal import EmpiricalMarginal
 from .ode import euler, integrate
@@ -41,4 +42,5 @@ __all__ = [
     "continuity_residual",
     "euler",
     "integrate",
+    "log_likelihood",
 ]
