@@ -279,7 +279,9 @@ class EmpiricalMarginal:
         )
         log_z = xp.logaddexp(l_k, log_rest)
         w_k = xp.exp(l_k - log_z)
-        w_rest = xp.where(has_rest, xp.exp(l_max - log_z), xp.zeros_like(rest))
+        # exp(l_max - log_z) <= 1 / rest; masked before the exp so no overflow is computed
+        gap = xp.where(has_rest, l_max - log_z, xp.zeros_like(rest))
+        w_rest = xp.where(has_rest, xp.exp(gap), xp.zeros_like(rest))
         # sums over the other points, relative to y_k: A = sum e (y_i - y_k),
         # C = sum e ||y_i - y_k||^2 (both exactly 0 when no other point contributes)
         s1_rest = sums[:, :d] - y_k
