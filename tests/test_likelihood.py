@@ -89,7 +89,7 @@ def test_validation():
     def div(t, x):
         return m.divergence(x, t)
 
-    with pytest.raises(ValueError, match="`time_grid`.*decreasing"):
+    with pytest.raises(ValueError, match=r"`time_grid`.*decreasing"):
         fs.log_likelihood(u, x1, standard_normal_np, [0.0, 1.0], divergence=div)
     with pytest.raises(ValueError, match="`time_grid`"):
         fs.log_likelihood(u, x1, standard_normal_np, [1.5, 0.0], divergence=div)
@@ -97,7 +97,7 @@ def test_validation():
         fs.log_likelihood(u, x1, standard_normal_np, [1.0, 0.5, 0.7, 0.0], divergence=div)
     with pytest.raises(TypeError, match="`divergence`"):
         fs.log_likelihood(u, x1, standard_normal_np, [1.0, 0.0])
-    with pytest.raises(TypeError, match="`divergence`.*backends"):
+    with pytest.raises(TypeError, match=r"`divergence`.*backends"):
         fs.log_likelihood(u, x1, standard_normal_np, [1.0, 0.0], divergence="exact")
     with pytest.raises(TypeError, match="`log_p0`"):
         fs.log_likelihood(u, x1, None, [1.0, 0.0], divergence=div)
