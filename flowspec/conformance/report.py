@@ -212,33 +212,37 @@ def _num(v: float) -> str:
 
 
 def table(reports: Iterable[Report]) -> str:
-    """A readable table: one row per property, then a line per failure's counterexample."""
-    rows = [("adapter", "schedule", "property", "abs err", "rel err", "err/tol", "result")]
+    """A readable table: a header per adapter, one row per property, then the failures."""
+    head = ("property", "abs err", "rel err", "err/tol", "result")
+    blocks: list[tuple[str, list[tuple[str, ...]]]] = []
     notes = []
     for rep in reports:
+        title = rep.adapter if rep.schedule in rep.adapter else f"{rep.adapter}  claims {rep.schedule}"
+        rows = []
         for r in rep.results:
+            status = "ok" if r.status == "pass" else r.status.upper()
             rows.append(
-                (
-                    rep.adapter,
-                    rep.schedule,
-                    r.prop,
-                    _num(r.worst_abs),
-                    _num(r.worst_rel),
-                    _num(r.worst_ratio),
-                    r.status.upper() if r.status != "pass" else "ok",
-                )
+                (r.prop, _num(r.worst_abs), _num(r.worst_rel), _num(r.worst_ratio), status)
             )
             if r.status in ("fail", "error", "xfail"):
                 notes.append(f"{rep.adapter} {r.prop}: {r.message}")
         if rep.missing:
-            notes.append(f"{rep.adapter}: not checked (no such capability): {', '.join(rep.missing)}")
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = []
-    for k, row in enumerate(rows):
-        lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
-        if k == 0:
-            lines.append("  ".join("-" * w for w in widths))
+            rows.append((f"(not checked: {', '.join(rep.missing)})", "", "", "", ""))
+        blocks.append((title, rows))
+    all_rows = [head] + [row for _, rows in blocks for row in rows if row[1:] != ("",) * 4]
+    widths = [max(len(row[i]) for row in all_rows) for i in range(len(head))]
+
+    def fmt(row: tuple[str, ...]) -> str:
+        if row[1:] == ("",) * 4:
+            return "  " + row[0]
+        return "  " + "  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip()
+
+    lines = [fmt(head), "  " + "  ".join("-" * w for w in widths)]
+    for title, rows in blocks:
+        lines.append(title)
+        lines.extend(fmt(row) for row in rows)
     if notes:
         lines.append("")
+        lines.append("failures:")
         lines.extend(notes)
     return "\n".join(lines)

@@ -122,6 +122,7 @@ def check(
     seed: int = 0,
     skips: Iterable[str] = (),
     xfails: Iterable[str] = (),
+    select: Iterable[str] | None = None,
     target: str = "",
     progress: Any = None,
 ) -> Report:
@@ -139,6 +140,8 @@ def check(
     skips, xfails : iterable of str
         fnmatch patterns over ``"<adapter name>::<property id>"`` or the property id.
         A skipped property is not run; an xfailed one runs and its failure is expected.
+    select : iterable of str, optional
+        Patterns as for ``skips``: run only the properties they match.
     target : str
         Recorded in the report.
     progress : callable, optional
@@ -160,6 +163,7 @@ def check(
     if isinstance(max_examples, bool) or not isinstance(max_examples, int) or max_examples < 1:
         raise ValueError(f"`max_examples` must be an integer >= 1, got {max_examples!r}")
     skips, xfails = list(skips), list(xfails)
+    chosen = None if select is None else list(select)
     report = Report(
         target=target or adapter.name,
         adapter=adapter.name,
@@ -170,6 +174,8 @@ def check(
         max_examples=max_examples,
     )
     for prop in properties(adapter):
+        if chosen is not None and _matches(chosen, adapter, prop.id) is None:
+            continue
         pat = _matches(skips, adapter, prop.id)
         if pat is not None:
             report.results.append(Result(prop.id, "skip", message=f"skipped by {pat!r}"))
