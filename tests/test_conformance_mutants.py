@@ -94,7 +94,10 @@ class WrongLogProb(ReferenceAdapter):
 
     def log_prob(self, x, x1, t):
         c = self.schedule(t)
-        sq = np.sum(((x - c.alpha.reshape(-1, *([1] * (x.ndim - 1))) * x1) ** 2).reshape(x.shape[0], -1), axis=1)
+        sq = np.sum(
+            ((x - c.alpha.reshape(-1, *([1] * (x.ndim - 1))) * x1) ** 2).reshape(x.shape[0], -1),
+            axis=1,
+        )
         return -0.5 * sq / c.sigma**2
 
 
@@ -160,7 +163,9 @@ def test_every_library_passes(library):
     cases = (
         [(fs.VariancePreserving(), 1)]
         if library == "jax"
-        else [(s, PASS_EXAMPLES) for s in (fs.CondOT(), fs.VariancePreserving(), fs.Polynomial(0.5))]
+        else [
+            (s, PASS_EXAMPLES) for s in (fs.CondOT(), fs.VariancePreserving(), fs.Polynomial(0.5))
+        ]
     )
     for schedule, n in cases:
         report = check(LibraryAdapter(library, schedule), max_examples=n, seed=0)

@@ -98,7 +98,9 @@ def run_check(args: argparse.Namespace) -> int:
     if args.max_examples is None:
         args.max_examples = DEFAULT_EXAMPLES if args.targets else QUICK_EXAMPLES
     if args.max_examples < 1:
-        print(f"flowspec check: --max-examples must be >= 1, got {args.max_examples}", file=sys.stderr)
+        print(
+            f"flowspec check: --max-examples must be >= 1, got {args.max_examples}", file=sys.stderr
+        )
         return 2
     skips, xfails = read_patterns(args.skips), read_patterns(args.xfails)
     have_hypothesis = importlib.util.find_spec("hypothesis") is not None
@@ -159,7 +161,9 @@ def run_check(args: argparse.Namespace) -> int:
     print(table(reports))
     results = [r for rep in reports for r in rep.results]
     failed = sum(1 for r in results if not r.ok)
-    counts = {s: sum(1 for r in results if r.status == s) for s in ("pass", "skip", "xfail", "xpass")}
+    counts = {
+        s: sum(1 for r in results if r.status == s) for s in ("pass", "skip", "xfail", "xpass")
+    }
     print(
         f"\n{counts['pass']} passed, {failed} failed, {counts['skip']} skipped, "
         f"{counts['xfail']} xfailed, {counts['xpass']} xpassed"
@@ -185,5 +189,7 @@ def run_golden(args: argparse.Namespace) -> int:
 
     manifest = write(args.directory)
     n = len(manifest["files"])
-    print(f"wrote {n} vector files and manifest.json (format version {manifest['version']}) to {args.directory}")
+    print(
+        f"wrote {n} vector files and manifest.json (format version {manifest['version']}) to {args.directory}"
+    )
     return 0

@@ -61,7 +61,10 @@ def spread(ref: Callable[[np.ndarray], np.ndarray], t: np.ndarray, like: np.ndar
 
 
 def tolerance(
-    terms: list[np.ndarray], ref: Callable[[np.ndarray], np.ndarray], t: np.ndarray, like: np.ndarray
+    terms: list[np.ndarray],
+    ref: Callable[[np.ndarray], np.ndarray],
+    t: np.ndarray,
+    like: np.ndarray,
 ) -> np.ndarray:
     """The tolerance of the module docstring for a reference ``like`` with these terms."""
     with np.errstate(all="ignore"):

@@ -111,7 +111,9 @@ def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
     with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
         for name in sorted(arrays):
             member = io.BytesIO()
-            np.lib.format.write_array(member, np.ascontiguousarray(arrays[name]), allow_pickle=False)
+            np.lib.format.write_array(
+                member, np.asarray(arrays[name], order="C"), allow_pickle=False
+            )
             info = zipfile.ZipInfo(f"{name}.npy", date_time=_DATE)
             info.external_attr = 0o644 << 16
             zf.writestr(info, member.getvalue())
@@ -135,7 +137,7 @@ def write(directory: str | Path) -> dict[str, Any]:
                 k: {
                     "shape": list(a.shape),
                     "dtype": a.dtype.str,
-                    "sha256": hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest(),
+                    "sha256": hashlib.sha256(np.asarray(a, order="C").tobytes()).hexdigest(),
                 }
                 for k, a in sorted(arrays.items())
             },

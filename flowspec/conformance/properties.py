@@ -261,9 +261,7 @@ def _coefficients() -> Property:
         want = _coefs(adapter.schedule, t)
         worst = Measure(0.0, 0.0, 0.0)
         for k, name in enumerate(("alpha", "sigma", "d_alpha", "d_sigma")):
-            tol = tolerance(
-                [want[k]], lambda tt, k=k: _coefs(adapter.schedule, tt)[k], t, want[k]
-            )
+            tol = tolerance([want[k]], lambda tt, k=k: _coefs(adapter.schedule, tt)[k], t, want[k])
             m = compare(got[k], want[k], tol, f"coefficients.{name}")
             worst = _worse(worst, m)
         return worst

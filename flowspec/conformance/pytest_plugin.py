@@ -106,7 +106,9 @@ class FlowspecCollector(pytest.Collector):
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(session: Any, config: Any, items: list[Any]) -> None:
     for target in config.getoption("flowspec_target"):
-        collector = FlowspecCollector.from_parent(session, name=f"flowspec[{target}]", target=target)
+        collector = FlowspecCollector.from_parent(
+            session, name=f"flowspec[{target}]", target=target
+        )
         rep = collector.ihook.pytest_make_collect_report(collector=collector)
         if rep.failed:
             raise pytest.UsageError(f"--flowspec-target={target}: {rep.longreprtext}")

@@ -217,13 +217,13 @@ def table(reports: Iterable[Report]) -> str:
     blocks: list[tuple[str, list[tuple[str, ...]]]] = []
     notes = []
     for rep in reports:
-        title = rep.adapter if rep.schedule in rep.adapter else f"{rep.adapter}  claims {rep.schedule}"
+        title = (
+            rep.adapter if rep.schedule in rep.adapter else f"{rep.adapter}  claims {rep.schedule}"
+        )
         rows = []
         for r in rep.results:
             status = "ok" if r.status == "pass" else r.status.upper()
-            rows.append(
-                (r.prop, _num(r.worst_abs), _num(r.worst_rel), _num(r.worst_ratio), status)
-            )
+            rows.append((r.prop, _num(r.worst_abs), _num(r.worst_rel), _num(r.worst_ratio), status))
             if r.status in ("fail", "error", "xfail"):
                 notes.append(f"{rep.adapter} {r.prop}: {r.message}")
         if rep.missing:
@@ -235,7 +235,7 @@ def table(reports: Iterable[Report]) -> str:
     def fmt(row: tuple[str, ...]) -> str:
         if row[1:] == ("",) * 4:
             return "  " + row[0]
-        return "  " + "  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip()
+        return "  " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
 
     lines = [fmt(head), "  " + "  ".join("-" * w for w in widths)]
     for title, rows in blocks:

@@ -103,7 +103,9 @@ def adapters() -> list[FlowMatchingPath]:
     return [
         FlowMatchingPath(CondOTScheduler(), fs_schedules.CondOT(0.0), "CondOTScheduler()"),
         FlowMatchingPath(
-            PolynomialConvexScheduler(2), fs_schedules.Polynomial(2.0), "PolynomialConvexScheduler(2)"
+            PolynomialConvexScheduler(2),
+            fs_schedules.Polynomial(2.0),
+            "PolynomialConvexScheduler(2)",
         ),
         FlowMatchingPath(
             PolynomialConvexScheduler(0.5),

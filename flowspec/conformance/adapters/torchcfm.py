@@ -51,7 +51,9 @@ class TorchCFM:
         # the noise of sample_xt is drawn inside; make it x0 for this call
         self.matcher.sample_noise_like = lambda x: a0
         try:
-            _, xt, ut = self.matcher.sample_location_and_conditional_flow(a0, tensor(x1), t=tensor(t))
+            _, xt, ut = self.matcher.sample_location_and_conditional_flow(
+                a0, tensor(x1), t=tensor(t)
+            )
         finally:
             del self.matcher.sample_noise_like
         return xt, ut
