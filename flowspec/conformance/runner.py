@@ -156,8 +156,8 @@ def check(
     >>> import flowspec as fs
     >>> from flowspec.conformance import check, ReferenceAdapter
     >>> report = check(ReferenceAdapter(fs.CondOT()), max_examples=5)
-    >>> report.passed, report.missing
-    (True, [])
+    >>> report.passed, [r.prop for r in report.results][:3]
+    (True, ['agreement.coefficients', 'agreement.sample', 'agreement.target'])
     """
     validate(adapter)
     if isinstance(max_examples, bool) or not isinstance(max_examples, int) or max_examples < 1:
