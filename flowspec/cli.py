@@ -10,48 +10,37 @@ __all__ = ["main"]
 
 
 def _check(args: argparse.Namespace) -> int:
-    from .conformance import check_library, installed_libraries
+    from .conformance.command import run_check
 
-    names = args.libraries or installed_libraries()
-    rows = []
-    header = f"{'library':<18} {'property':<12} {'worst/tol':>11}  result"
-    print(header)
-    print("-" * len(header))
-    for name in names:
-        try:
-            lib_rows = check_library(name, seed=args.seed)
-        except ImportError as exc:
-            print(f"{name:<18} {'(import)':<12} {'':>11}  FAIL: {exc}")
-            rows.append(None)
-            continue
-        for row in lib_rows:
-            verdict = "ok" if row.passed else "FAIL"
-            print(f"{row.library:<18} {row.prop:<12} {row.worst:>11.3g}  {verdict}")
-            rows.append(row)
-    failed = sum(1 for r in rows if r is None or not r.passed)
-    print(f"\n{len(rows) - failed} passed, {failed} failed")
-    return 1 if failed else 0
+    return run_check(args)
+
+
+def _golden(args: argparse.Namespace) -> int:
+    from .conformance.command import run_golden
+
+    return run_golden(args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``flowspec`` command; returns the exit status."""
+    from .conformance.command import add_check_arguments
+
     parser = argparse.ArgumentParser(
         prog="flowspec", description="The executable specification of Flow Matching."
     )
     sub = parser.add_subparsers(dest="command", required=True)
     check = sub.add_parser(
         "check",
-        help="check flowspec on every installed array library against the "
-        "NumPy reference and the continuity equation",
+        help="check flowspec on every installed array library, or any implementation "
+        "of Flow Matching (TARGET), against the reference and the continuity equation",
     )
-    check.add_argument(
-        "libraries",
-        nargs="*",
-        metavar="LIBRARY",
-        help="numpy, array-api-strict, torch, jax, cupy (default: all installed)",
-    )
-    check.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
+    add_check_arguments(check)
     check.set_defaults(run=_check)
+    golden = sub.add_parser(
+        "golden", help="write versioned golden test vectors (.npz + manifest.json) to DIR"
+    )
+    golden.add_argument("directory", metavar="DIR")
+    golden.set_defaults(run=_golden)
     args = parser.parse_args(argv)
     return int(args.run(args))
 

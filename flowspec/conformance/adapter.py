@@ -1,0 +1,251 @@
+"""The adapter protocol: how an implementation under test is presented to the kit.
+
+An adapter is any object with a ``name``, the ``schedule`` of the contract it claims
+to implement (a :class:`~flowspec.schedules.Schedule` instance, with its parameters),
+and any subset of the optional methods below. Every method receives NumPy arrays
+(float64, or float32 in the dtype property) and returns an array of any library that
+NumPy can read through DLPack (or a CuPy array); the kit converts it back.
+
+======================================  ==============================================
+method                                  returns
+======================================  ==============================================
+``coefficients(t)``                     ``(alpha, sigma, d_alpha, d_sigma)``, each (B,)
+``sample(x0, x1, t)``                   ``x_t = alpha x1 + sigma x0``, (B, *event)
+``target(x0, x1, t)``                   ``d_alpha x1 + d_sigma x0``, (B, *event)
+``velocity(x, x1, t)``                  ``u_t(x | x1)`` (Theorem 3), (B, *event)
+``log_prob(x, x1, t)``                  ``log p_t(x | x1)``, (B,)
+``loss(v, u)``                          the CFM loss, reduced by ``loss_reduction``
+``euler(field, x0, steps)``             x at t = 1 after ``steps`` Euler steps from 0
+``velocity_from_x1(x1, x, t)``          conversions between parameterisations
+``velocity_from_x0(x0, x, t)``          (Lipman et al. 2024, Table 1); x is x_t
+``x1_from_velocity(v, x, t)``
+``x0_from_velocity(v, x, t)``
+``x1_from_x0(x0, x, t)``
+``x0_from_x1(x1, x, t)``
+======================================  ==============================================
+
+``t`` is always a NumPy array of shape (B,). ``field(t, x)`` given to ``euler`` takes
+NumPy arrays (t of shape (B,) or a 0-d array, x of shape (B, *event)) and returns a
+NumPy array; the adapter converts around it. ``loss_reduction`` (default ``"mean"``)
+is ``"mean"``, ``"sum"`` or ``"none"`` as in :func:`flowspec.cfm_loss`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from ..schedules import Schedule
+
+__all__ = [
+    "CAPABILITIES",
+    "CONVERSIONS",
+    "Adapter",
+    "LibraryAdapter",
+    "ReferenceAdapter",
+    "capabilities",
+    "load_target",
+    "missing",
+    "to_numpy",
+]
+
+#: The conversion helpers of the protocol.
+CONVERSIONS = (
+    "velocity_from_x1",
+    "velocity_from_x0",
+    "x1_from_velocity",
+    "x0_from_velocity",
+    "x1_from_x0",
+    "x0_from_x1",
+)
+#: Every optional method of the protocol, in the order they are checked.
+CAPABILITIES = (
+    "coefficients",
+    "sample",
+    "target",
+    "velocity",
+    "log_prob",
+    "loss",
+    "euler",
+    *CONVERSIONS,
+)
+
+
+@runtime_checkable
+class Adapter(Protocol):
+    """What the kit needs: a name and the schedule claimed; every method is optional."""
+
+    name: str
+    schedule: Schedule
+
+
+def capabilities(adapter: Any) -> list[str]:
+    """The protocol methods ``adapter`` has."""
+    return [c for c in CAPABILITIES if callable(getattr(adapter, c, None))]
+
+
+def missing(adapter: Any) -> list[str]:
+    """The protocol methods ``adapter`` lacks (reported, not checked)."""
+    have = set(capabilities(adapter))
+    return [c for c in CAPABILITIES if c not in have]
+
+
+def validate(adapter: Any) -> None:
+    """Raise TypeError unless ``adapter`` has a name and a contract schedule."""
+    if not isinstance(getattr(adapter, "name", None), str):
+        raise TypeError(f"`adapter` must have a string `name`, got {adapter!r}")
+    if not isinstance(getattr(adapter, "schedule", None), Schedule):
+        raise TypeError(
+            f"`adapter.schedule` must be a flowspec Schedule (the schedule the "
+            f"implementation claims, e.g. fs.CondOT(sigma_min=0.0)), got "
+            f"{getattr(adapter, 'schedule', None)!r}"
+        )
+    red = getattr(adapter, "loss_reduction", "mean")
+    if red not in ("mean", "sum", "none"):
+        raise ValueError(f"`adapter.loss_reduction` must be 'mean', 'sum' or 'none', got {red!r}")
+
+
+def to_numpy(x: Any) -> np.ndarray:
+    """An adapter's output as a NumPy array, dtype unchanged (DLPack; CuPy via .get())."""
+    if isinstance(x, np.ndarray):
+        return x
+    module = type(x).__module__
+    if module.startswith("cupy"):
+        return x.get()
+    if module.startswith("torch"):
+        return x.detach().cpu().numpy()
+    try:
+        return np.asarray(np.from_dlpack(x))
+    except (TypeError, AttributeError, BufferError, RuntimeError):
+        return np.asarray(x)
+
+
+# -- flowspec itself as an adapter ------------------------------------------------------
+
+
+class LibraryAdapter:
+    """flowspec's own functions run on array library ``library`` (inputs converted in).
+
+    This is what ``flowspec check numpy`` (torch, jax, ...) checks: the core's
+    functions on that library's arrays, against the NumPy float64 reference. The
+    conversions are the obvious ones (``velocity_from_x1`` is the Theorem 3 field).
+    """
+
+    loss_reduction = "mean"
+
+    def __init__(self, library: str, schedule: Schedule) -> None:
+        from .library import LIBRARIES, _namespace
+
+        if library not in LIBRARIES:
+            raise ValueError(f"`library` must be one of {tuple(LIBRARIES)}, got {library!r}")
+        self.library = library
+        self.xp = _namespace(library)
+        self.schedule = schedule
+        self.name = f"flowspec[{library}] {schedule!r}"
+        from ..paths import GaussianPath
+
+        self.path = GaussianPath(schedule)
+
+    def _in(self, a: np.ndarray) -> Any:
+        return self.xp.asarray(a)
+
+    def coefficients(self, t: np.ndarray) -> tuple[Any, ...]:
+        return tuple(self.schedule(self._in(t)))
+
+    def sample(self, x0: np.ndarray, x1: np.ndarray, t: np.ndarray) -> Any:
+        return self.path.sample(self._in(x0), self._in(x1), self._in(t))
+
+    def target(self, x0: np.ndarray, x1: np.ndarray, t: np.ndarray) -> Any:
+        return self.path.target(self._in(x0), self._in(x1), self._in(t))
+
+    def velocity(self, x: np.ndarray, x1: np.ndarray, t: np.ndarray) -> Any:
+        return self.path.velocity(self._in(x), self._in(x1), self._in(t))
+
+    def log_prob(self, x: np.ndarray, x1: np.ndarray, t: np.ndarray) -> Any:
+        return self.path.log_prob(self._in(x), self._in(x1), self._in(t))
+
+    def loss(self, v: np.ndarray, u: np.ndarray) -> Any:
+        from ..losses import cfm_loss
+
+        return cfm_loss(self._in(v), self._in(u), reduction=self.loss_reduction)
+
+    def euler(self, field: Callable[[Any, Any], Any], x0: np.ndarray, steps: int) -> Any:
+        from ..ode import euler
+
+        xp = self.xp
+
+        def wrapped(t: Any, x: Any) -> Any:
+            return xp.asarray(field(to_numpy(t), to_numpy(x)))
+
+        return euler(wrapped, self._in(x0), steps=steps)
+
+
+class ReferenceAdapter(LibraryAdapter):
+    """The NumPy reference itself (must pass every property: a check of the kit)."""
+
+    def __init__(self, schedule: Schedule) -> None:
+        super().__init__("numpy", schedule)
+        self.name = f"reference {schedule!r}"
+
+
+# -- resolving a TARGET -----------------------------------------------------------------
+
+#: Shipped peer adapters: name -> module under flowspec.conformance.adapters.
+PEERS = {"flow_matching": "flow_matching", "torchcfm": "torchcfm"}
+
+
+def _as_adapters(obj: Any, target: str) -> list[Any]:
+    if callable(obj) and not hasattr(obj, "schedule"):
+        obj = obj()
+    items = list(obj) if isinstance(obj, (list, tuple)) else [obj]
+    for a in items:
+        validate(a)
+    if not items:
+        raise ValueError(f"target {target!r} provides no adapters")
+    return items
+
+
+def load_target(target: str) -> list[Any]:
+    """The adapters a TARGET names.
+
+    ``target`` is an array library whose flowspec run is checked (``numpy``,
+    ``array-api-strict``, ``torch``, ``jax``, ``cupy``: one adapter per schedule of the
+    contract), a shipped peer (``flow_matching``, ``torchcfm``), or
+    ``package.module:attr`` where ``attr`` is an adapter, a list of adapters, or a
+    callable returning either.
+
+    Raises
+    ------
+    ValueError
+        An unknown name or a malformed ``module:attr``.
+    ImportError
+        The library or module is not installed.
+    """
+    from .library import LIBRARIES, schedules
+
+    if target in LIBRARIES:
+        return [LibraryAdapter(target, s) for s in schedules()]
+    if target in PEERS:
+        module = importlib.import_module(f"{__package__}.adapters.{PEERS[target]}")
+        return _as_adapters(module.adapters, target)
+    if ":" in target:
+        mod_name, _, attr = target.partition(":")
+        if not mod_name or not attr:
+            raise ValueError(f"`target` must look like package.module:attr, got {target!r}")
+        module = importlib.import_module(mod_name)
+        obj: Any = module
+        for part in attr.split("."):
+            try:
+                obj = getattr(obj, part)
+            except AttributeError:
+                raise ValueError(
+                    f"`target` {target!r}: module {mod_name!r} has no attribute {attr!r}"
+                ) from None
+        return _as_adapters(obj, target)
+    raise ValueError(
+        f"`target` must be an array library {tuple(LIBRARIES)}, a shipped adapter "
+        f"{tuple(PEERS)} or package.module:attr, got {target!r}"
+    )

@@ -1,0 +1,122 @@
+"""Adapters for Meta's ``flow_matching`` library (facebookresearch/flow_matching).
+
+``AffineProbPath`` with each of its five schedulers, mapped to the contract schedule
+it implements:
+
+==============================  ==========================================
+flow_matching scheduler         flowspec schedule
+==============================  ==========================================
+``CondOTScheduler()``           ``CondOT(sigma_min=0.0)``
+``PolynomialConvexScheduler(n)``  ``Polynomial(n)`` (n = 2 and n = 0.5)
+``VPScheduler()``               ``VariancePreserving(0.1, 20.0)``
+``LinearVPScheduler()``         ``LinearVP()``
+``CosineScheduler()``           ``Cosine()``
+==============================  ==========================================
+
+Capabilities: ``coefficients`` (the scheduler), ``sample`` and ``target``
+(``path.sample(...).x_t`` and ``.dx_t``), ``velocity`` (``target_to_velocity``: the
+conditional x1-prediction is x1 itself), the six conversion helpers, and ``euler``
+(``ODESolver(...).sample(method="euler", step_size=1/steps)`` on a float grid of the
+state's dtype). flow_matching has no conditional log-density and no continuous loss
+function, so ``log_prob`` and ``loss`` are reported missing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from ... import schedules as fs_schedules
+from ._torch import column, tensor, wrap_field
+
+__all__ = ["FlowMatchingPath", "adapters"]
+
+
+class FlowMatchingPath:
+    """``flow_matching.path.AffineProbPath(scheduler)`` as a conformance adapter."""
+
+    def __init__(self, scheduler: Any, schedule: fs_schedules.Schedule, label: str) -> None:
+        from flow_matching.path import AffineProbPath
+
+        self.scheduler = scheduler
+        self.path = AffineProbPath(scheduler=scheduler)
+        self.schedule = schedule
+        self.name = f"flow_matching.AffineProbPath({label})"
+
+    def coefficients(self, t: np.ndarray) -> tuple[Any, ...]:
+        out = self.scheduler(tensor(t))
+        return out.alpha_t, out.sigma_t, out.d_alpha_t, out.d_sigma_t
+
+    def sample(self, x0: np.ndarray, x1: np.ndarray, t: np.ndarray) -> Any:
+        return self.path.sample(x_0=tensor(x0), x_1=tensor(x1), t=tensor(t)).x_t
+
+    def target(self, x0: np.ndarray, x1: np.ndarray, t: np.ndarray) -> Any:
+        return self.path.sample(x_0=tensor(x0), x_1=tensor(x1), t=tensor(t)).dx_t
+
+    # The conversion helpers do not reshape t: it must broadcast against x_t, so the
+    # adapter passes (B, 1, ..., 1). A (B,) t would broadcast along the last event axis.
+    def velocity(self, x: np.ndarray, x1: np.ndarray, t: np.ndarray) -> Any:
+        return self.path.target_to_velocity(x_1=tensor(x1), x_t=tensor(x), t=column(t, x))
+
+    def velocity_from_x1(self, x1: np.ndarray, x: np.ndarray, t: np.ndarray) -> Any:
+        return self.path.target_to_velocity(x_1=tensor(x1), x_t=tensor(x), t=column(t, x))
+
+    def velocity_from_x0(self, x0: np.ndarray, x: np.ndarray, t: np.ndarray) -> Any:
+        return self.path.epsilon_to_velocity(epsilon=tensor(x0), x_t=tensor(x), t=column(t, x))
+
+    def x1_from_velocity(self, v: np.ndarray, x: np.ndarray, t: np.ndarray) -> Any:
+        return self.path.velocity_to_target(velocity=tensor(v), x_t=tensor(x), t=column(t, x))
+
+    def x0_from_velocity(self, v: np.ndarray, x: np.ndarray, t: np.ndarray) -> Any:
+        return self.path.velocity_to_epsilon(velocity=tensor(v), x_t=tensor(x), t=column(t, x))
+
+    def x1_from_x0(self, x0: np.ndarray, x: np.ndarray, t: np.ndarray) -> Any:
+        return self.path.epsilon_to_target(epsilon=tensor(x0), x_t=tensor(x), t=column(t, x))
+
+    def x0_from_x1(self, x1: np.ndarray, x: np.ndarray, t: np.ndarray) -> Any:
+        return self.path.target_to_epsilon(x_1=tensor(x1), x_t=tensor(x), t=column(t, x))
+
+    def euler(self, field: Callable[[Any, Any], Any], x0: np.ndarray, steps: int) -> Any:
+        import torch
+        from flow_matching.solver import ODESolver
+
+        f = wrap_field(field, x0.shape[0])
+        solver = ODESolver(velocity_model=lambda x, t: f(t, x))
+        grid = torch.tensor([0.0, 1.0], dtype=tensor(x0).dtype)
+        return solver.sample(
+            x_init=tensor(x0), step_size=1.0 / steps, method="euler", time_grid=grid
+        )
+
+
+def adapters() -> list[FlowMatchingPath]:
+    """One adapter per scheduler of flow_matching (Polynomial with n = 2 and n = 0.5)."""
+    from flow_matching.path.scheduler import (
+        CondOTScheduler,
+        CosineScheduler,
+        LinearVPScheduler,
+        PolynomialConvexScheduler,
+        VPScheduler,
+    )
+
+    return [
+        FlowMatchingPath(CondOTScheduler(), fs_schedules.CondOT(0.0), "CondOTScheduler()"),
+        FlowMatchingPath(
+            PolynomialConvexScheduler(2),
+            fs_schedules.Polynomial(2.0),
+            "PolynomialConvexScheduler(2)",
+        ),
+        FlowMatchingPath(
+            PolynomialConvexScheduler(0.5),
+            fs_schedules.Polynomial(0.5),
+            "PolynomialConvexScheduler(0.5)",
+        ),
+        FlowMatchingPath(
+            VPScheduler(beta_min=0.1, beta_max=20.0),
+            fs_schedules.VariancePreserving(0.1, 20.0),
+            "VPScheduler()",
+        ),
+        FlowMatchingPath(LinearVPScheduler(), fs_schedules.LinearVP(), "LinearVPScheduler()"),
+        FlowMatchingPath(CosineScheduler(), fs_schedules.Cosine(), "CosineScheduler()"),
+    ]

@@ -1,0 +1,195 @@
+"""``flowspec check`` and ``flowspec golden``: the command-line side of the kit."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import sys
+from pathlib import Path
+from typing import Any
+
+from .library import LIBRARIES, Row, check_library, installed_libraries, schedules
+from .report import Report, Result, table, to_json
+
+__all__ = ["add_check_arguments", "read_patterns", "run_check", "run_golden"]
+
+#: Generated inputs per property when --max-examples is not given.
+DEFAULT_EXAMPLES = 20
+#: ... and for the kit on the reference in the default run (kept under a minute).
+QUICK_EXAMPLES = 5
+
+
+def add_check_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "targets",
+        nargs="*",
+        metavar="TARGET",
+        help="an array library whose flowspec run is checked "
+        f"({', '.join(LIBRARIES)}), a shipped adapter (flow_matching, torchcfm) or "
+        "package.module:attr for your own adapter; default: flowspec's self-check on "
+        "every installed array library plus the kit on the NumPy reference",
+    )
+    parser.add_argument("--json", metavar="FILE", help="write the versioned JSON report here")
+    parser.add_argument(
+        "--max-examples",
+        type=int,
+        default=None,
+        metavar="N",
+        help=f"generated inputs per property (default {DEFAULT_EXAMPLES}; "
+        f"{QUICK_EXAMPLES} for the reference in the run without TARGET)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
+    parser.add_argument(
+        "--skips", metavar="FILE", help="patterns (adapter::property, fnmatch) not to run"
+    )
+    parser.add_argument(
+        "--xfails", metavar="FILE", help="patterns (adapter::property) expected to fail"
+    )
+
+
+def read_patterns(path: str | None) -> list[str]:
+    """One pattern per line; ``#`` starts a comment (the reason); blank lines ignored."""
+    if path is None:
+        return []
+    out = []
+    for line in Path(path).read_text().splitlines():
+        pat = line.split("#", 1)[0].strip()
+        if pat:
+            out.append(pat)
+    return out
+
+
+def _self_check(library: str, seed: int) -> Report:
+    """flowspec's fixed-input self-check on ``library`` as a report."""
+    rep = Report(
+        target=library,
+        adapter=f"flowspec[{library}] self-check",
+        schedule="all",
+        capabilities=[],
+        missing=[],
+        seed=seed,
+    )
+    try:
+        rows: list[Row] = check_library(library, seed=seed)
+    except ImportError as exc:
+        rep.results.append(Result("import", "error", message=str(exc)))
+        return rep
+    for row in rows:
+        rep.results.append(
+            Result(
+                f"self.{row.prop}",
+                "pass" if row.passed else "fail",
+                examples=1,
+                worst_ratio=row.worst / row.tol,
+                message=row.detail,
+            )
+        )
+    return rep
+
+
+def _error_report(target: str, exc: BaseException) -> Report:
+    rep = Report(target, target, "?", [], [])
+    rep.results.append(Result("import", "error", message=f"{type(exc).__name__}: {exc}"))
+    return rep
+
+
+def run_check(args: argparse.Namespace) -> int:
+    """Run ``flowspec check``; print the table; return the exit status."""
+    if args.max_examples is None:
+        args.max_examples = DEFAULT_EXAMPLES if args.targets else QUICK_EXAMPLES
+    if args.max_examples < 1:
+        print(
+            f"flowspec check: --max-examples must be >= 1, got {args.max_examples}", file=sys.stderr
+        )
+        return 2
+    skips, xfails = read_patterns(args.skips), read_patterns(args.xfails)
+    have_hypothesis = importlib.util.find_spec("hypothesis") is not None
+    reports: list[Report] = []
+    jobs: list[tuple[str, Any]] = []  # (target, adapter) for the kit
+
+    from .adapter import LibraryAdapter, ReferenceAdapter, load_target
+
+    targets = list(args.targets)
+    if not targets:
+        for lib in installed_libraries():
+            reports.append(_self_check(lib, args.seed))
+        jobs += [("reference", ReferenceAdapter(s)) for s in schedules()]
+    for target in targets:
+        if target in LIBRARIES:
+            reports.append(_self_check(target, args.seed))
+            if any(r.status == "error" for r in reports[-1].results):
+                continue
+            jobs += [(target, LibraryAdapter(target, s)) for s in schedules()]
+            continue
+        try:
+            jobs += [(target, a) for a in load_target(target)]
+        except (ImportError, ValueError, TypeError, AttributeError) as exc:
+            reports.append(_error_report(target, exc))
+
+    if jobs and not have_hypothesis:
+        print(
+            "flowspec check: the conformance kit needs Hypothesis "
+            "(pip install 'flowspec[conformance]'); only the self-check ran",
+            file=sys.stderr,
+        )
+        if targets:
+            return 2
+        jobs = []
+    if jobs:
+        from .progress import Progress
+        from .properties import properties
+        from .runner import check
+
+        bar = Progress(sum(len(properties(a)) for _, a in jobs))
+        try:
+            for target, adapter in jobs:
+                bar.label = adapter.name
+                reports.append(
+                    check(
+                        adapter,
+                        max_examples=args.max_examples,
+                        seed=args.seed,
+                        skips=skips,
+                        xfails=xfails,
+                        target=target,
+                        progress=bar,
+                    )
+                )
+        finally:
+            bar.close()
+
+    print(table(reports))
+    results = [r for rep in reports for r in rep.results]
+    failed = sum(1 for r in results if not r.ok)
+    counts = {
+        s: sum(1 for r in results if r.status == s) for s in ("pass", "skip", "xfail", "xpass")
+    }
+    print(
+        f"\n{counts['pass']} passed, {failed} failed, {counts['skip']} skipped, "
+        f"{counts['xfail']} xfailed, {counts['xpass']} xpassed"
+    )
+    if args.json:
+        Path(args.json).write_text(
+            to_json(
+                reports,
+                targets=targets,
+                seed=args.seed,
+                max_examples=args.max_examples,
+                skips=skips,
+                xfails=xfails,
+            )
+            + "\n"
+        )
+    return 1 if failed or not reports else 0
+
+
+def run_golden(args: argparse.Namespace) -> int:
+    """Run ``flowspec golden DIR``."""
+    from .golden import write
+
+    manifest = write(args.directory)
+    n = len(manifest["files"])
+    print(
+        f"wrote {n} vector files and manifest.json (format version {manifest['version']}) to {args.directory}"
+    )
+    return 0

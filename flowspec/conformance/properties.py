@@ -1,0 +1,576 @@
+r"""The properties the kit checks, one per definition, each a Hypothesis search.
+
+A :class:`Property` has an id, the capabilities it needs, a Hypothesis strategy of
+inputs (built lazily: importing this module imports no Hypothesis), explicit
+examples that are always run first (the endpoints t = 0 and t = 1, B == D), and an
+``evaluate(adapter, inputs) -> Measure``.
+
+=======================  ===========================================================
+id                       what is checked
+=======================  ===========================================================
+``agreement.<method>``   the method against the reference on all of [0, 1], endpoints
+                         included, under the error model of :mod:`.errors`
+``conversion.<name>``    a conversion helper against its closed form (Guide Table 1)
+``continuity``           the continuity equation (paper eq. 26) for the adapter's
+                         velocity and its log_prob (or the reference's, so that the
+                         velocity is checked to generate the claimed path)
+``shapes``               output shapes (B, *event) / (B,), including B == D, and batch
+                         independence: row i equals the call on sample i alone
+``dtype``                float32 in, float32 out; float64 in, float64 out
+``euler``                t_k = k h with h = 1/steps, one evaluation per step, and the
+                         result of x_{k+1} = x_k + h v(t_k, x_k)
+=======================  ===========================================================
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..continuity import continuity_residual
+from ..losses import cfm_loss
+from ..ode import euler as ref_euler
+from ..paths import GaussianPath
+from ..schedules import Schedule
+from .adapter import CONVERSIONS, capabilities, to_numpy
+from .errors import EPS, ULPS, Measure, compare, tolerance
+from .library import continuity_bound
+
+__all__ = ["Property", "properties"]
+
+Inputs = dict[str, Any]
+
+
+class AdapterRaised(AssertionError):
+    """The implementation under test raised: a failure, with the input as counterexample."""
+
+
+def _call(adapter: Any, method: str, *args: Any) -> np.ndarray:
+    try:
+        out = getattr(adapter, method)(*args)
+    except Exception as exc:
+        raise AdapterRaised(f"`{method}` raised {type(exc).__name__}: {exc}") from exc
+    if method == "coefficients":
+        return tuple(to_numpy(c) for c in out)
+    return to_numpy(out)
+
+
+@dataclass(frozen=True)
+class Property:
+    """One checkable definition."""
+
+    id: str
+    needs: tuple[str, ...]
+    strategy: Callable[[Any], Any]
+    evaluate: Callable[[Any, Inputs], Measure]
+    examples: Callable[[Any], list[Inputs]]
+
+
+# -- strategies (Hypothesis imported lazily) ---------------------------------------------
+
+
+def _st() -> Any:
+    from hypothesis import strategies as st
+
+    return st
+
+
+@functools.lru_cache(maxsize=512)
+def _values(shape: tuple[int, ...], lo: float = -8.0, hi: float = 8.0) -> Any:
+    from hypothesis.extra.numpy import arrays
+
+    st = _st()
+    return arrays(
+        np.float64,
+        shape,
+        elements=st.floats(lo, hi, allow_nan=False, allow_subnormal=False, width=64),
+    )
+
+
+@functools.lru_cache(maxsize=8)
+def _shape(max_event: int = 12) -> Any:
+    """(B, *event) with B in 1..4; half the time event == (B,), i.e. B == D."""
+    st = _st()
+
+    @st.composite
+    def shape(draw: Any) -> tuple[int, ...]:
+        b = draw(st.integers(1, 4))
+        if draw(st.booleans()):
+            return (b, b)
+        event = draw(st.lists(st.integers(1, 3), min_size=1, max_size=3))
+        while math.prod(event) > max_event:
+            event.pop()
+        return (b, *event)
+
+    return shape()
+
+
+@functools.lru_cache(maxsize=128)
+def _times(batch: int, lo: float = 0.0, hi: float = 1.0) -> Any:
+    st = _st()
+    elem = st.floats(lo, hi, allow_nan=False, allow_subnormal=False)
+    if lo == 0.0 and hi == 1.0:  # endpoints and their neighbours, often
+        near = [0.0, 1.0, 1.0 - EPS / 2, 1.0 - 1e-8, 1e-300, 1e-8]
+        elem = st.one_of(st.sampled_from(near), elem)
+    from hypothesis.extra.numpy import arrays
+
+    return arrays(np.float64, (batch,), elements=elem)
+
+
+@functools.lru_cache(maxsize=64)
+def _arrays_strategy(names: tuple[str, ...], with_t: bool, t_range: tuple[float, float] = (0, 1)):
+    st = _st()
+
+    @st.composite
+    def inputs(draw: Any) -> Inputs:
+        shape = draw(_shape())
+        out = {n: draw(_values(shape)) for n in names}
+        if with_t:
+            out["t"] = draw(_times(shape[0], *t_range))
+        return out
+
+    return inputs()
+
+
+def _fixed(names: tuple[str, ...]) -> list[Inputs]:
+    """Explicit inputs: both endpoints in one batch, and B == D = 3 with distinct t."""
+    base = np.array([[1.5, -2.0], [0.25, 3.0]])
+    square = np.array([[1.0, -1.0, 2.0], [0.5, 2.5, -3.0], [-1.5, 0.75, 1.25]])
+    ex1 = {n: base * (k + 1) - k for k, n in enumerate(names)}
+    ex1["t"] = np.array([0.0, 1.0])
+    ex2 = {n: square * (k + 1) + k for k, n in enumerate(names)}
+    ex2["t"] = np.array([0.0, 0.5, 1.0])
+    return [ex1, ex2]
+
+
+# -- reference values and their terms ----------------------------------------------------
+
+
+def _col(c: np.ndarray, like: np.ndarray) -> np.ndarray:
+    return np.reshape(c, (like.shape[0],) + (1,) * (like.ndim - 1))
+
+
+def _coefs(s: Schedule, t: np.ndarray, like: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
+    with np.errstate(all="ignore"):
+        c = tuple(np.asarray(v, dtype=np.float64) for v in s(t))
+    return c if like is None else tuple(_col(v, like) for v in c)
+
+
+def _linear(method: str, s: Schedule, t: np.ndarray, a: np.ndarray, b: np.ndarray):
+    """Reference terms (coef_a * a, coef_b * b) of the affine methods; a is x or x0."""
+    al, si, dal, dsi = _coefs(s, t, a)
+    with np.errstate(all="ignore"):
+        det = al * dsi - si * dal
+        coef = {
+            # method: (coefficient of the first array, of the second)
+            "sample": (si, al),  # (x0, x1)
+            "target": (dsi, dal),  # (x0, x1)
+            "velocity": (dsi / si, dal - al * dsi / si),  # (x, x1), Theorem 3
+            "velocity_from_x1": (dsi / si, dal - al * dsi / si),  # (x, x1)
+            "velocity_from_x0": (dal / al, dsi - si * dal / al),  # (x, x0)
+            "x1_from_velocity": (dsi / det, -si / det),  # (x, v)
+            "x0_from_velocity": (-dal / det, al / det),  # (x, v)
+            "x1_from_x0": (1.0 / al, -si / al),  # (x, x0)
+            "x0_from_x1": (1.0 / si, -al / si),  # (x, x1)
+        }[method]
+        return coef[0] * a, coef[1] * b
+
+
+def _reference(method: str, s: Schedule, inputs: Inputs, t: np.ndarray) -> np.ndarray:
+    """The reference value of ``method`` at times ``t`` (flowspec's own functions)."""
+    path = GaussianPath(s)
+    with np.errstate(all="ignore"):
+        if method in ("sample", "target"):
+            return getattr(path, method)(inputs["x0"], inputs["x1"], t)
+        if method in ("velocity", "log_prob"):
+            return getattr(path, method)(inputs["x"], inputs["x1"], t)
+        a, b = _linear(method, s, t, inputs["x"], inputs["y"])
+        return a + b
+
+
+def _terms(method: str, s: Schedule, inputs: Inputs) -> list[np.ndarray]:
+    t = inputs["t"]
+    if method in ("sample", "target"):
+        return list(_linear(method, s, t, inputs["x0"], inputs["x1"]))
+    if method == "velocity":
+        x, x1 = inputs["x"], inputs["x1"]
+        al, si, dal, dsi = _coefs(s, t, x)
+        with np.errstate(all="ignore"):
+            return [dsi / si * x, dsi / si * al * x1, dal * x1]
+    if method == "log_prob":
+        x, x1 = inputs["x"], inputs["x1"]
+        al, si, _, _ = _coefs(s, t, x)
+        d = math.prod(x.shape[1:])
+        with np.errstate(all="ignore"):
+            quad = np.sum(((np.abs(x) + np.abs(al * x1)) / si) ** 2, axis=tuple(range(1, x.ndim)))
+            return [0.5 * quad, d * np.abs(np.log(si.reshape(-1))), np.full(x.shape[0], d * 1.0)]
+    return list(_linear(method, s, t, inputs["x"], inputs["y"]))
+
+
+# -- agreement ---------------------------------------------------------------------------
+
+_ARGS = {
+    "sample": ("x0", "x1"),
+    "target": ("x0", "x1"),
+    "velocity": ("x", "x1"),
+    "log_prob": ("x", "x1"),
+    "velocity_from_x1": ("y", "x"),
+    "velocity_from_x0": ("y", "x"),
+    "x1_from_velocity": ("y", "x"),
+    "x0_from_velocity": ("y", "x"),
+    "x1_from_x0": ("y", "x"),
+    "x0_from_x1": ("y", "x"),
+}
+
+
+def _agreement(method: str) -> Property:
+    names = ("x", "y") if method in CONVERSIONS else _ARGS[method]
+
+    def evaluate(adapter: Any, inputs: Inputs) -> Measure:
+        s = adapter.schedule
+        t = inputs["t"]
+        args = [inputs[n] for n in _ARGS[method]]
+        got = _call(adapter, method, *args, t)
+        want = _reference(method, s, inputs, t)
+        tol = tolerance(
+            _terms(method, s, inputs), lambda tt: _reference(method, s, inputs, tt), t, want
+        )
+        return compare(got, want, tol, method)
+
+    pid = f"conversion.{method}" if method in CONVERSIONS else f"agreement.{method}"
+    return Property(
+        pid,
+        (method,),
+        lambda adapter: _arrays_strategy(names, True),
+        evaluate,
+        lambda adapter: _fixed(names),
+    )
+
+
+def _coefficients() -> Property:
+    def evaluate(adapter: Any, inputs: Inputs) -> Measure:
+        t = inputs["t"]
+        got = _call(adapter, "coefficients", t)
+        if len(got) != 4:
+            return Measure(failure=f"`coefficients` returned {len(got)} arrays, expected 4")
+        want = _coefs(adapter.schedule, t)
+        worst = Measure(0.0, 0.0, 0.0)
+        for k, name in enumerate(("alpha", "sigma", "d_alpha", "d_sigma")):
+            tol = tolerance([want[k]], lambda tt, k=k: _coefs(adapter.schedule, tt)[k], t, want[k])
+            m = compare(got[k], want[k], tol, f"coefficients.{name}")
+            worst = _worse(worst, m)
+        return worst
+
+    st_in = lambda adapter: _st().integers(1, 6).flatmap(lambda b: _st().builds(dict, t=_times(b)))  # noqa: E731
+    return Property(
+        "agreement.coefficients",
+        ("coefficients",),
+        st_in,
+        evaluate,
+        lambda adapter: [{"t": np.array([0.0, 1.0, 0.5, 1.0 - EPS / 2])}],
+    )
+
+
+def _loss() -> Property:
+    def reduction(adapter: Any) -> str:
+        return getattr(adapter, "loss_reduction", "mean")
+
+    def evaluate(adapter: Any, inputs: Inputs) -> Measure:
+        v, u = inputs["v"], inputs["u"]
+        red = reduction(adapter)
+        got = _call(adapter, "loss", v, u)
+        want = np.asarray(cfm_loss(v, u, reduction=red))
+        # each squared entry carries ~2 ulps relative to (|v| + |u|)^2, then the sum
+        size = np.sum(((np.abs(v) + np.abs(u)) ** 2).reshape(v.shape[0], -1), axis=1)
+        size = {"none": size, "sum": np.sum(size), "mean": np.mean(size)}[red]
+        return compare(got, want, ULPS * EPS * size + 1e-300, f"loss (reduction={red!r})")
+
+    def strategy(adapter: Any) -> Any:
+        return _arrays_strategy(("v", "u"), False)
+
+    return Property("agreement.loss", ("loss",), strategy, evaluate, lambda a: _fixed(("v", "u")))
+
+
+def _worse(a: Measure, b: Measure) -> Measure:
+    out = Measure(
+        _nanmax(a.abs_err, b.abs_err), _nanmax(a.rel_err, b.rel_err), _nanmax(a.ratio, b.ratio)
+    )
+    out.failure = a.failure or b.failure
+    return out
+
+
+def _nanmax(a: float, b: float) -> float:
+    if math.isnan(a):
+        return b
+    if math.isnan(b):
+        return a
+    return max(a, b)
+
+
+# -- continuity --------------------------------------------------------------------------
+
+
+def _continuity() -> Property:
+    def evaluate(adapter: Any, inputs: Inputs) -> Measure:
+        s = adapter.schedule
+        path = GaussianPath(s)
+        x, x1, t = inputs["x"], inputs["x1"], inputs["t"]
+        own = callable(getattr(adapter, "log_prob", None))
+
+        def lp(tt: Any, xx: Any) -> np.ndarray:
+            if own:
+                return _call(adapter, "log_prob", xx, x1, np.asarray(tt))
+            return path.log_prob(xx, x1, tt)
+
+        def vel(tt: Any, xx: Any) -> np.ndarray:
+            return _call(adapter, "velocity", xx, x1, np.asarray(tt))
+
+        try:
+            resid = np.asarray(continuity_residual(lp, vel, t, x))
+        except TypeError as exc:  # wrong shape or dtype from the adapter
+            raise AdapterRaised(f"log_prob/velocity returned a wrong array: {exc}") from exc
+        bound = continuity_bound(path, x1, t, x)
+        with np.errstate(all="ignore"):
+            ratio = np.where(np.isfinite(resid), np.abs(resid) / bound, np.inf)
+        m = Measure(float(np.max(np.abs(resid))), math.nan, float(np.max(ratio)))
+        if not np.all(ratio <= 1.0):
+            i = int(np.argmax(np.where(np.isnan(ratio), np.inf, ratio)))
+            src = "its log_prob" if own else "the reference log_prob"
+            m.failure = (
+                f"continuity residual of `velocity` with {src} is {resid[i]:.3g} at sample "
+                f"{i} (t={t[i]!r}), bound {bound[i]:.3g}: the field does not generate the "
+                f"claimed path"
+            )
+        return m
+
+    def strategy(adapter: Any) -> Any:
+        st = _st()
+
+        @st.composite
+        def inputs(draw: Any) -> Inputs:
+            b = draw(st.integers(1, 3))
+            shape = draw(st.sampled_from([(b, 1), (b, 2), (b, b), (b, 2, 2)]))
+            # interior times: the finite differences reach t -/+ 2e-3
+            return {
+                "x": draw(_values(shape, -4.0, 4.0)),
+                "x1": draw(_values(shape, -4.0, 4.0)),
+                "t": draw(_times(b, 0.01, 0.99)),
+            }
+
+        return inputs()
+
+    def examples(adapter: Any) -> list[Inputs]:
+        x = np.array([[0.5, -1.0], [2.0, 0.25]])
+        return [{"x": x, "x1": x[::-1] * 2.0, "t": np.array([0.01, 0.99])}]
+
+    return Property("continuity", ("velocity",), strategy, evaluate, examples)
+
+
+# -- shapes and dtypes -------------------------------------------------------------------
+
+_SHAPED = ("sample", "target", "velocity", "log_prob", "loss", *CONVERSIONS)
+
+
+def _call_method(adapter: Any, method: str, inputs: Inputs) -> np.ndarray:
+    if method == "loss":
+        return _call(adapter, "loss", inputs["a"], inputs["b"])
+    return _call(adapter, method, inputs["a"], inputs["b"], inputs["t"])
+
+
+def _expected_shape(adapter: Any, method: str, shape: tuple[int, ...]) -> tuple[int, ...]:
+    if method == "log_prob":
+        return shape[:1]
+    if method == "loss":
+        return shape[:1] if getattr(adapter, "loss_reduction", "mean") == "none" else ()
+    return shape
+
+
+def _shapes() -> Property:
+    def evaluate(adapter: Any, inputs: Inputs) -> Measure:
+        shape = inputs["a"].shape
+        worst = Measure(0.0, 0.0, 0.0)
+        for method in [m for m in _SHAPED if m in capabilities(adapter)]:
+            out = _call_method(adapter, method, inputs)
+            want = _expected_shape(adapter, method, shape)
+            if out.shape != want:
+                worst.failure = f"`{method}` returned shape {out.shape} for inputs of shape {shape}, expected {want}"
+                return worst
+            # batch independence: sample i alone gives row i (no mixing along the batch,
+            # no t broadcast along an event axis when B == D)
+            rows = [
+                _call_method(adapter, method, {k: v[i : i + 1] for k, v in inputs.items()})
+                for i in range(shape[0])
+            ]
+            red = getattr(adapter, "loss_reduction", "mean")
+            if method == "loss" and red != "none":
+                per = np.concatenate([np.reshape(r, (1,)) for r in rows])
+                want_v = np.mean(per) if red == "mean" else np.sum(per)
+                want_v = np.asarray(want_v)
+            else:
+                want_v = np.concatenate([np.reshape(r, (1, *want[1:])) for r in rows])
+            with np.errstate(all="ignore"):
+                tol = ULPS * EPS * np.where(np.isfinite(want_v), np.abs(want_v), 0.0) + 1e-300
+            m = compare(out, want_v.astype(np.float64), tol, f"{method} (batch vs one sample)")
+            if m.failure:
+                m.failure += " (the batch result differs from the result for the sample alone)"
+            worst = _worse(worst, m)
+            if worst.failure:
+                return worst
+        return worst
+
+    def strategy(adapter: Any) -> Any:
+        return _arrays_strategy(("a", "b"), True, (0.0, 0.99))
+
+    def examples(adapter: Any) -> list[Inputs]:
+        a = np.arange(9.0).reshape(3, 3) / 4.0 - 1.0
+        return [{"a": a, "b": a.T.copy(), "t": np.array([0.1, 0.5, 0.9])}]
+
+    return Property("shapes", (), strategy, evaluate, examples)
+
+
+def _dtype() -> Property:
+    def evaluate(adapter: Any, inputs: Inputs) -> Measure:
+        caps = capabilities(adapter)
+        for dtype in (np.float32, np.float64):
+            cast = {k: v.astype(dtype) for k, v in inputs.items()}
+            outs: dict[str, Any] = {}
+            if "coefficients" in caps:
+                for k, c in enumerate(_call(adapter, "coefficients", cast["t"])):
+                    outs[f"coefficients[{k}]"] = c
+            for method in [m for m in _SHAPED if m in caps]:
+                outs[method] = _call_method(adapter, method, cast)
+            if "euler" in caps:
+                field = _Field(cast["a"].shape)
+                outs["euler"] = _call(adapter, "euler", field, cast["a"], 2)
+            for what, out in outs.items():
+                if np.asarray(out).dtype != dtype:
+                    return Measure(
+                        failure=f"`{what}` returned dtype {np.asarray(out).dtype} for "
+                        f"{np.dtype(dtype).name} inputs (a silent cast)"
+                    )
+        return Measure()
+
+    def strategy(adapter: Any) -> Any:
+        return _arrays_strategy(("a", "b"), True, (0.0, 0.99))
+
+    def examples(adapter: Any) -> list[Inputs]:
+        a = np.array([[0.5, -1.0], [2.0, 0.25]])
+        return [{"a": a, "b": -a, "t": np.array([0.25, 0.75])}]
+
+    return Property("dtype", (), strategy, evaluate, examples)
+
+
+# -- Euler -------------------------------------------------------------------------------
+
+
+class _Field:
+    """The kit's velocity field v(t, x) = cos(3 t) x + t; records the times it is called at."""
+
+    def __init__(self, shape: tuple[int, ...]) -> None:
+        self.shape = shape
+        self.calls: list[np.ndarray] = []
+
+    def __call__(self, t: Any, x: Any) -> np.ndarray:
+        t = np.asarray(t)
+        x = np.asarray(x)
+        batch = self.shape[0]
+        if x.shape != self.shape:
+            raise ValueError(f"field(t, x): x must have shape {self.shape}, got {x.shape}")
+        if t.ndim == 0:
+            t = np.full(batch, t.item())
+        if t.shape != (batch,):
+            raise ValueError(f"field(t, x): t must have shape () or ({batch},), got {t.shape}")
+        self.calls.append(t.astype(np.float64))
+        tt = t.reshape((batch,) + (1,) * (x.ndim - 1))
+        return (np.cos(3.0 * tt) * x + tt).astype(x.dtype)
+
+
+def _euler() -> Property:
+    def evaluate(adapter: Any, inputs: Inputs) -> Measure:
+        x0, steps = inputs["x0"], int(inputs["steps"])
+        field = _Field(x0.shape)
+        got = _call(adapter, "euler", field, x0, steps)
+        h = 1.0 / steps
+        times = [float(c[0]) for c in field.calls]
+        spread_t = [float(np.ptp(c)) for c in field.calls]
+        if len(times) != steps or max(spread_t, default=0.0) > 0:
+            return Measure(
+                failure=f"`euler` with steps={steps} evaluated the field {len(times)} times at "
+                f"t = {_short(times)} (per-sample times differ: {max(spread_t, default=0.0) > 0}); "
+                f"expected {steps} evaluations at t_k = k/{steps}, k = 0..{steps - 1}"
+            )
+        expected = np.arange(steps) * h
+        dt = np.abs(np.asarray(times) - expected)
+        if np.any(dt > ULPS * EPS):
+            k = int(np.argmax(dt))
+            return Measure(
+                abs_err=float(np.max(dt)),
+                failure=f"`euler` with steps={steps}: step {k} evaluated the field at "
+                f"t = {times[k]!r}, expected t_{k} = {k}/{steps} = {expected[k]!r}",
+            )
+        plain = _Field(x0.shape)
+        states = np.asarray(ref_euler(plain, x0, steps=steps, return_path=True))
+        want = states[-1]
+        vel = [np.abs(plain(np.full(x0.shape[0], k * h), states[k])) for k in range(steps)]
+        # each step rounds x_k + h v_k: K ulps of |x_k| + h |v_k|, summed over the steps
+        size = np.sum(np.abs(states[:-1]), axis=0) + h * np.sum(vel, axis=0)
+        return compare(got, want, ULPS * EPS * (size + np.abs(want)) + 1e-300, "euler")
+
+    def strategy(adapter: Any) -> Any:
+        st = _st()
+
+        @st.composite
+        def inputs(draw: Any) -> Inputs:
+            shape = draw(_shape())
+            return {"x0": draw(_values(shape, -4.0, 4.0)), "steps": draw(st.integers(1, 60))}
+
+        return inputs()
+
+    def examples(adapter: Any) -> list[Inputs]:
+        x0 = np.array([[1.0, -2.0], [0.5, 3.0]])
+        # 49: the smallest n with n * fl(1/n) != 1 (a grid built by accumulating or
+        # dividing by h gains or loses a step there)
+        return [{"x0": x0, "steps": n} for n in (1, 3, 49)]
+
+    return Property("euler", ("euler",), strategy, evaluate, examples)
+
+
+def _short(values: list[float]) -> str:
+    if len(values) <= 6:
+        return repr(values)
+    return f"[{values[0]!r}, {values[1]!r}, ..., {values[-2]!r}, {values[-1]!r}]"
+
+
+# -- the list ----------------------------------------------------------------------------
+
+
+def all_properties() -> list[Property]:
+    """Every property of the kit, in report order."""
+    return [
+        _coefficients(),
+        *(_agreement(m) for m in ("sample", "target", "velocity", "log_prob")),
+        _loss(),
+        *(_agreement(m) for m in CONVERSIONS),
+        _continuity(),
+        _shapes(),
+        _dtype(),
+        _euler(),
+    ]
+
+
+def properties(adapter: Any) -> list[Property]:
+    """The properties that apply to ``adapter`` (those whose capabilities it has)."""
+    caps = set(capabilities(adapter))
+    out = []
+    for p in all_properties():
+        if not set(p.needs) <= caps:
+            continue
+        if p.id in ("shapes", "dtype") and not (caps & {*_SHAPED, "coefficients", "euler"}):
+            continue
+        out.append(p)
+    return out

@@ -1,0 +1,77 @@
+"""The shipped adapters for flow_matching and torchcfm, and what the kit finds in them.
+
+The expected deviations below are the findings recorded in docs/conformance.md; if a
+new release of a peer changes one, this test says so (update the docs with it).
+Skipped when the peer is not installed (`pip install 'flowspec[peers]'`, torchcfm
+with --no-deps).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("hypothesis")
+
+from flowspec.conformance import check, load_target
+
+EXAMPLES = 5
+
+
+def _run(target):
+    return {
+        a.name: check(a, max_examples=EXAMPLES, seed=0, target=target) for a in load_target(target)
+    }
+
+
+def _failed(report):
+    return {r.prop for r in report.results if r.status != "pass"}
+
+
+def test_flow_matching():
+    pytest.importorskip("flow_matching")
+    reports = _run("flow_matching")
+    assert len(reports) == 6  # five schedulers, Polynomial with two exponents
+    for name, rep in reports.items():
+        assert rep.missing == ["log_prob", "loss"], name
+        # Every path function and conversion helper agrees with the reference over
+        # [0, 1], endpoints included; the continuity equation holds for its velocity.
+        # Deviation: ODESolver(method="euler") with step_size=1/49 evaluates the field
+        # 50 times, the last at t = 0.9999999999999999 (torchdiffeq's grid has
+        # ceil(1/h + 1) points and 1/fl(1/49) > 49).
+        assert _failed(rep) == {"euler"}, (name, [(r.prop, r.message) for r in rep.failures()])
+        euler = next(r for r in rep.results if r.prop == "euler")
+        assert "steps=49 evaluated the field 50 times" in euler.message
+        assert euler.counterexample["inputs"]["steps"] == 49
+
+
+def test_torchcfm():
+    pytest.importorskip("torchcfm")
+    reports = _run("torchcfm")
+    assert set(reports) == {
+        "torchcfm.ConditionalFlowMatcher(sigma=0)",
+        "torchcfm.TargetConditionalFlowMatcher(sigma=0)",
+        "torchcfm.TargetConditionalFlowMatcher(sigma=0.1)",
+        "torchcfm.VariancePreservingConditionalFlowMatcher(sigma=0)",
+    }
+    for name, rep in reports.items():
+        if name == "torchcfm.TargetConditionalFlowMatcher(sigma=0)":
+            # Deviation: its target is the x-form field at x_t, (x1 - x_t)/(1 - t):
+            # NaN at t = 1 where the specification's x1 - x0 is finite.
+            assert _failed(rep) == {"agreement.target"}, name
+            res = next(r for r in rep.results if r.prop == "agreement.target")
+            assert "got nan" in res.message
+            assert "1.0" in res.counterexample["inputs"]["t"]["values"]
+        else:
+            assert _failed(rep) == set(), (name, [(r.prop, r.message) for r in rep.failures()])
+    assert "velocity" in reports["torchcfm.TargetConditionalFlowMatcher(sigma=0.1)"].capabilities
+    assert "velocity" in reports["torchcfm.ConditionalFlowMatcher(sigma=0)"].missing
+
+
+def test_missing_peer_is_an_import_error(monkeypatch):
+    import sys
+
+    for mod in ("torchcfm", "torchcfm.conditional_flow_matching"):
+        monkeypatch.setitem(sys.modules, mod, None)  # as if not installed
+    monkeypatch.delitem(sys.modules, "flowspec.conformance.adapters.torchcfm", raising=False)
+    with pytest.raises(ImportError):
+        load_target("torchcfm")
