@@ -129,7 +129,7 @@ def _time(t: Any, x: Tensor, name: str = "t", x_name: str = "x") -> Tensor:
         if t.ndim == 0:
             return t.reshape((1,) * x.ndim).expand(target)
         if t.shape == (batch,) or t.shape == target:
-            return t.reshape(target)
+            return t.view(target) if t.is_contiguous() else t.reshape(target)
         raise ValueError(
             f"`{name}` must be a number, a 0-d tensor, or a tensor of shape (B,) = "
             f"{(batch,)} or (B, 1, ..., 1) = {target} to match `{x_name}` of shape "
@@ -311,28 +311,28 @@ def cfm_loss(v: Tensor, u: Tensor, reduction: Literal["mean", "sum", "none"] = "
 # ---------------------------------------------------------------------------------------
 def _placement(
     generator: torch.Generator | None, dtype: Any, device: Any, like: Tensor | None = None
-) -> tuple[torch.dtype, torch.device]:
+) -> tuple[Any, Any]:
+    """The dtype and device of random samples; ``None`` leaves torch's defaults in place."""
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(
             f"`generator` must be a torch.Generator or None, got {_xp.describe(generator)}"
         )
-    if dtype is None:
-        dtype = like.dtype if like is not None else torch.get_default_dtype()
-    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+    if dtype is None and like is not None:
+        dtype = like.dtype
+    if dtype is not None and (not isinstance(dtype, torch.dtype) or not dtype.is_floating_point):
         raise TypeError(f"`dtype` must be a floating torch.dtype, got {dtype!r}")
     if device is None:
         if like is not None:
             device = like.device
         elif generator is not None:
             device = generator.device
-        else:
-            device = torch.get_default_device()
-    device = torch.device(device)
-    if generator is not None and generator.device.type != device.type:
-        raise ValueError(
-            f"`generator` is on {generator.device} but the samples go to {device}; "
-            f"use a generator of that device"
-        )
+    if device is not None:
+        device = torch.device(device)
+        if generator is not None and generator.device.type != device.type:
+            raise ValueError(
+                f"`generator` is on {generator.device} but the samples go to {device}; "
+                f"use a generator of that device"
+            )
     return dtype, device
 
 
@@ -361,8 +361,9 @@ def sample_time(
     """
     if isinstance(batch, bool) or not isinstance(batch, numbers.Integral) or batch < 1:
         raise ValueError(f"`batch` must be an integer >= 1, got {_xp.describe(batch)}")
-    low = _xp.real_number("low", low)
-    high = _xp.real_number("high", high)
+    if low != 0.0 or high != 1.0 or type(low) is not float or type(high) is not float:
+        low = _xp.real_number("low", low)
+        high = _xp.real_number("high", high)
     if not 0.0 <= low < high <= 1.0:
         raise ValueError(
             f"`low` and `high` must satisfy 0 <= low < high <= 1, got {low!r}, {high!r}"
