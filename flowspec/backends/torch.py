@@ -865,11 +865,14 @@ def log_likelihood(
     if isinstance(n_probes, bool) or not isinstance(n_probes, numbers.Integral) or n_probes < 1:
         raise ValueError(f"`n_probes` must be an integer >= 1, got {_xp.describe(n_probes)}")
     grid = _grid(time_grid, x1)
-    if not isinstance(time_grid, torch.Tensor) and not grid[1] < grid[0]:
-        raise ValueError(
-            f"`time_grid` must run from data to noise (decreasing, e.g. from 1 down to 0), "
-            f"got {time_grid!r}"
-        )
+    if isinstance(grid[0], float):
+        if not grid[0] > grid[-1]:
+            raise ValueError(
+                f"`time_grid` must run from data to noise (strictly decreasing, e.g. from 1 "
+                f"down to 0), got {time_grid!r}"
+            )
+        if grid[0] > 1.0 or grid[-1] < 0.0:
+            raise ValueError(f"`time_grid` must lie in [0, 1], got {time_grid!r}")
     batch = x1.shape[0]
     shape = tuple(x1.shape)
     checked = _checked_field(field, x1)
