@@ -21,7 +21,7 @@ All implementations run in this one process, interleaved round-robin (one timed 
 of each per round, in a rotating order), after a warm-up. The table shows the median
 time per call over the rounds and its ratio to the hand-written code; lower is better.
 
-Run: ``python benchmarks/bench_torch.py [--threads 1] [--rounds 41] [--quick]``
+Run: ``python benchmarks/bench_torch.py [--threads 1] [--rounds 41] [--clock cpu] [--quick]``
 """
 
 from __future__ import annotations
@@ -45,10 +45,16 @@ def _optional(name: str):
         return None
 
 
-def measure(impls: dict[str, Callable[[], object]], rounds: int, inner: int) -> dict[str, float]:
-    """Median seconds per call of each implementation, interleaved round-robin."""
+CLOCKS = {"cpu": time.thread_time, "wall": time.perf_counter}
+
+
+def measure(
+    impls: dict[str, Callable[[], object]], rounds: int, inner: int, clock: str, warmup: int
+) -> dict[str, tuple[float, float]]:
+    """Per implementation: median seconds per call and median per-round ratio to the first."""
+    now = CLOCKS[clock]
     for fn in impls.values():  # warm-up (allocator, lazy init, first-call costs)
-        for _ in range(max(3, inner // 4)):
+        for _ in range(warmup):
             fn()
     times: dict[str, list[float]] = {name: [] for name in impls}
     names = list(impls)
@@ -56,21 +62,28 @@ def measure(impls: dict[str, Callable[[], object]], rounds: int, inner: int) -> 
         order = names[r % len(names) :] + names[: r % len(names)]
         for name in order:
             fn = impls[name]
-            start = time.perf_counter()
+            start = now()
             for _ in range(inner):
                 fn()
-            times[name].append((time.perf_counter() - start) / inner)
-    return {name: statistics.median(ts) for name, ts in times.items()}
+            times[name].append((now() - start) / inner)
+    base = times[names[0]]
+    return {
+        name: (
+            statistics.median(ts),
+            statistics.median(a / b for a, b in zip(ts, base, strict=True)),
+        )
+        for name, ts in times.items()
+    }
 
 
-def report(title: str, medians: dict[str, float], baseline: str = "hand-written") -> None:
-    base = medians[baseline]
+def report(title: str, results: dict[str, tuple[float, float]]) -> None:
+    baseline = next(iter(results))
     print(f"\n{title}")
-    print(f"| implementation | median time | ratio to {baseline} |")
+    print(f"| implementation | median time | ratio to {baseline} (median of rounds) |")
     print("|---|---:|---:|")
-    for name, sec in medians.items():
+    for name, (sec, ratio) in results.items():
         unit = f"{sec * 1e6:.1f} us" if sec < 1e-3 else f"{sec * 1e3:.2f} ms"
-        print(f"| {name} | {unit} | {sec / base:.3f} |")
+        print(f"| {name} | {unit} | {ratio:.3f} |")
 
 
 # ---------------------------------------------------------------------------------------
@@ -222,20 +235,29 @@ def euler_impls(batch: int, steps: int) -> dict[str, Callable[[], object]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads")
-    parser.add_argument("--rounds", type=int, default=41, help="timed rounds per implementation")
+    parser.add_argument("--rounds", type=int, default=41, help="timed rounds (training step)")
+    parser.add_argument("--euler-rounds", type=int, default=7, help="timed rounds (Euler)")
+    parser.add_argument(
+        "--clock",
+        choices=sorted(CLOCKS),
+        default="cpu",
+        help="cpu: CPU time of this thread (robust on a shared machine; with one torch "
+        "thread all work runs on it); wall: perf_counter",
+    )
     parser.add_argument("--quick", action="store_true", help="few rounds, for a smoke test")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    rounds = 5 if args.quick else args.rounds
+    rounds = 3 if args.quick else args.rounds
+    euler_rounds = 1 if args.quick else args.euler_rounds
     print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), float32, "
-        f"{rounds} rounds, medians"
+        f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), float32, clock "
+        f"{args.clock}, {rounds} rounds (Euler: {euler_rounds}), medians"
     )
-    for shape, inner in (((8, 2), 200), ((4096, 2), 100), ((256, 3, 32, 32), 5)):
-        medians = measure(training_step_impls(shape), rounds, inner)
-        report(f"(a) training step, x shape {shape}", medians)
-    medians = measure(euler_impls(4096, 100), max(5, rounds // 4), 1)
-    report("(b) 100 Euler steps, MLP 2-256-256-2, batch 4096", medians)
+    for shape, inner in (((8, 2), 200), ((4096, 2), 50), ((256, 3, 32, 32), 3)):
+        results = measure(training_step_impls(shape), rounds, inner, args.clock, max(3, inner // 4))
+        report(f"(a) training step, x shape {shape}", results)
+    results = measure(euler_impls(4096, 100), euler_rounds, 1, args.clock, 1)
+    report("(b) 100 Euler steps, MLP 2-256-256-2, batch 4096", results)
 
 
 if __name__ == "__main__":
