@@ -1,0 +1,919 @@
+r"""The PyTorch backend: autograd divergences, likelihoods and a fused training step.
+
+The core already runs on torch tensors through the Array API. This module adds what
+the standard cannot express, with the core's names and signatures (a path method
+becomes a function taking the path first):
+
+* :func:`divergence` of a field by ``torch.func`` (exact, any event shape) or by
+  Hutchinson's estimator with Rademacher probes from an explicit ``torch.Generator``;
+* :func:`continuity_residual` with every derivative by automatic differentiation;
+* :func:`log_likelihood` by the instantaneous change of variables, with the
+  divergence computed here (``divergence="exact"`` or ``"hutchinson"``), differentiable
+  with respect to the field's parameters;
+* :func:`sample_and_target`, :func:`sample`, :func:`target` and :func:`cfm_loss` with
+  as few passes over memory as eager PyTorch allows, and :func:`euler` /
+  :func:`integrate` loops; all of them trace under ``torch.compile(fullgraph=True)``
+  and capture in CUDA graphs (no host synchronisation, no value-dependent branch);
+* random helpers :func:`sample_time`, :func:`sample_noise` and
+  :func:`sample_rademacher` that take a ``torch.Generator`` and respect device and
+  dtype.
+
+The coefficients come from the core's schedules (``schedule._coefficients``), so no
+schedule formula is written twice. Validation reads shapes, dtypes and devices only,
+plus values that are already host Python numbers or NumPy arrays; tensor values are
+never read.
+
+Batch independence: the autograd divergences and the derivatives of
+:func:`continuity_residual` differentiate the whole batch at once with a probe that is
+the same for every sample (a one-hot direction, a vector of ones in time). They
+equal the per-sample quantities when sample ``b`` of the output depends on sample
+``b`` of the input only, as for every MLP, U-Net or path of this package; a field that
+mixes samples (batch normalisation in training mode) breaks that assumption.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
+
+import array_api_compat.torch as _ns
+import numpy as np
+import torch
+import torch.nn.functional as _F
+from torch.func import jvp as _jvp
+from torch.func import vjp as _vjp
+from torch.func import vmap as _vmap
+
+from .. import _xp
+from ..paths import GaussianPath
+from ..schedules import Coefficients
+
+__all__ = [
+    "METHODS",
+    "cfm_loss",
+    "coefficients",
+    "continuity_residual",
+    "divergence",
+    "euler",
+    "integrate",
+    "log_likelihood",
+    "sample",
+    "sample_and_target",
+    "sample_noise",
+    "sample_rademacher",
+    "sample_time",
+    "target",
+]
+
+Tensor = torch.Tensor
+Field = Callable[[Tensor, Tensor], Tensor]
+
+#: Method name -> order of accuracy (the core's fixed-step methods).
+METHODS: dict[str, int] = {"euler": 1, "midpoint": 2, "heun": 2, "rk4": 4}
+_DIVERGENCES = ("exact", "hutchinson")
+_REDUCTIONS = ("mean", "sum", "none")
+
+
+# ---------------------------------------------------------------------------------------
+# validation (shapes, dtypes, devices; host values only)
+# ---------------------------------------------------------------------------------------
+def _tensor(name: str, x: Any) -> Tensor:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"`{name}` must be a torch.Tensor, got {_xp.describe(x)}")
+    if not x.is_floating_point():
+        raise TypeError(f"`{name}` must have a real floating dtype, got {_xp.describe(x)}")
+    if x.ndim < 1:
+        raise ValueError(f"`{name}` must be batch-first with shape (B, *event), got a 0-d tensor")
+    return x
+
+
+def _like(a_name: str, a: Tensor, b_name: str, b: Any, same_shape: bool = True) -> None:
+    _tensor(b_name, b)
+    if b.dtype != a.dtype:
+        raise TypeError(
+            f"`{b_name}` and `{a_name}` must share one floating dtype (no silent casts): "
+            f"`{b_name}` is {b.dtype} but `{a_name}` is {a.dtype}"
+        )
+    if b.device != a.device:
+        raise ValueError(
+            f"`{b_name}` and `{a_name}` must be on one device: `{b_name}` is on {b.device} "
+            f"but `{a_name}` is on {a.device}"
+        )
+    if same_shape and b.shape != a.shape:
+        raise ValueError(
+            f"`{a_name}` and `{b_name}` must have the same shape (B, *event): "
+            f"got {tuple(a.shape)} and {tuple(b.shape)}"
+        )
+
+
+def _time(t: Any, x: Tensor, name: str = "t", x_name: str = "x") -> Tensor:
+    """``t`` as a (B, 1, ..., 1) tensor against ``x``: the rule of ``flowspec._xp.time_array``.
+
+    Written with torch calls only so that it traces without graph breaks; host
+    numbers are checked to lie in [0, 1], tensor values are never read.
+    """
+    batch = x.shape[0]
+    target = (batch,) + (1,) * (x.ndim - 1)
+    if isinstance(t, torch.Tensor):
+        if not t.is_floating_point() or t.dtype != x.dtype:
+            raise TypeError(
+                f"`{name}` must share the floating dtype of `{x_name}` ({x.dtype}), "
+                f"got {_xp.describe(t)}"
+            )
+        if t.device != x.device:
+            raise ValueError(
+                f"`{name}` must be on the device of `{x_name}` ({x.device}), got {t.device}"
+            )
+        if t.ndim == 0:
+            return t.reshape((1,) * x.ndim).expand(target)
+        if t.shape == (batch,) or t.shape == target:
+            return t.view(target) if t.is_contiguous() else t.reshape(target)
+        raise ValueError(
+            f"`{name}` must be a number, a 0-d tensor, or a tensor of shape (B,) = "
+            f"{(batch,)} or (B, 1, ..., 1) = {target} to match `{x_name}` of shape "
+            f"{tuple(x.shape)}; got shape {tuple(t.shape)}"
+        )
+    if isinstance(t, bool) or not isinstance(t, numbers.Real):
+        raise TypeError(f"`{name}` must be a real number or a torch.Tensor, got {_xp.describe(t)}")
+    value = _xp.real_number(name, t)
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"`{name}` must lie in [0.0, 1.0], got {value!r}")
+    return torch.full(target, value, dtype=x.dtype, device=x.device)
+
+
+def _path(path: Any) -> GaussianPath:
+    if not isinstance(path, GaussianPath):
+        raise TypeError(
+            f"`path` must be a flowspec GaussianPath (e.g. fs.GaussianPath(fs.CondOT())), "
+            f"got {_xp.describe(path)}"
+        )
+    return path
+
+
+def _callable(name: str, fn: Any, signature: str) -> None:
+    if not callable(fn):
+        raise TypeError(f"`{name}` must be a callable {signature}, got {_xp.describe(fn)}")
+
+
+def _checked(name: str, out: Any, shape: tuple[int, ...], like: Tensor) -> Tensor:
+    """A user callable's result must be a tensor of this shape and of ``like``'s dtype."""
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != shape or out.dtype != like.dtype:
+        raise TypeError(
+            f"`{name}` must return a torch.Tensor of shape {shape} and dtype {like.dtype}, "
+            f"got {_xp.describe(out)}"
+        )
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# the training step
+# ---------------------------------------------------------------------------------------
+def coefficients(path: GaussianPath, t: Any, x: Tensor) -> Coefficients:
+    r"""The schedule's ``(alpha, sigma, d_alpha, d_sigma)`` at ``t``, each of shape (B, 1, ..., 1).
+
+    The core's formulas (``path.schedule._coefficients``) evaluated on the time
+    reshaped against ``x``; useful to fuse a custom training target.
+
+    Examples
+    --------
+    >>> import torch, flowspec as fs
+    >>> fst = fs.backends.get("torch")
+    >>> c = fst.coefficients(fs.GaussianPath(fs.CondOT()), 0.25, torch.zeros(2, 3))
+    >>> c.sigma.shape, c.sigma.flatten().tolist()
+    (torch.Size([2, 1]), [0.75, 0.75])
+    """
+    _path(path)
+    _tensor("x", x)
+    return path.schedule._coefficients(_ns, _time(t, x))
+
+
+def _prepared(path: Any, x0: Any, x1: Any, t: Any) -> Coefficients:
+    _path(path)
+    _tensor("x0", x0)
+    _like("x0", x0, "x1", x1)
+    return path.schedule._coefficients(_ns, _time(t, x0, x_name="x0"))
+
+
+def _combine(a: Tensor, x1: Tensor, b: Tensor, x0: Tensor) -> Tensor:
+    # a * x1 + b * x0 with one output buffer: the product allocates it, addcmul_ adds
+    # in place (autograd-safe: the product's backward keeps its inputs, not its output).
+    out = torch.mul(x1, a)
+    return out.addcmul_(b, x0)
+
+
+def sample(path: GaussianPath, x0: Tensor, x1: Tensor, t: Any) -> Tensor:
+    r"""The conditional flow :math:`x_t = \alpha_t x_1 + \sigma_t x_0` (eq. 11), fused.
+
+    Same contract as :meth:`flowspec.GaussianPath.sample`, for torch tensors.
+
+    Examples
+    --------
+    >>> import torch, flowspec as fs
+    >>> fst = fs.backends.get("torch")
+    >>> fst.sample(fs.GaussianPath(fs.CondOT()), torch.zeros(1, 2), torch.ones(1, 2), 0.5).tolist()
+    [[0.5, 0.5]]
+    """
+    c = _prepared(path, x0, x1, t)
+    return _combine(c.alpha, x1, c.sigma, x0)
+
+
+def target(path: GaussianPath, x0: Tensor, x1: Tensor, t: Any) -> Tensor:
+    r"""The CFM target :math:`\dot\alpha_t x_1 + \dot\sigma_t x_0` (eq. 13; eq. 23 for OT), fused.
+
+    Same contract as :meth:`flowspec.GaussianPath.target`, for torch tensors.
+
+    Examples
+    --------
+    >>> import torch, flowspec as fs
+    >>> fst = fs.backends.get("torch")
+    >>> fst.target(fs.GaussianPath(fs.CondOT()), torch.ones(1, 1), 3 * torch.ones(1, 1), 1.0).tolist()
+    [[2.0]]
+    """
+    c = _prepared(path, x0, x1, t)
+    return _combine(c.d_alpha, x1, c.d_sigma, x0)
+
+
+def sample_and_target(path: GaussianPath, x0: Tensor, x1: Tensor, t: Any) -> tuple[Tensor, Tensor]:
+    r"""``(x_t, target)`` of the CFM training step (eq. 9 reparameterised as eq. 13), fused.
+
+    .. math:: x_t = \alpha_t x_1 + \sigma_t x_0, \qquad u = \dot\alpha_t x_1 + \dot\sigma_t x_0
+
+    One schedule evaluation on the (B, 1, ..., 1) time, then two passes over the data
+    per output (``mul`` into the output buffer, ``addcmul_`` in place): no other
+    temporary of the data's size. It has no host synchronisation and no branch on
+    tensor values, so it traces under ``torch.compile(fullgraph=True)`` and captures
+    in a CUDA graph.
+
+    Parameters
+    ----------
+    path : flowspec.GaussianPath
+    x0 : torch.Tensor, shape (B, *event)
+        Noise, x0 ~ N(0, I) (see :func:`sample_noise`).
+    x1 : torch.Tensor, shape (B, *event)
+        Data, same dtype and device as ``x0``.
+    t : float or torch.Tensor, shape () or (B,) or (B, 1, ..., 1)
+        Times (see :func:`sample_time`); host numbers must lie in [0, 1].
+
+    Returns
+    -------
+    x_t, target : torch.Tensor, shape (B, *event)
+
+    Raises
+    ------
+    TypeError
+        A non-tensor or non-floating input, mismatched dtypes, a ``path`` that is not a
+        :class:`~flowspec.GaussianPath`.
+    ValueError
+        Mismatched shapes or devices, a ``t`` of the wrong shape, host times outside [0, 1].
+
+    Examples
+    --------
+    >>> import torch, flowspec as fs
+    >>> fst = fs.backends.get("torch")
+    >>> path = fs.GaussianPath(fs.CondOT())
+    >>> x_t, u = fst.sample_and_target(path, torch.tensor([[1.0, -1.0]]), torch.tensor([[3.0, 5.0]]), 0.25)
+    >>> x_t.tolist(), u.tolist()
+    ([[1.5, 0.5]], [[2.0, 6.0]])
+    """
+    c = _prepared(path, x0, x1, t)
+    return _combine(c.alpha, x1, c.sigma, x0), _combine(c.d_alpha, x1, c.d_sigma, x0)
+
+
+def cfm_loss(v: Tensor, u: Tensor, reduction: Literal["mean", "sum", "none"] = "mean") -> Tensor:
+    r"""The CFM loss :math:`\lVert v - u \rVert^2` per sample (eq. 9, 23), reduced over the batch.
+
+    Same contract as :func:`flowspec.cfm_loss`: the squared norm over all event axes,
+    then the batch mean (default), sum or nothing. ``"mean"`` and ``"sum"`` use the
+    fused ``mse_loss`` kernel (one pass forward, one backward).
+
+    Examples
+    --------
+    >>> import torch, flowspec as fs
+    >>> fst = fs.backends.get("torch")
+    >>> v = torch.tensor([[1.0, 2.0], [0.0, 0.0]]); u = torch.zeros(2, 2)
+    >>> fst.cfm_loss(v, u, reduction="none").tolist(), float(fst.cfm_loss(v, u))
+    ([5.0, 0.0], 2.5)
+    """
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"`reduction` must be one of {_REDUCTIONS}, got {reduction!r}")
+    _tensor("v", v)
+    _like("v", v, "u", u)
+    if reduction == "none":
+        return (v - u).square().flatten(1).sum(1)
+    total = _F.mse_loss(v, u, reduction="sum")
+    return total if reduction == "sum" else total / v.shape[0]
+
+
+# ---------------------------------------------------------------------------------------
+# random helpers
+# ---------------------------------------------------------------------------------------
+def _placement(
+    generator: torch.Generator | None, dtype: Any, device: Any, like: Tensor | None = None
+) -> tuple[Any, Any]:
+    """The dtype and device of random samples; ``None`` leaves torch's defaults in place."""
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(
+            f"`generator` must be a torch.Generator or None, got {_xp.describe(generator)}"
+        )
+    if dtype is None and like is not None:
+        dtype = like.dtype
+    if dtype is not None and (not isinstance(dtype, torch.dtype) or not dtype.is_floating_point):
+        raise TypeError(f"`dtype` must be a floating torch.dtype, got {dtype!r}")
+    if device is None:
+        if like is not None:
+            device = like.device
+        elif generator is not None:
+            device = generator.device
+    if device is not None:
+        device = torch.device(device)
+        if generator is not None and generator.device.type != device.type:
+            raise ValueError(
+                f"`generator` is on {generator.device} but the samples go to {device}; "
+                f"use a generator of that device"
+            )
+    return dtype, device
+
+
+def sample_time(
+    batch: int,
+    *,
+    generator: torch.Generator | None = None,
+    dtype: torch.dtype | None = None,
+    device: Any = None,
+    low: float = 0.0,
+    high: float = 1.0,
+) -> Tensor:
+    r"""Training times :math:`t \sim U[\text{low}, \text{high})`, shape (batch,).
+
+    The paper samples t uniformly on [0, 1] (and on [0, 1 - 1e-5] for the VP path,
+    App. E: pass ``high=1 - 1e-5``). ``dtype`` defaults to torch's default dtype,
+    ``device`` to the generator's device (or torch's default device).
+
+    Examples
+    --------
+    >>> import torch, flowspec as fs
+    >>> fst = fs.backends.get("torch")
+    >>> t = fst.sample_time(4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    >>> t.shape, t.dtype, bool(((t >= 0) & (t < 1)).all())
+    (torch.Size([4]), torch.float64, True)
+    """
+    if isinstance(batch, bool) or not isinstance(batch, numbers.Integral) or batch < 1:
+        raise ValueError(f"`batch` must be an integer >= 1, got {_xp.describe(batch)}")
+    if low != 0.0 or high != 1.0 or type(low) is not float or type(high) is not float:
+        low = _xp.real_number("low", low)
+        high = _xp.real_number("high", high)
+    if not 0.0 <= low < high <= 1.0:
+        raise ValueError(
+            f"`low` and `high` must satisfy 0 <= low < high <= 1, got {low!r}, {high!r}"
+        )
+    dtype, device = _placement(generator, dtype, device)
+    t = torch.rand((int(batch),), generator=generator, dtype=dtype, device=device)
+    if low == 0.0 and high == 1.0:
+        return t
+    return t.mul_(high - low).add_(low)
+
+
+def _shape_of(name: str, shape_or_like: Any) -> tuple[tuple[int, ...], Tensor | None]:
+    if isinstance(shape_or_like, torch.Tensor):
+        return tuple(shape_or_like.shape), shape_or_like
+    if isinstance(shape_or_like, numbers.Integral) and not isinstance(shape_or_like, bool):
+        shape_or_like = (shape_or_like,)
+    if isinstance(shape_or_like, (Sequence, torch.Size)) and all(
+        isinstance(s, numbers.Integral) and not isinstance(s, bool) and s >= 0
+        for s in shape_or_like
+    ):
+        return tuple(int(s) for s in shape_or_like), None
+    raise TypeError(
+        f"`{name}` must be a shape (a sequence of non-negative ints) or a tensor, "
+        f"got {_xp.describe(shape_or_like)}"
+    )
+
+
+def sample_noise(
+    shape_or_like: Any,
+    *,
+    generator: torch.Generator | None = None,
+    dtype: torch.dtype | None = None,
+    device: Any = None,
+) -> Tensor:
+    r"""Source samples :math:`x_0 \sim \mathcal N(0, I)` of a shape or shaped like a tensor.
+
+    Given a tensor, the shape, dtype and device are taken from it (``dtype`` and
+    ``device`` override them); ``torch.randn_like`` takes no generator, this does.
+
+    Examples
+    --------
+    >>> import torch, flowspec as fs
+    >>> fst = fs.backends.get("torch")
+    >>> x1 = torch.zeros(3, 2, dtype=torch.float64)
+    >>> x0 = fst.sample_noise(x1, generator=torch.Generator().manual_seed(0))
+    >>> x0.shape, x0.dtype
+    (torch.Size([3, 2]), torch.float64)
+    """
+    shape, like = _shape_of("shape_or_like", shape_or_like)
+    dtype, device = _placement(generator, dtype, device, like)
+    return torch.randn(shape, generator=generator, dtype=dtype, device=device)
+
+
+def sample_rademacher(
+    shape_or_like: Any,
+    *,
+    generator: torch.Generator | None = None,
+    dtype: torch.dtype | None = None,
+    device: Any = None,
+) -> Tensor:
+    r"""Rademacher probes: independent entries, +1 or -1 with probability 1/2 each.
+
+    The probes of Hutchinson's trace estimator: :math:`\mathbb E[z z^\top] = I`.
+
+    Examples
+    --------
+    >>> import torch, flowspec as fs
+    >>> fst = fs.backends.get("torch")
+    >>> z = fst.sample_rademacher((2, 3), generator=torch.Generator().manual_seed(0))
+    >>> bool((z.abs() == 1).all())
+    True
+    """
+    shape, like = _shape_of("shape_or_like", shape_or_like)
+    dtype, device = _placement(generator, dtype, device, like)
+    bits = torch.randint(0, 2, shape, generator=generator, device=device)
+    return bits.to(dtype).mul_(2.0).sub_(1.0)
+
+
+# ---------------------------------------------------------------------------------------
+# divergence, continuity, likelihood
+# ---------------------------------------------------------------------------------------
+def _batch_time(t: Any, x: Tensor) -> Tensor:
+    return _time(t, x).reshape(x.shape[0])
+
+
+def _exact_divergence(field: Field, tb: Tensor, x: Tensor, chunk_size: int | None) -> Tensor:
+    batch, event = x.shape[0], tuple(x.shape[1:])
+    d = math.prod(event)
+    # Direction i is the one-hot e_i, the same for every sample: (J e_i)_i summed over
+    # i is the trace of each sample's Jacobian (the batch-independence assumption).
+    basis = torch.eye(d, dtype=x.dtype, device=x.device).reshape((d, 1, *event))
+
+    def diagonal(e: Tensor) -> Tensor:
+        e = e.expand(x.shape)
+        _, tangent = _jvp(lambda y: field(tb, y), (x,), (e,))
+        return (tangent * e).reshape(batch, d).sum(1)
+
+    return _vmap(diagonal, chunk_size=chunk_size)(basis).sum(0)
+
+
+def _hutchinson(
+    field: Field, tb: Tensor, x: Tensor, probes: Tensor, chunk_size: int | None
+) -> Tensor:
+    batch = x.shape[0]
+
+    def quadratic(z: Tensor) -> Tensor:
+        _, tangent = _jvp(lambda y: field(tb, y), (x,), (z,))
+        return (tangent * z).reshape(batch, -1).sum(1)
+
+    return _vmap(quadratic, chunk_size=chunk_size)(probes).mean(0)
+
+
+def _checked_field(field: Field, x: Tensor) -> Field:
+    shape = tuple(x.shape)
+
+    def checked(tt: Tensor, y: Tensor) -> Tensor:
+        return _checked("field(t, x)", field(tt, y), shape, y)
+
+    return checked
+
+
+def divergence(
+    field: Field,
+    t: Any,
+    x: Tensor,
+    method: Literal["exact", "hutchinson"] = "exact",
+    n_probes: int = 1,
+    generator: torch.Generator | None = None,
+    *,
+    chunk_size: int | None = None,
+) -> Tensor:
+    r"""The divergence :math:`\nabla_x \cdot v_t(x) = \operatorname{tr} \partial_x v_t(x)` by autodiff.
+
+    ``"exact"``: the trace of the Jacobian of each sample, from d forward-mode
+    Jacobian-vector products vectorised with ``torch.func.vmap`` (d = number of event
+    entries; any event shape). ``"hutchinson"``: Hutchinson's unbiased estimator
+    :math:`\frac1n \sum_k z_k^\top \partial_x v\, z_k` with ``n_probes`` Rademacher
+    probes drawn from ``generator`` (paper App. C; Grathwohl et al., 2019). The
+    variance of one probe is :math:`\tfrac12 \sum_{i \ne j} (J_{ij} + J_{ji})^2`, zero
+    when the Jacobian is diagonal.
+
+    The result is differentiable with respect to the field's parameters (no
+    ``torch.no_grad`` inside), so it can enter a training loss. Samples must be
+    independent through ``field`` (see the module notes).
+
+    Parameters
+    ----------
+    field : callable
+        ``field(t, x)`` with t of shape (B,), returning a tensor of x's shape and dtype.
+        It must be traceable by ``torch.func`` (forward-mode AD and vmap).
+    t : float or torch.Tensor, shape () or (B,)
+    x : torch.Tensor, shape (B, *event)
+    method : {"exact", "hutchinson"}
+    n_probes : int
+        Number of Hutchinson probes (ignored by "exact").
+    generator : torch.Generator, optional
+        Source of the Hutchinson probes, on x's device.
+    chunk_size : int, optional
+        Directions (or probes) evaluated at once by vmap; lower it to bound memory.
+
+    Returns
+    -------
+    torch.Tensor, shape (B,)
+
+    Examples
+    --------
+    >>> import torch, flowspec as fs
+    >>> fst = fs.backends.get("torch")
+    >>> field = lambda t, x: -2.0 * x          # Jacobian -2 I, divergence -2 d
+    >>> fst.divergence(field, 0.5, torch.ones(3, 4, 5)).tolist()
+    [-40.0, -40.0, -40.0]
+    """
+    _callable("field", field, "field(t, x)")
+    if method not in _DIVERGENCES:
+        raise ValueError(f"`method` must be one of {_DIVERGENCES}, got {method!r}")
+    if isinstance(n_probes, bool) or not isinstance(n_probes, numbers.Integral) or n_probes < 1:
+        raise ValueError(f"`n_probes` must be an integer >= 1, got {_xp.describe(n_probes)}")
+    if chunk_size is not None and (
+        isinstance(chunk_size, bool)
+        or not isinstance(chunk_size, numbers.Integral)
+        or chunk_size < 1
+    ):
+        raise ValueError(
+            f"`chunk_size` must be None or an integer >= 1, got {_xp.describe(chunk_size)}"
+        )
+    _tensor("x", x)
+    tb = _batch_time(t, x)
+    checked = _checked_field(field, x)
+    if method == "exact":
+        return _exact_divergence(checked, tb, x, chunk_size)
+    probes = sample_rademacher(
+        (int(n_probes), *x.shape), generator=generator, dtype=x.dtype, device=x.device
+    )
+    return _hutchinson(checked, tb, x, probes, chunk_size)
+
+
+def continuity_residual(
+    log_prob: Callable[[Tensor, Tensor], Tensor],
+    velocity: Field,
+    t: Any,
+    x: Tensor,
+) -> Tensor:
+    r"""The log-form continuity residual with every derivative by automatic differentiation.
+
+    .. math:: r = \partial_t \log p_t(x) + \nabla\cdot u_t(x) + u_t(x)\cdot\nabla_x \log p_t(x)
+
+    The same quantity as :func:`flowspec.continuity_residual` (paper eq. 26 divided by
+    :math:`p_t`), but :math:`\partial_t \log p_t` is a forward-mode derivative in t,
+    :math:`\nabla_x \log p_t` a reverse-mode gradient and the divergence the exact trace
+    of :func:`divergence`: no step size, so the residual of a pair that satisfies the
+    continuity equation is at the rounding level of its terms. It is an independent
+    check that a density and a field agree (Theorem 1).
+
+    Parameters
+    ----------
+    log_prob : callable
+        ``log_prob(t, x) -> (B,)``, t of shape (B,); traceable by ``torch.func``.
+    velocity : callable
+        ``velocity(t, x) -> (B, *event)``.
+    t : float or torch.Tensor, shape () or (B,)
+        Times where ``log_prob`` is finite.
+    x : torch.Tensor, shape (B, *event)
+
+    Returns
+    -------
+    torch.Tensor, shape (B,)
+
+    Examples
+    --------
+    >>> import torch, flowspec as fs
+    >>> fst = fs.backends.get("torch")
+    >>> path = fs.GaussianPath(fs.CondOT(sigma_min=0.01)); x1 = torch.tensor([[1.0, -2.0]], dtype=torch.float64)
+    >>> lp = lambda t, x: path.log_prob(x, x1, t); u = lambda t, x: path.velocity(x, x1, t)
+    >>> r = fst.continuity_residual(lp, u, 0.5, torch.tensor([[0.3, 0.1]], dtype=torch.float64))
+    >>> bool(r.abs().max() < 1e-12)
+    True
+    """
+    _callable("log_prob", log_prob, "log_prob(t, x)")
+    _callable("velocity", velocity, "velocity(t, x)")
+    _tensor("x", x)
+    batch = x.shape[0]
+    tb = _batch_time(t, x)
+
+    def lp_t(s: Tensor) -> Tensor:
+        return _checked("log_prob(t, x)", log_prob(s, x), (batch,), x)
+
+    def lp_x(y: Tensor) -> Tensor:
+        return _checked("log_prob(t, x)", log_prob(tb, y), (batch,), x)
+
+    _, dt_log_p = _jvp(lp_t, (tb,), (torch.ones_like(tb),))
+    _, pullback = _vjp(lp_x, x)
+    (grad_log_p,) = pullback(torch.ones_like(tb))
+    checked = _checked_field(velocity, x)
+    u = checked(tb, x)
+    div = _exact_divergence(checked, tb, x, None)
+    transport = (u * grad_log_p).reshape(batch, -1).sum(1)
+    return dt_log_p + div + transport
+
+
+# ---------------------------------------------------------------------------------------
+# solvers
+# ---------------------------------------------------------------------------------------
+def _grid(time_grid: Any, x0: Tensor) -> list[Any]:
+    """A host grid as validated Python floats, or a tensor grid as 0-d tensors (unread)."""
+    if isinstance(time_grid, torch.Tensor):
+        if not time_grid.is_floating_point() or time_grid.dtype != x0.dtype:
+            raise TypeError(
+                f"`time_grid` must share the floating dtype of `x0` ({x0.dtype}), got "
+                f"{_xp.describe(time_grid)}"
+            )
+        if time_grid.ndim != 1 or time_grid.shape[0] < 2:
+            raise ValueError(
+                f"`time_grid` must be 1-D with at least 2 times, got shape {tuple(time_grid.shape)}"
+            )
+        if time_grid.device != x0.device:
+            raise ValueError(
+                f"`time_grid` must be on the device of `x0` ({x0.device}), got {time_grid.device}"
+            )
+        return list(time_grid.unbind(0))
+    if isinstance(time_grid, (str, bytes)) or not isinstance(time_grid, (Sequence, np.ndarray)):
+        raise TypeError(
+            f"`time_grid` must be a 1-D sequence of times, got {_xp.describe(time_grid)}"
+        )
+    grid = np.asarray(time_grid)
+    if (
+        grid.ndim != 1
+        or grid.shape[0] < 2
+        or not (np.issubdtype(grid.dtype, np.floating) or np.issubdtype(grid.dtype, np.integer))
+    ):
+        raise ValueError(
+            f"`time_grid` must be a 1-D sequence of at least 2 real times, got {time_grid!r}"
+        )
+    grid = grid.astype(np.float64)
+    if not np.all(np.isfinite(grid)):
+        raise ValueError(f"`time_grid` must be finite, got {time_grid!r}")
+    steps = np.diff(grid)
+    if not (np.all(steps > 0) or np.all(steps < 0)):
+        raise ValueError(
+            f"`time_grid` must be strictly increasing or strictly decreasing, got {time_grid!r}"
+        )
+    return [float(v) for v in grid]
+
+
+def _times(t: Any, x: Tensor) -> Tensor:
+    """A grid time (float or 0-d tensor) as the (B,) time argument of a field."""
+    if isinstance(t, torch.Tensor):
+        return t.reshape(1).expand(x.shape[0])
+    return torch.full((x.shape[0],), t, dtype=x.dtype, device=x.device)
+
+
+def _axpy(x: Tensor, h: Any, v: Tensor) -> Tensor:
+    """x + h v in one kernel for a Python step, two for a tensor step."""
+    if isinstance(h, torch.Tensor):
+        return torch.addcmul(x, h, v)
+    return torch.add(x, v, alpha=h)
+
+
+def _rk_step(f: Callable[[Any, Any], Any], method: str, t: Any, h: Any, x: Any) -> Any:
+    """One step of ``method`` on a state that is a tuple of tensors; f(t, state) -> tuple."""
+
+    def add(state: Any, scale: Any, slope: Any) -> Any:
+        return tuple(_axpy(s, scale, k) for s, k in zip(state, slope, strict=True))
+
+    k1 = f(t, x)
+    if method == "euler":
+        return add(x, h, k1)
+    half = 0.5 * h
+    if method == "midpoint":
+        return add(x, h, f(t + half, add(x, half, k1)))
+    if method == "heun":
+        k2 = f(t + h, add(x, h, k1))
+        return add(x, half, tuple(a + b for a, b in zip(k1, k2, strict=True)))
+    k2 = f(t + half, add(x, half, k1))
+    k3 = f(t + half, add(x, half, k2))
+    k4 = f(t + h, add(x, h, k3))
+    slope = tuple(a + 2.0 * b + 2.0 * c + d for a, b, c, d in zip(k1, k2, k3, k4, strict=True))
+    return add(x, h / 6.0, slope)
+
+
+def _state_check(field: Any, x0: Any, method: str) -> None:
+    _callable("field", field, "field(t, x)")
+    if method not in METHODS:
+        raise ValueError(f"`method` must be one of {tuple(METHODS)}, got {method!r}")
+    _tensor("x0", x0)
+
+
+def euler(
+    field: Field,
+    x0: Tensor,
+    steps: int = 100,
+    t0: float = 0.0,
+    t1: float = 1.0,
+    return_path: bool = False,
+) -> Tensor:
+    r"""The paper's Euler sampler :math:`x_{k+1} = x_k + h\, v(t_k, x_k)`, one fused update per step.
+
+    Same contract as :func:`flowspec.euler`: :math:`h = (t_1 - t_0)/\text{steps}`,
+    :math:`t_k = t_0 + k h` computed from k. Each step costs the field call, one fill
+    of the (B,) time and one ``torch.add(x, v, alpha=h)``. The loop is plain Python
+    over host numbers, so ``torch.compile(fullgraph=True)`` unrolls it without graph
+    breaks (compile time grows with ``steps``). Gradients flow unless you wrap the call
+    in ``torch.no_grad()`` (do that for sampling).
+
+    Examples
+    --------
+    >>> import torch, flowspec as fs
+    >>> fst = fs.backends.get("torch")
+    >>> fst.euler(lambda t, x: torch.ones_like(x), torch.zeros(2, 1), steps=4).tolist()
+    [[1.0], [1.0]]
+    """
+    _state_check(field, x0, "euler")
+    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1:
+        raise ValueError(f"`steps` must be an integer >= 1, got {_xp.describe(steps)}")
+    t0 = _xp.real_number("t0", t0)
+    t1 = _xp.real_number("t1", t1)
+    if t0 == t1:
+        raise ValueError(f"`t0` and `t1` must differ, got t0 = t1 = {t0!r}")
+    steps = int(steps)
+    h = (t1 - t0) / steps
+    shape = tuple(x0.shape)
+    x = x0
+    states = [x0]
+    for k in range(steps):
+        v = _checked("field(t, x)", field(_times(t0 + k * h, x), x), shape, x0)
+        x = torch.add(x, v, alpha=h)
+        if return_path:
+            states.append(x)
+    return torch.stack(states, 0) if return_path else x
+
+
+def integrate(
+    field: Field,
+    x0: Tensor,
+    time_grid: Any,
+    method: Literal["euler", "midpoint", "heun", "rk4"] = "euler",
+    return_path: bool = False,
+) -> Tensor:
+    r"""Integrate :math:`\dot x = v(t, x)` over an explicit grid with a fixed-step method.
+
+    Same contract as :func:`flowspec.integrate` (Euler, explicit midpoint, Heun and
+    classical RK4 with the core's tableaus). A grid given as numbers or a NumPy array
+    is validated on the host; a tensor grid is used as given, its values never read.
+
+    Examples
+    --------
+    >>> import math, torch, flowspec as fs
+    >>> fst = fs.backends.get("torch")
+    >>> grid = [k / 10 for k in range(11)]
+    >>> x = fst.integrate(lambda t, x: -x, torch.ones(1, 1, dtype=torch.float64), grid, method="rk4")
+    >>> round(float(x), 5), round(math.exp(-1.0), 5)
+    (0.36788, 0.36788)
+    """
+    _state_check(field, x0, method)
+    grid = _grid(time_grid, x0)
+    shape = tuple(x0.shape)
+
+    def f(t: Any, state: tuple[Tensor]) -> tuple[Tensor]:
+        return (_checked("field(t, x)", field(_times(t, state[0]), state[0]), shape, x0),)
+
+    x = (x0,)
+    states = [x0]
+    for k in range(len(grid) - 1):
+        x = _rk_step(f, method, grid[k], grid[k + 1] - grid[k], x)
+        if return_path:
+            states.append(x[0])
+    return torch.stack(states, 0) if return_path else x[0]
+
+
+def log_likelihood(
+    field: Field,
+    x1: Tensor,
+    log_p0: Callable[[Tensor], Tensor],
+    time_grid: Any,
+    method: Literal["euler", "midpoint", "heun", "rk4"] = "euler",
+    divergence: Literal["exact", "hutchinson"] | Callable[[Tensor, Tensor], Tensor] = "exact",
+    generator: torch.Generator | None = None,
+    *,
+    n_probes: int = 1,
+) -> Tensor:
+    r"""Log-likelihood of data under a flow, by the instantaneous change of variables.
+
+    With :math:`x_t` the solution of :math:`\dot x = v_t(x)` through :math:`x_1`,
+    :math:`\frac{d}{dt}\log p_t(x_t) = -\nabla\cdot v_t(x_t)`, so (paper App. C)
+
+    .. math:: \log p_1(x_1) = \log p_0(x_0) - \int_0^1 \nabla\cdot v_t(x_t)\, dt .
+
+    The augmented state :math:`(x, f)` with :math:`\dot f = \nabla\cdot v_t(x)`,
+    :math:`f = 0` at the first grid time, is integrated with ``method`` over
+    ``time_grid`` (from 1 down to 0: data to noise), and the result is
+    ``log_p0(x_end) + f_end``. The divergence is the exact trace (``"exact"``),
+    Hutchinson's estimator (``"hutchinson"``: ``n_probes`` Rademacher probes drawn once
+    per call from ``generator`` and held fixed along the trajectory, which keeps the
+    estimate unbiased), or a callable ``divergence(t, x) -> (B,)`` as in the core.
+
+    Nothing runs under ``torch.no_grad``: the result is differentiable with respect to
+    the field's parameters and to ``x1``, so ``(-log_likelihood(...)).mean().backward()``
+    trains by maximum likelihood. Wrap the call in ``torch.no_grad()`` for evaluation
+    only (it then keeps no graph).
+
+    Parameters
+    ----------
+    field : callable
+        ``field(t, x)``, t of shape (B,).
+    x1 : torch.Tensor, shape (B, *event)
+        Data points.
+    log_p0 : callable
+        ``log_p0(x) -> (B,)``, the log-density of the source at the last grid time.
+    time_grid : sequence of float, NumPy array or 1-D tensor
+        Strictly decreasing times, e.g. ``numpy.linspace(1, 0, 101)``.
+    method : {"euler", "midpoint", "heun", "rk4"}
+    divergence : {"exact", "hutchinson"} or callable
+    generator : torch.Generator, optional
+        Source of the Hutchinson probes.
+    n_probes : int
+        Hutchinson probes per sample.
+
+    Returns
+    -------
+    torch.Tensor, shape (B,)
+
+    Examples
+    --------
+    The flow :math:`v_t(x) = x` maps N(0, I) at t = 0 to N(0, e^2 I) at t = 1:
+
+    >>> import math, numpy as np, torch, flowspec as fs
+    >>> fst = fs.backends.get("torch")
+    >>> x1 = torch.tensor([[0.5, -1.0]], dtype=torch.float64)
+    >>> log_p0 = lambda x: -0.5 * (x * x).sum(1) - math.log(2 * math.pi)
+    >>> ll = fst.log_likelihood(lambda t, x: x, x1, log_p0, np.linspace(1, 0, 41), method="rk4")
+    >>> exact = -0.5 * float((x1 * x1).sum()) / math.e**2 - math.log(2 * math.pi * math.e**2)
+    >>> abs(float(ll) - exact) < 1e-6
+    True
+    """
+    _callable("field", field, "field(t, x)")
+    if method not in METHODS:
+        raise ValueError(f"`method` must be one of {tuple(METHODS)}, got {method!r}")
+    _callable("log_p0", log_p0, "log_p0(x)")
+    _tensor("x1", x1)
+    if isinstance(n_probes, bool) or not isinstance(n_probes, numbers.Integral) or n_probes < 1:
+        raise ValueError(f"`n_probes` must be an integer >= 1, got {_xp.describe(n_probes)}")
+    grid = _grid(time_grid, x1)
+    if isinstance(grid[0], float):
+        if not grid[0] > grid[-1]:
+            raise ValueError(
+                f"`time_grid` must run from data to noise (strictly decreasing, e.g. from 1 "
+                f"down to 0), got {time_grid!r}"
+            )
+        if grid[0] > 1.0 or grid[-1] < 0.0:
+            raise ValueError(f"`time_grid` must lie in [0, 1], got {time_grid!r}")
+    batch = x1.shape[0]
+    shape = tuple(x1.shape)
+    checked = _checked_field(field, x1)
+    if isinstance(divergence, str):
+        if divergence not in _DIVERGENCES:
+            raise ValueError(
+                f"`divergence` must be one of {_DIVERGENCES} or a callable divergence(t, x), "
+                f"got {divergence!r}"
+            )
+        if divergence == "exact":
+
+            def div(tb: Tensor, x: Tensor) -> Tensor:
+                return _exact_divergence(checked, tb, x, None)
+
+        else:
+            probes = sample_rademacher(
+                (int(n_probes), *shape), generator=generator, dtype=x1.dtype, device=x1.device
+            )
+
+            def div(tb: Tensor, x: Tensor) -> Tensor:
+                return _hutchinson(checked, tb, x, probes, None)
+
+    elif callable(divergence):
+        user = divergence
+
+        def div(tb: Tensor, x: Tensor) -> Tensor:
+            return _checked("divergence(t, x)", user(tb, x), (batch,), x)
+
+    else:
+        raise TypeError(
+            f"`divergence` must be one of {_DIVERGENCES} or a callable divergence(t, x), "
+            f"got {_xp.describe(divergence)}"
+        )
+
+    def f(t: Any, state: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+        x = state[0]
+        tb = _times(t, x)
+        return checked(tb, x), div(tb, x)
+
+    state = (x1, torch.zeros(batch, dtype=x1.dtype, device=x1.device))
+    for k in range(len(grid) - 1):
+        state = _rk_step(f, method, grid[k], grid[k + 1] - grid[k], state)
+    x0, change = state
+    return _checked("log_p0(x)", log_p0(x0), (batch,), x1) + change
