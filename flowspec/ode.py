@@ -191,9 +191,9 @@ def integrate(
     Examples
     --------
     >>> import numpy as np, flowspec as fs
-    >>> x = fs.integrate(lambda t, x: -x, np.ones((1, 1)), [0.0, 0.5, 1.0], method="rk4")
-    >>> round(float(x[0, 0]), 4), round(float(np.exp(-1.0)), 4)
-    (0.3679, 0.3679)
+    >>> x = fs.integrate(lambda t, x: -x, np.ones((1, 1)), np.linspace(0, 1, 11), method="rk4")
+    >>> bool(abs(float(x[0, 0]) - np.exp(-1.0)) < 1e-6)  # rk4: error ~ h^4 / 120
+    True
     """
     xp = _check_state(field, x0, method)
     grid = _grid(xp, time_grid, x0)
