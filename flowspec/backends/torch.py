@@ -439,7 +439,7 @@ def sample_rademacher(
     shape, like = _shape_of("shape_or_like", shape_or_like)
     dtype, device = _placement(generator, dtype, device, like)
     bits = torch.randint(0, 2, shape, generator=generator, device=device)
-    return bits.to(dtype).mul_(2.0).sub_(1.0)
+    return bits.to(torch.get_default_dtype() if dtype is None else dtype).mul_(2.0).sub_(1.0)
 
 
 # ---------------------------------------------------------------------------------------
