@@ -215,6 +215,8 @@ def test_random_helpers_respect_generator_dtype_device():
     assert set(z.unique().tolist()) == {-1.0, 1.0}
     # mean of 10^4 fair signs: standard deviation 0.01, 6 sigma bound.
     assert abs(float(z.mean())) < 0.06
+    assert fst.sample_rademacher((3,), generator=g).dtype == torch.get_default_dtype()
+    assert fst.sample_rademacher(like, generator=g).dtype == like.dtype
     with pytest.raises(ValueError, match="`batch`"):
         fst.sample_time(0)
     with pytest.raises(ValueError, match="`low` and `high`"):
