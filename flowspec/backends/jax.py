@@ -106,7 +106,16 @@ def _time(t: Any, x: Array, name: str = "t", x_name: str = "x") -> Array:
         return jnp.full((int(x.shape[0]),) + (1,) * (x.ndim - 1), value, dtype=x.dtype)
     if not isinstance(t, bool) and array_api_compat.is_array_api_obj(t):
         _check_jax(name, t)
+        if t.ndim == 0 and _weak(t) and jnp.issubdtype(t.dtype, jnp.floating):
+            # a weakly typed scalar is how JAX carries a Python float through jit (it
+            # becomes float64 under x64): it takes x's dtype, as the Python number would
+            t = t.astype(x.dtype)
     return _xp.time_array(jnp, t, x, name=name, x_name=x_name)
+
+
+def _weak(t: Array) -> bool:
+    aval = getattr(t, "aval", None)
+    return bool(getattr(aval, "weak_type", getattr(t, "weak_type", False)))
 
 
 def _check_path(path: Any) -> None:
