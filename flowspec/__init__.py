@@ -8,7 +8,9 @@ PyTorch, JAX and CuPy arrays. Importing flowspec imports no array framework.
 
 from . import backends
 from .continuity import continuity_residual
+from .likelihood import log_likelihood
 from .losses import cfm_loss
+from .marginal import EmpiricalMarginal
 from .ode import euler, integrate
 from .paths import GaussianPath
 from .schedules import (
@@ -28,6 +30,7 @@ __all__ = [
     "Coefficients",
     "CondOT",
     "Cosine",
+    "EmpiricalMarginal",
     "GaussianPath",
     "LinearVP",
     "Polynomial",
@@ -39,4 +42,5 @@ __all__ = [
     "continuity_residual",
     "euler",
     "integrate",
+    "log_likelihood",
 ]
