@@ -131,6 +131,27 @@ def _core_cases():
         ),
         lambda rng: (xs(rng), xs(rng), ts(rng)),
     )
+    # the exact marginal of a small data set, the data themselves differentiable
+    for meth in ("log_prob", "velocity", "score", "divergence", "posterior", "denoise"):
+        cases[f"EmpiricalMarginal.{meth}"] = (
+            lambda x, t, data, m=meth: getattr(fs.EmpiricalMarginal(cond, data), m)(x, t),
+            lambda rng: (xs(rng), ts(rng), rng.normal(size=(5, d))),
+        )
+
+    def _lik(x1, data):
+        m = fs.EmpiricalMarginal(cond, data)
+        xp = fs._xp.namespace(x=x1)
+        log_p0 = lambda x: -0.5 * xp.sum(x * x, axis=1) - d * 0.5 * math.log(2 * math.pi)  # noqa: E731
+        return fs.log_likelihood(
+            lambda t, x: m.velocity(x, t),
+            x1,
+            log_p0,
+            [1.0, 0.6, 0.3, 0.0],
+            "heun",
+            lambda t, x: m.divergence(x, t),
+        )
+
+    cases["log_likelihood"] = (_lik, lambda rng: (xs(rng), rng.normal(size=(5, d))))
     return cases
 
 
@@ -171,7 +192,7 @@ def test_core_under_vmap_matches_loop(name):
     rng = np.random.default_rng(1)
     sets = [make(rng) for _ in range(3)]
     stacked = [jnp.stack([jnp.asarray(s[i]) for s in sets]) for i in range(len(sets[0]))]
-    batched = _outputs(jax.vmap(fn)(*stacked))
+    batched = _outputs(jax.jit(jax.vmap(fn))(*stacked))
     for k, s in enumerate(sets):
         expected = fn(*s)
         tol = 64 * EPS64 * _mag(expected) * AMPLIFICATION.get(name, 1.0)  # as for jit
@@ -189,7 +210,7 @@ def test_core_under_grad_matches_finite_differences_of_numpy(name):
     def scalar(*a):
         return sum(jnp.sum(w * o) for w, o in zip(weights, _outputs(fn(*a)), strict=True))
 
-    grads = jax.grad(scalar, argnums=tuple(range(len(args))))(*map(jnp.asarray, args))
+    grads = jax.jit(jax.grad(scalar, argnums=tuple(range(len(args)))))(*map(jnp.asarray, args))
     direction = [rng.normal(size=np.shape(a)) for a in args]
     directional = sum(float(jnp.sum(g * v)) for g, v in zip(grads, direction, strict=True))
 
@@ -261,6 +282,7 @@ def _path_magnitude(fname, sched, a, x1, t):
 
 
 @pytest.mark.parametrize("fname", PATH_FUNCTIONS)
+@settings(max_examples=12)
 @given(data=path_inputs())
 def test_path_functions_match_reference_float64(fname, data):
     sid, a, x1, t = data
@@ -277,6 +299,7 @@ def test_path_functions_match_reference_float64(fname, data):
 
 
 @pytest.mark.parametrize("fname", PATH_FUNCTIONS)
+@settings(max_examples=12)
 @given(data=path_inputs())
 def test_path_functions_float32_within_bound_of_float64(fname, data):
     sid, a, x1, t = data
@@ -299,6 +322,7 @@ def test_path_functions_float32_within_bound_of_float64(fname, data):
     _close(actual, expected, tol, fname)
 
 
+@settings(max_examples=12)
 @given(data=path_inputs())
 def test_sample_and_target_is_sample_and_target(data):
     sid, x0, x1, t = data
@@ -701,3 +725,106 @@ def test_validation_errors_name_the_argument():
 def test_backend_is_registered():
     assert "jax" in fs.backends.available()
     assert fs.backends.get("jax") is fj
+
+
+# ======================================================================================
+# 7. the exact marginal (EmpiricalMarginal) through the backend
+# ======================================================================================
+@functools.cache
+def _marginal_continuity(sid):
+    path = fs.GaussianPath(SCHEDULES[sid])
+
+    def run(data, t, x):
+        m = fs.EmpiricalMarginal(path, data)
+        res = fj.continuity_residual(
+            lambda tt, xx: m.log_prob(xx, tt), lambda tt, xx: m.velocity(xx, tt), t, x
+        )
+        _, dt = jax.jvp(lambda tt: m.log_prob(x, tt), (t,), (jnp.ones_like(t),))
+        transport = jnp.sum(jnp.reshape(m.velocity(x, t) * m.score(x, t), (x.shape[0], -1)), axis=1)
+        return res, jnp.abs(dt) + jnp.abs(m.divergence(x, t)) + jnp.abs(transport)
+
+    return jax.jit(run)
+
+
+@pytest.mark.parametrize("sid", SCHEDULE_IDS)
+@settings(max_examples=5)
+@given(seed=st.integers(0, 2**32 - 1))
+def test_continuity_residual_by_autodiff_vanishes_for_empirical_marginal(sid, seed):
+    # Theorem 1 by autodiff: the exact marginal pair (eq. 6, 8) satisfies the continuity
+    # equation, so the residual is rounding only
+    rng = np.random.default_rng(seed)
+    data = jnp.asarray(rng.normal(size=(4, 2)))
+    x = jnp.asarray(rng.normal(size=(3, 2)))
+    t = jnp.asarray(rng.uniform(0.05, 0.95, size=3))
+    res, terms = map(_np, _marginal_continuity(sid)(data, t, x))
+    # relative to the terms it cancels; the marginal's log-sum-exp adds a few roundings
+    # per data point (4 here), hence 1024 ulps rather than 256
+    assert np.all(np.abs(res) <= 1024 * EPS64 * (terms + 1)), (res, terms)
+
+
+def test_marginal_divergence_closed_form_equals_autodiff():
+    rng = np.random.default_rng(14)
+    m = fs.EmpiricalMarginal(
+        fs.GaussianPath(fs.VariancePreserving()), jnp.asarray(rng.normal(size=(6, 2, 2)))
+    )
+    x, t = jnp.asarray(rng.normal(size=(3, 2, 2))), jnp.asarray([0.2, 0.5, 0.8])
+    auto = jax.jit(lambda x, t: fj.divergence(lambda tt, xx: m.velocity(xx, tt), t, x))(x, t)
+    closed = m.divergence(x, t)
+    _close(auto, closed, 1024 * EPS64 * (np.abs(_np(closed)) + 1), "marginal divergence")
+
+
+@pytest.mark.parametrize(
+    ("sid", "divergence"), [("condot", "exact"), ("ve", "exact"), ("cosine", "closed")]
+)
+def test_log_likelihood_of_exact_marginal_reproduces_log_prob(sid, divergence):
+    # the exact marginal field transports p_0 to p_t, so integrating the instantaneous
+    # change of variables from t_a down to 0 must give EmpiricalMarginal.log_prob(x, t_a)
+    # up to the solver's error, which falls at rk4's order with the number of steps
+    rng = np.random.default_rng(15)
+    schedule = fs.CondOT(sigma_min=0.2) if sid == "condot" else SCHEDULES[sid]
+    m = fs.EmpiricalMarginal(fs.GaussianPath(schedule), jnp.asarray(rng.normal(size=(4, 2))))
+    # stay where the marginal is not too stiff for rk4 at h = t_a / 16 (VE: sigma_t is
+    # 0.89 at t = 0.5 but 0.025 at 0.9, where random x would sit ~40 sigma from the data;
+    # Cosine: sigma_t is 0.59 at 0.6 but 0.16 at 0.9)
+    t_a = {"condot": 0.9, "ve": 0.5, "cosine": 0.6}[sid]
+    x = jnp.asarray(rng.normal(size=(5, 2)))
+    # log p_0 of the marginal itself (VE and VP start near, not at, N(0, I))
+    log_p0 = lambda x0: m.log_prob(x0, 0.0)  # noqa: E731
+    field = lambda t, x: m.velocity(x, t)  # noqa: E731
+    div = (lambda t, x: m.divergence(x, t)) if divergence == "closed" else divergence
+    run = jax.jit(
+        lambda x, n: fj.log_likelihood(field, x, log_p0, jnp.linspace(t_a, 0.0, n + 1), "rk4", div),
+        static_argnums=1,
+    )
+    expected = _np(m.log_prob(x, t_a))
+    errs = [np.max(np.abs(_np(run(x, n)) - expected)) for n in (16, 64)]
+    # 4x more steps: rk4 error down by ~4^4 (we require 4^4 / 4, allowing pre-asymptotic
+    # behaviour); the finest error is small against |log p|
+    assert errs[1] <= errs[0] / 64 or errs[1] <= 1e3 * EPS64 * np.max(np.abs(expected)), errs
+    assert errs[1] <= 1e-5 * (np.max(np.abs(expected)) + 1), errs
+
+
+def test_log_likelihood_matches_reference_with_the_same_divergence():
+    rng = np.random.default_rng(16)
+    data = rng.normal(size=(4, 3))
+    grid = np.linspace(1.0, 0.0, 9)
+    path = fs.GaussianPath(fs.CondOT(sigma_min=0.1))
+    x1 = rng.normal(size=(5, 3))
+    results = []
+    for xp_data, xp_x1, lib in ((data, x1, np), (jnp.asarray(data), jnp.asarray(x1), jnp)):
+        m = fs.EmpiricalMarginal(path, xp_data)
+        log_p0 = lambda x, lib=lib: -0.5 * lib.sum(x * x, axis=1) - 1.5 * math.log(2 * math.pi)  # noqa: E731
+        fn = fs.log_likelihood if lib is np else fj.log_likelihood
+        results.append(
+            fn(
+                lambda t, x, m=m: m.velocity(x, t),
+                xp_x1,
+                log_p0,
+                grid,
+                "rk4",
+                lambda t, x, m=m: m.divergence(x, t),
+            )
+        )
+    # same augmented system, same step times, same arithmetic: rounding only, ~8 steps
+    # x 4 stages x a few ulps of the marginal's evaluation
+    _close(results[1], results[0], 1024 * EPS64 * (np.abs(results[0]) + 1), "reference")

@@ -542,8 +542,11 @@ def _exact_divergence(fx: Callable[[Array], Array], x: Array) -> Array:
         _, jv = jax.jvp(fx, (x,), (tangent,))
         return jnp.reshape(jv, (batch, d))[:, i]
 
-    chunk = min(d, _EXACT_CHUNK)
-    diagonals = jax.lax.map(diag, jnp.arange(d), batch_size=chunk if chunk < d else None)
+    index = jnp.arange(d)
+    if d <= _EXACT_CHUNK:
+        diagonals = jax.vmap(diag)(index)
+    else:
+        diagonals = jax.lax.map(diag, index, batch_size=_EXACT_CHUNK)
     return jnp.sum(diagonals, axis=0)
 
 
@@ -715,7 +718,10 @@ def log_likelihood(
     log_p0 : callable
         ``log_p0(x0) -> (B,)``, the source log-density (e.g. standard normal).
     time_grid : sequence of float, NumPy array or 1-D JAX array
-        Strictly decreasing; a host grid must run from 1 to 0.
+        Strictly decreasing inside [0, 1], from data (usually 1, or 1 - eps where the
+        schedule diverges at 1) to noise (0): a grid [t_a, ..., t_b] gives
+        :math:`\log p_{t_a}` from :math:`\log p_{t_b}` = ``log_p0``. Host grids are
+        validated; a JAX grid is used as given.
     method : {"euler", "midpoint", "heun", "rk4"}
     divergence : "exact", "hutchinson" or callable
         How to get :math:`\nabla\cdot v_t`: autodiff (see :func:`divergence`), or a
@@ -747,10 +753,14 @@ def log_likelihood(
     _check_state("x1", x1)
     batch = int(x1.shape[0])
     sched, host = _grid_schedule(time_grid, x1.dtype, x1)
-    if host is not None and not (host[0] == 1.0 and host[-1] == 0.0 and host[1] < host[0]):
-        raise ValueError(
-            f"`time_grid` must run from 1 down to 0 (data to noise), got {time_grid!r}"
-        )
+    if host is not None:
+        if not host[0] > host[-1]:
+            raise ValueError(
+                f"`time_grid` must run from data to noise (strictly decreasing, e.g. from 1 "
+                f"down to 0), got {time_grid!r}"
+            )
+        if host[0] > 1.0 or host[-1] < 0.0:
+            raise ValueError(f"`time_grid` must lie in [0, 1], got {time_grid!r}")
 
     if callable(divergence):
         user_div = divergence
