@@ -361,10 +361,18 @@ def _schedule_from_array(grid: Array) -> dict[str, Array]:
 
 
 def _scan(
-    f: Callable[[Array, Any], Any], method: str, steps: dict[str, Array], state: Any, path: bool
+    f: Callable[[Array, Any], Any],
+    method: str,
+    steps: dict[str, Array],
+    state: Any,
+    path: bool,
+    constants: dict[str, float] | None = None,
 ) -> Any:
+    """Scan one step over ``steps``; ``constants`` are step factors shared by every step."""
+    constants = constants or {}
+
     def body(x: Any, s: dict[str, Array]) -> tuple[Any, Any]:
-        y = _rk_step(f, method, s, x)
+        y = _rk_step(f, method, {**constants, **s}, x)
         return y, (y if path else None)
 
     last, ys = jax.lax.scan(body, state, steps)
@@ -432,11 +440,9 @@ def euler(
     steps = int(steps)
     h = (t1 - t0) / steps
     grid = np.asarray([t0 + k * h for k in range(steps)], dtype=np.float64)
-    sched = {
-        "t": jnp.asarray(grid, dtype=x0.dtype),
-        "h": jnp.full((steps,), h, dtype=x0.dtype),
-    }
-    return _scan(lambda t, x: _call(field, t, x), "euler", sched, x0, bool(return_path))
+    sched = {"t": jnp.asarray(grid, dtype=x0.dtype)}
+    # h is the same Python float for every step, a compile-time constant as in the core
+    return _scan(lambda t, x: _call(field, t, x), "euler", sched, x0, bool(return_path), {"h": h})
 
 
 def _grid_schedule(time_grid: Any, dtype: Any, like: Array, name: str = "time_grid") -> Any:
