@@ -156,6 +156,9 @@ def time_array(
         if domain is not None:
             _check_host_times(name, np.asarray(value), *domain)
         return xp.full(target, value, dtype=x.dtype, device=device(x))
+    if t.ndim == 0 and getattr(t, "weak_type", False) and xp.isdtype(t.dtype, "real floating"):
+        # a Python number traced by JAX (weakly typed) follows x's dtype, as the number would
+        t = xp.astype(t, x.dtype)
     check_float(xp, name, t, like=(x_name, x))
     shape = tuple(t.shape)
     if domain is not None and array_api_compat.is_numpy_array(t):

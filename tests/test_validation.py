@@ -91,3 +91,18 @@ def test_device_values_are_not_read_under_jit():
     out = fn(x, x, jnp.asarray([0.1, 0.5, 0.9]))
     want = path.sample_and_target(np.ones((3, 2)), np.ones((3, 2)), np.array([0.1, 0.5, 0.9]))
     np.testing.assert_allclose(np.asarray(out[0]), want[0], rtol=1e-15)
+
+
+def test_jax_weakly_typed_time_follows_x():
+    # under x64 a Python float passed through jax.jit becomes a weakly typed float64
+    # scalar; like the number itself it takes x's dtype, while a strongly typed float64
+    # time against float32 x is still a mismatch
+    jax = pytest.importorskip("jax")
+    jnp = jax.numpy
+    jax.config.update("jax_enable_x64", True)
+    path = fs.GaussianPath(fs.CondOT())
+    x = jnp.ones((2, 2), dtype=jnp.float32)
+    x_t, u = jax.jit(lambda x, t: path.sample_and_target(x, x, t))(x, 0.5)
+    assert x_t.dtype == u.dtype == jnp.float32
+    with pytest.raises(TypeError, match="`t`"):
+        path.sample(x, x, jnp.asarray(0.5, dtype=jnp.float64))
