@@ -6,6 +6,7 @@ Data: eight Gaussians on a circle of radius 3. Path: the OT path (paper eq. 20).
 flowspec's core functions run inside jax.jit and jax.grad on traced arrays.
 """
 
+import itertools
 import math
 import os
 import sys
@@ -24,7 +25,7 @@ path = fs.GaussianPath(fs.CondOT(sigma_min=1e-3))
 def init(key, sizes=(3, 128, 128, 2)):
     keys = jax.random.split(key, len(sizes) - 1)
     return [(jax.random.normal(k, (m, n)) / math.sqrt(m), jnp.zeros(n))
-            for k, m, n in zip(keys, sizes[:-1], sizes[1:])]  # fmt: skip
+            for k, (m, n) in zip(keys, itertools.pairwise(sizes), strict=True)]  # fmt: skip
 
 
 def field(params, t, x):  # flowspec's field signature: t of shape (B,)

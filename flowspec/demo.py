@@ -24,6 +24,7 @@ Run ``flowspec demo --help`` for the options, or call :func:`main` / :func:`run`
 from __future__ import annotations
 
 import argparse
+import itertools
 import math
 import os
 import sys
@@ -195,7 +196,7 @@ def _train_jax(path, data_fn, steps, batch, seed, lr, t_max, progress):
     key = jax.random.PRNGKey(seed)
     sizes = [2 + 2 * _FREQS, _HIDDEN, _HIDDEN, _HIDDEN, 2]
     params = []
-    for fan_in, fan_out in zip(sizes[:-1], sizes[1:], strict=True):
+    for fan_in, fan_out in itertools.pairwise(sizes):
         key, sub = jax.random.split(key)
         bound = 1.0 / math.sqrt(fan_in)
         params.append(
@@ -396,8 +397,9 @@ def _plot(res: DemoResult, path: GaussianPath, rng: np.random.Generator, sample_
         x0 = rng.standard_normal(x1.shape)
         if t == 0.0:  # the source the sampler starts from
             x_t = sigma_0 * x0
-        else:
-            x_t = path.sample(x0, x1, t)
+        else:  # at t = 1 some schedules have d_sigma = -inf; sample() does not use it
+            with np.errstate(divide="ignore"):
+                x_t = path.sample(x0, x1, t)
         ax = fig.add_subplot(grid[1, col])
         ax.scatter(*x_t.T, s=1.0, c=path_color, alpha=0.45, linewidths=0)
         ax.scatter(*res.path[k].T, s=1.0, c=model_color, alpha=0.45, linewidths=0)
