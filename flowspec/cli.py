@@ -41,6 +41,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     golden.add_argument("directory", metavar="DIR")
     golden.set_defaults(run=_golden)
+    demo = sub.add_parser(
+        "demo",
+        help="train a small MLP with the CFM loss on 2-D data (torch, else JAX), sample "
+        "with Euler and plot it to a PNG",
+    )
+    from .demo import _run_args, add_arguments
+
+    add_arguments(demo)
+    demo.set_defaults(run=_run_args)
     args = parser.parse_args(argv)
     return int(args.run(args))
 

@@ -27,6 +27,9 @@ def continuity_residual(
 ) -> Array:
     r"""The log-form continuity residual of a (density, field) pair, by central differences.
 
+    The continuity equation (paper eq. 26) divided by :math:`p_t > 0`; it vanishes when
+    ``velocity`` generates ``log_prob`` (the premise and conclusion of Theorem 1).
+
     .. math:: r = \partial_t \log p_t(x) + \nabla\cdot u_t(x) + u_t(x)\cdot\nabla_x \log p_t(x)
 
     Every derivative is a central finite difference, with step

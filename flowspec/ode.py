@@ -77,6 +77,9 @@ def euler(
 ) -> Array:
     r"""The paper's Euler sampler :math:`x_{k+1} = x_k + h\, v(t_k, x_k)`.
 
+    Solves the flow ODE of eq. 1, :math:`\frac{d}{dt}\phi_t(x) = v_t(\phi_t(x))`, with the
+    forward Euler rule, from noise at ``t0 = 0`` to data at ``t1 = 1`` by default.
+
     With :math:`h = (t_1 - t_0)/\text{steps}` and :math:`t_k = t_0 + k h` exactly (the
     times are computed from k, never accumulated).
 
@@ -165,6 +168,9 @@ def integrate(
     field: Field, x0: Array, time_grid: Any, method: Method = "euler", return_path: bool = False
 ) -> Array:
     r"""Integrate :math:`\dot x = v(t, x)` over an explicit time grid with a fixed-step method.
+
+    The flow ODE of eq. 1 (sampling, increasing grid) or, on a grid from 1 down to 0,
+    the backward pass of the likelihood computation of App. C.
 
     ``method`` is ``"euler"`` (order 1), ``"midpoint"`` (explicit midpoint, order 2),
     ``"heun"`` (explicit trapezoid, order 2) or ``"rk4"`` (classical Runge-Kutta,

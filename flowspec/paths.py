@@ -140,6 +140,14 @@ class GaussianPath:
         Returns
         -------
         x_t, target : array, shape (B, *event)
+
+        Examples
+        --------
+        >>> import numpy as np, flowspec as fs
+        >>> path = fs.GaussianPath(fs.CondOT())
+        >>> x_t, u = path.sample_and_target(np.array([[2.0]]), np.array([[4.0]]), np.array([0.5]))
+        >>> x_t.tolist(), u.tolist()
+        ([[3.0]], [[2.0]])
         """
         _, c = self._prepare("x0", x0, "x1", x1, t)
         return c.alpha * x1 + c.sigma * x0, c.d_alpha * x1 + c.d_sigma * x0
@@ -174,7 +182,7 @@ class GaussianPath:
         return (c.d_sigma / c.sigma) * (x - c.alpha * x1) + c.d_alpha * x1
 
     def log_prob(self, x: Array, x1: Array, t: Array | float) -> Array:
-        r"""The log-density :math:`\log p_t(x \mid x_1)` of :math:`\mathcal N(\alpha_t x_1, \sigma_t^2 I)`.
+        r"""The log-density :math:`\log p_t(x \mid x_1)` of :math:`\mathcal N(\alpha_t x_1, \sigma_t^2 I)` (eq. 10).
 
         .. math::
             \log p_t(x \mid x_1) = -\frac{\lVert x - \alpha_t x_1 \rVert^2}{2\sigma_t^2}
@@ -204,6 +212,10 @@ class GaussianPath:
     def score(self, x: Array, x1: Array, t: Array | float) -> Array:
         r"""The conditional score :math:`\nabla_x \log p_t(x \mid x_1) = -(x - \alpha_t x_1)/\sigma_t^2`.
 
+        The gradient of :meth:`log_prob` (the path of eq. 10); the regression target of
+        the score-matching baselines of the paper's App. E, with the sign of the true
+        score.
+
         Returns
         -------
         array, shape (B, *event)
@@ -220,8 +232,10 @@ class GaussianPath:
     def divergence(self, x: Array, x1: Array, t: Array | float) -> Array:
         r"""The divergence :math:`\nabla_x \cdot u_t(x \mid x_1) = d\, \dot\sigma_t / \sigma_t`.
 
-        The conditional field is affine in x with Jacobian :math:`(\dot\sigma_t/\sigma_t) I`,
-        so its divergence depends on t only; d is the number of event entries.
+        The conditional field of Theorem 3 (eq. 15) is affine in x with Jacobian
+        :math:`(\dot\sigma_t/\sigma_t) I`, so its divergence depends on t only; d is the
+        number of event entries. It is the integrand of the instantaneous change of
+        variables (App. C).
 
         Returns
         -------

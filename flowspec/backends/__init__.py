@@ -46,6 +46,14 @@ def get(name: str) -> ModuleType:
         An unknown name.
     ImportError
         The framework is not installed (the message says which package to install).
+
+    Examples
+    --------
+    >>> import flowspec as fs
+    >>> fs.backends.get("numpy")
+    Traceback (most recent call last):
+    ...
+    ValueError: `name` must be one of ('torch', 'jax', 'cupy'), got 'numpy'
     """
     if name not in NAMES:
         raise ValueError(f"`name` must be one of {tuple(NAMES)}, got {name!r}")
