@@ -30,7 +30,7 @@ def log_likelihood(
     method: Method = "euler",
     divergence: Callable[[Array, Array], Array] | None = None,
 ) -> Array:
-    r"""The log-density of samples under the flow of ``field``, shape (B,).
+    r"""The log-density of samples under the flow of ``field`` (paper App. C), shape (B,).
 
     Integrates the augmented ODE
 

@@ -346,7 +346,7 @@ class EmpiricalMarginal:
         return st["log_z"] - d * xp.log(st["sigma"]) - 0.5 * d * math.log(2.0 * math.pi)
 
     def denoise(self, x: Array, t: Array | float) -> Array:
-        r"""The posterior mean :math:`\hat x_1 = E[x_1 \mid x_t = x] = \sum_i w_i x_1^{(i)}`.
+        r"""The posterior mean :math:`\hat x_1 = E[x_1 \mid x_t = x] = \sum_i w_i x_1^{(i)}` (weights of eq. 8).
 
         The x1-prediction of the exact marginal; shape (B, *event).
 
@@ -387,7 +387,7 @@ class EmpiricalMarginal:
         return xp.reshape(out, tuple(x.shape))
 
     def score(self, x: Array, t: Array | float) -> Array:
-        r"""The marginal score :math:`\nabla_x \log p_t(x) = -(x - \alpha_t \hat x_1)/\sigma_t^2`.
+        r"""The marginal score :math:`\nabla_x \log p_t(x) = -(x - \alpha_t \hat x_1)/\sigma_t^2` of eq. 6.
 
         Shape (B, *event).
 
@@ -404,7 +404,7 @@ class EmpiricalMarginal:
         return xp.reshape(-resid / (sigma * sigma)[:, None], tuple(x.shape))
 
     def divergence(self, x: Array, t: Array | float) -> Array:
-        r"""The divergence :math:`\nabla\cdot u_t(x)` in closed form, shape (B,).
+        r"""The divergence :math:`\nabla\cdot u_t(x)` of the marginal field (eq. 8) in closed form, shape (B,).
 
         .. math::
             \nabla\cdot u_t(x) = d\,\frac{\dot\sigma_t}{\sigma_t}
@@ -431,7 +431,7 @@ class EmpiricalMarginal:
         return self._size * ratio + gain * st["trace"]
 
     def posterior(self, x: Array, t: Array | float) -> Array:
-        r"""The posterior weights :math:`w_i = q_i\, p_t(x \mid x_1^{(i)}) / p_t(x)`, shape (B, N).
+        r"""The posterior weights :math:`w_i = q_i\, p_t(x \mid x_1^{(i)}) / p_t(x)` of eq. 8, shape (B, N).
 
         Each row sums to one. This materialises a (B, N) array; the other methods never do.
 

@@ -25,7 +25,7 @@ def test_check_exits_nonzero_on_a_failure(monkeypatch, capsys):
         return [Row(name, "reference", 2.0, 1.0)]
 
     monkeypatch.setattr(library, "check_library", broken)
-    monkeypatch.setattr("flowspec.conformance.check_library", broken)
+    monkeypatch.setattr("flowspec.conformance.command.check_library", broken)
     assert cli.main(["check", "numpy"]) == 1
     assert "FAIL" in capsys.readouterr().out
 

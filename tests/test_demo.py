@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from flowspec import cli, demo
+from flowspec import cli
+from flowspec.backends import demo
 
 
 @pytest.mark.parametrize("name", demo.DATASETS)

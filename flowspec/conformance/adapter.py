@@ -38,6 +38,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from ..backends.libraries import to_numpy
 from ..schedules import Schedule
 
 __all__ = [
@@ -108,21 +109,6 @@ def validate(adapter: Any) -> None:
         raise ValueError(f"`adapter.loss_reduction` must be 'mean', 'sum' or 'none', got {red!r}")
 
 
-def to_numpy(x: Any) -> np.ndarray:
-    """An adapter's output as a NumPy array, dtype unchanged (DLPack; CuPy via .get())."""
-    if isinstance(x, np.ndarray):
-        return x
-    module = type(x).__module__
-    if module.startswith("cupy"):
-        return x.get()
-    if module.startswith("torch"):
-        return x.detach().cpu().numpy()
-    try:
-        return np.asarray(np.from_dlpack(x))
-    except (TypeError, AttributeError, BufferError, RuntimeError):
-        return np.asarray(x)
-
-
 # -- flowspec itself as an adapter ------------------------------------------------------
 
 
@@ -137,12 +123,12 @@ class LibraryAdapter:
     loss_reduction = "mean"
 
     def __init__(self, library: str, schedule: Schedule) -> None:
-        from .library import LIBRARIES, _namespace
+        from ..backends.libraries import LIBRARIES, namespace
 
         if library not in LIBRARIES:
             raise ValueError(f"`library` must be one of {tuple(LIBRARIES)}, got {library!r}")
         self.library = library
-        self.xp = _namespace(library)
+        self.xp = namespace(library)
         self.schedule = schedule
         self.name = f"flowspec[{library}] {schedule!r}"
         from ..paths import GaussianPath
@@ -193,7 +179,7 @@ class ReferenceAdapter(LibraryAdapter):
 
 # -- resolving a TARGET -----------------------------------------------------------------
 
-#: Shipped peer adapters: name -> module under flowspec.conformance.adapters.
+#: Shipped peer adapters: name -> module under flowspec.backends.peers.
 PEERS = {"flow_matching": "flow_matching", "torchcfm": "torchcfm"}
 
 
@@ -229,7 +215,7 @@ def load_target(target: str) -> list[Any]:
     if target in LIBRARIES:
         return [LibraryAdapter(target, s) for s in schedules()]
     if target in PEERS:
-        module = importlib.import_module(f"{__package__}.adapters.{PEERS[target]}")
+        module = importlib.import_module(f"flowspec.backends.peers.{PEERS[target]}")
         return _as_adapters(module.adapters, target)
     if ":" in target:
         mod_name, _, attr = target.partition(":")

@@ -10,18 +10,16 @@ tolerance; a row passes when that ratio is at most 1.
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import math
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import array_api_compat
 import numpy as np
 
 from .. import continuity_residual, euler
+from ..backends.libraries import LIBRARIES, installed_libraries, namespace, to_numpy
 from ..losses import cfm_loss
 from ..paths import GaussianPath
 from ..schedules import (
@@ -42,15 +40,6 @@ __all__ = [
     "installed_libraries",
     "schedules",
 ]
-
-#: Library name -> the module to import for it.
-LIBRARIES: dict[str, str] = {
-    "numpy": "numpy",
-    "array-api-strict": "array_api_strict",
-    "torch": "torch",
-    "jax": "jax",
-    "cupy": "cupy",
-}
 
 
 def schedules() -> list[Schedule]:
@@ -82,44 +71,9 @@ class Row:
         return bool(self.worst <= self.tol)
 
 
-def installed_libraries() -> list[str]:
-    """Names of the array libraries importable here (CuPy only with a CUDA device)."""
-    names = [n for n, mod in LIBRARIES.items() if importlib.util.find_spec(mod) is not None]
-    if "cupy" in names:
-        try:
-            import cupy
-
-            cupy.cuda.runtime.getDeviceCount()
-        except Exception:  # no driver or no device: CuPy is unusable here
-            names.remove("cupy")
-    return names
-
-
-def _namespace(name: str) -> Any:
-    if name == "jax":
-        import jax
-
-        jax.config.update("jax_enable_x64", True)
-        import jax.numpy as jnp
-
-        return jnp
-    if name == "numpy":
-        return array_api_compat.array_namespace(np.zeros(1))
-    module = importlib.import_module(LIBRARIES[name])
-    return array_api_compat.array_namespace(module.asarray([0.0]))
-
-
-def _to_numpy(x: Any) -> np.ndarray:
-    if type(x).__module__.startswith("cupy"):
-        return x.get()
-    if isinstance(x, (np.ndarray, np.generic)):
-        return np.asarray(x)
-    return np.asarray(np.from_dlpack(x))
-
-
 def _err(got: Any, want: np.ndarray) -> float:
     """Worst absolute error relative to max(1, |want|), elementwise; NaN counts as inf."""
-    g = _to_numpy(got).astype(np.float64)
+    g = to_numpy(got).astype(np.float64)
     if g.shape != want.shape:
         return math.inf
     with np.errstate(invalid="ignore"):
@@ -215,7 +169,7 @@ def _rows(name: str, xp: Any, seed: int) -> Iterator[Row]:
                 )
             x_t, u = path.sample_and_target(a64["x0"], a64["x1"], a64["t"])
             v = path.velocity(x_t, a64["x1"], a64["t"])
-            worst["theorem 3"] = max(worst["theorem 3"], _err(v, _to_numpy(u)) / (1e3 * eps64))
+            worst["theorem 3"] = max(worst["theorem 3"], _err(v, to_numpy(u)) / (1e3 * eps64))
             x1 = a64["x1"]
             resid = continuity_residual(
                 lambda t, x, p=path, x1=x1: p.log_prob(x, x1, t),
@@ -225,7 +179,7 @@ def _rows(name: str, xp: Any, seed: int) -> Iterator[Row]:
             )
             bound = continuity_bound(path, raw["x1"], raw["t"], raw["x"])
             worst["continuity"] = max(
-                worst["continuity"], float(np.max(np.abs(_to_numpy(resid)) / bound))
+                worst["continuity"], float(np.max(np.abs(to_numpy(resid)) / bound))
             )
     for prop, w in worst.items():
         yield Row(name, prop, w, 1.0, "ratio of the worst error to its tolerance")
@@ -260,7 +214,7 @@ def check_library(name: str, seed: int = 0) -> list[Row]:
     """Run every self-check property of flowspec on array library ``name``."""
     if name not in LIBRARIES:
         raise ValueError(f"`name` must be one of {tuple(LIBRARIES)}, got {name!r}")
-    xp = _namespace(name)
+    xp = namespace(name)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         return list(_rows(name, xp, seed))

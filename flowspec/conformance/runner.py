@@ -132,7 +132,7 @@ def check(
     ----------
     adapter : object
         Has ``name``, ``schedule`` (the contract schedule it claims) and any of the
-        methods of :mod:`flowspec.conformance.adapter`.
+        methods of the adapter protocol, ``flowspec.conformance.Adapter``.
     max_examples : int
         Generated inputs per property (after the explicit ones).
     seed : int

@@ -35,10 +35,10 @@ from typing import Any
 
 import numpy as np
 
-from .losses import cfm_loss
-from .ode import euler
-from .paths import GaussianPath
-from .schedules import (
+from ..losses import cfm_loss
+from ..ode import euler
+from ..paths import GaussianPath
+from ..schedules import (
     CondOT,
     Cosine,
     LinearVP,
@@ -77,7 +77,7 @@ def sample_data(name: str, n: int, rng: np.random.Generator) -> np.ndarray:
     Examples
     --------
     >>> import numpy as np
-    >>> from flowspec.demo import sample_data
+    >>> from flowspec.backends.demo import sample_data
     >>> sample_data("moons", 5, np.random.default_rng(0)).shape
     (5, 2)
     """
@@ -200,8 +200,8 @@ def _train_jax(path, data_fn, steps, batch, seed, lr, t_max, progress):
         key, sub = jax.random.split(key)
         bound = 1.0 / math.sqrt(fan_in)
         params.append(
-            (jax.random.uniform(sub, (fan_in, fan_out), minval=-bound, maxval=bound),
-             jnp.zeros(fan_out))
+            (jax.random.uniform(sub, (fan_in, fan_out), jnp.float32, -bound, bound),
+             jnp.zeros(fan_out, dtype=jnp.float32))
         )  # fmt: skip
     freqs = jnp.arange(1, _FREQS + 1, dtype=jnp.float32) * math.pi
 
@@ -221,8 +221,8 @@ def _train_jax(path, data_fn, steps, batch, seed, lr, t_max, progress):
     @jax.jit
     def update(p, m, v, i, x1, k):
         k0, k1 = jax.random.split(k)
-        x0 = jax.random.normal(k0, x1.shape)
-        t = jax.random.uniform(k1, (x1.shape[0],)) * t_max
+        x0 = jax.random.normal(k0, x1.shape, dtype=x1.dtype)  # float32 even with x64 on
+        t = jax.random.uniform(k1, (x1.shape[0],), dtype=x1.dtype) * t_max
         loss, g = jax.value_and_grad(loss_fn)(p, x0, x1, t)
         rate = lr * 0.5 * (1.0 + jnp.cos(math.pi * i / steps))
         m = jax.tree_util.tree_map(lambda a, b: b1 * a + (1 - b1) * b, m, g)
