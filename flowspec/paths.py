@@ -28,6 +28,14 @@ __all__ = ["GaussianPath"]
 Array = Any
 
 
+def _per_sample(xp: Any, value: Array | float, x: Array) -> Array:
+    """A coefficient of shape (B, 1, ..., 1), or a constant, as shape (B,) like ``x``."""
+    batch = (int(x.shape[0]),)
+    if isinstance(value, float):
+        return xp.full(batch, value, dtype=x.dtype, device=_xp.device(x))
+    return xp.reshape(value, batch)
+
+
 @dataclass(frozen=True)
 class GaussianPath:
     r"""The Gaussian conditional path :math:`\mathcal N(\alpha_t x_1, \sigma_t^2 I)` of a schedule.
@@ -205,7 +213,7 @@ class GaussianPath:
         d = _xp.event_size(x)
         r = x - c.alpha * x1
         sq = xp.reshape(r * r, (x.shape[0], -1))
-        sigma = xp.reshape(c.sigma, (x.shape[0],))
+        sigma = _per_sample(xp, c.sigma, x)
         sq_sum = xp.sum(sq, axis=1)
         return -0.5 * sq_sum / (sigma * sigma) - d * xp.log(sigma) - 0.5 * d * math.log(2 * math.pi)
 
@@ -248,5 +256,5 @@ class GaussianPath:
         [-6.0]
         """
         xp, c = self._prepare("x", x, "x1", x1, t)
-        ratio = xp.reshape(c.d_sigma / c.sigma, (x.shape[0],))
+        ratio = _per_sample(xp, c.d_sigma / c.sigma, x)
         return _xp.event_size(x) * ratio

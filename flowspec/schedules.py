@@ -67,8 +67,11 @@ class Schedule:
     r"""Base class: ``schedule(t) -> Coefficients(alpha, sigma, d_alpha, d_sigma)``.
 
     Subclasses implement ``_coefficients(xp, t)`` with standard Array API functions
-    only. ``t`` may be a Python real number (evaluated in NumPy float64) or a
-    floating array of any shape; host values must lie in [0, 1]. The path is the
+    only; a coefficient that does not depend on t may be returned as a Python float
+    (``CondOT``'s derivatives, ``VarianceExploding``'s alpha), which spares the paths
+    and the backends an array and a broadcast product. Calling the schedule always
+    returns arrays of t's shape. ``t`` may be a Python real number (evaluated in NumPy
+    float64) or a floating array of any shape; host values must lie in [0, 1]. The path is the
     Gaussian conditional path of the paper's Sec. 4 with :math:`\mu_t(x_1) = \alpha_t x_1`.
 
     Examples
@@ -98,10 +101,16 @@ class Schedule:
         _xp.check_float(xp, "t", t)
         if _xp.array_api_compat.is_numpy_array(t):
             _xp._check_host_times("t", t, 0.0, 1.0)
-        return self._coefficients(xp, t)
+        return self._arrays(xp, t)
 
     def _coefficients(self, xp: Any, t: Array) -> Coefficients:  # pragma: no cover
         raise NotImplementedError
+
+    def _arrays(self, xp: Any, t: Array) -> Coefficients:
+        """:meth:`_coefficients` with every constant broadcast to an array like ``t``."""
+        return Coefficients(
+            *(xp.full_like(t, v) if isinstance(v, float) else v for v in self._coefficients(xp, t))
+        )
 
 
 def _validated(
@@ -159,14 +168,9 @@ class CondOT(Schedule):
         return (1.0,) if self.sigma_min == 0.0 else ()
 
     def _coefficients(self, xp: Any, t: Array) -> Coefficients:
-        slope = 1.0 - self.sigma_min
-        return Coefficients(
-            alpha=t,
-            # (1 - t) is exact for t >= 1/2, so this form does not cancel near t = 1
-            sigma=(1.0 - t) + self.sigma_min * t,
-            d_alpha=xp.ones_like(t),
-            d_sigma=xp.full_like(t, -slope),
-        )
+        # (1 - t) is exact for t >= 1/2, so this form does not cancel near t = 1
+        sigma = 1.0 - t if self.sigma_min == 0.0 else (1.0 - t) + self.sigma_min * t
+        return Coefficients(alpha=t, sigma=sigma, d_alpha=1.0, d_sigma=self.sigma_min - 1.0)
 
 
 @dataclass(frozen=True)
@@ -269,12 +273,7 @@ class VarianceExploding(Schedule):
     def _coefficients(self, xp: Any, t: Array) -> Coefficients:
         log_ratio = math.log(self.sigma_max / self.sigma_min)
         sigma = self.sigma_min * xp.exp((1.0 - t) * log_ratio)
-        return Coefficients(
-            alpha=xp.ones_like(t),
-            sigma=sigma,
-            d_alpha=xp.zeros_like(t),
-            d_sigma=-log_ratio * sigma,
-        )
+        return Coefficients(alpha=1.0, sigma=sigma, d_alpha=0.0, d_sigma=-log_ratio * sigma)
 
 
 @dataclass(frozen=True)
@@ -371,4 +370,4 @@ class LinearVP(Schedule):
 
     def _coefficients(self, xp: Any, t: Array) -> Coefficients:
         sigma = xp.sqrt((1.0 - t) * (1.0 + t))
-        return Coefficients(alpha=t, sigma=sigma, d_alpha=xp.ones_like(t), d_sigma=-t / sigma)
+        return Coefficients(alpha=t, sigma=sigma, d_alpha=1.0, d_sigma=-t / sigma)

@@ -542,7 +542,7 @@ def marginal_quantity(
         raise ValueError(f"`chunk` must be an integer >= 1, got {_xp.describe(chunk)}")
     batch, d = int(x.shape[0]), _xp.event_size(x)
     tt = _xp.time_array(xp, t, x)
-    c = path.schedule._coefficients(xp, tt)
+    c = path.schedule._arrays(xp, tt)
     col = [xp.reshape(per_sample(xp, v, batch, x), (batch, 1)) for v in c]
     alpha, sigma, d_alpha, d_sigma = col
     xf = xp.reshape(x, (batch, d))

@@ -17,7 +17,7 @@ What the backend adds to the core:
 - :func:`sample_time` and :func:`sample_noise` driven by ``jax.random`` keys.
 
 The schedule coefficients come from the core's schedules
-(``schedule._coefficients(jax.numpy, t)``); nothing here re-derives a formula.
+(``schedule._arrays(jax.numpy, t)``); nothing here re-derives a formula.
 
 Examples
 --------
@@ -132,7 +132,7 @@ def _prepare(path: Any, a_name: str, a: Any, b_name: str, b: Any, t: Any) -> Coe
     _check_jax(b_name, b)
     _xp.check_float(jnp, b_name, b, like=(a_name, a))
     _xp.check_same_shape(a_name, a, b_name, b)
-    return path.schedule._coefficients(jnp, _time(t, a, x_name=a_name))
+    return path.schedule._arrays(jnp, _time(t, a, x_name=a_name))
 
 
 def _per_sample(x: Array) -> Array:

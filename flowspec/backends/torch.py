@@ -186,7 +186,7 @@ def coefficients(path: GaussianPath, t: Any, x: Tensor) -> Coefficients:
     """
     _path(path)
     _tensor("x", x)
-    return path.schedule._coefficients(_ns, _time(t, x))
+    return path.schedule._arrays(_ns, _time(t, x))
 
 
 def _prepared(path: Any, x0: Any, x1: Any, t: Any) -> Coefficients:
@@ -196,11 +196,18 @@ def _prepared(path: Any, x0: Any, x1: Any, t: Any) -> Coefficients:
     return path.schedule._coefficients(_ns, _time(t, x0, x_name="x0"))
 
 
-def _combine(a: Tensor, x1: Tensor, b: Tensor, x0: Tensor) -> Tensor:
+def _combine(a: Tensor | float, x1: Tensor, b: Tensor | float, x0: Tensor) -> Tensor:
     # a * x1 + b * x0 with one output buffer: the product allocates it, addcmul_ adds
     # in place (autograd-safe: the product's backward keeps its inputs, not its output).
-    out = torch.mul(x1, a)
-    return out.addcmul_(b, x0)
+    # A coefficient constant in t is a Python float (e.g. CondOT's derivatives): it
+    # rides as the `alpha` scalar of add, so `x1 - (1 - sigma_min) x0` is one kernel.
+    if isinstance(b, float):
+        if isinstance(a, float) and a == 1.0:
+            return torch.add(x1, x0, alpha=b)
+        return torch.mul(x1, a).add_(x0, alpha=b)
+    if isinstance(a, float):
+        return torch.mul(x0, b).add_(x1, alpha=a)
+    return torch.mul(x1, a).addcmul_(b, x0)
 
 
 def sample(path: GaussianPath, x0: Tensor, x1: Tensor, t: Any) -> Tensor:
