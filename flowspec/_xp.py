@@ -9,6 +9,7 @@ breaks tracing under ``jax.jit``.
 
 from __future__ import annotations
 
+import collections.abc
 import math
 import numbers
 from typing import Any
@@ -18,12 +19,14 @@ import numpy as np
 
 __all__ = [
     "check_batch",
+    "check_data_to_noise",
     "check_float",
     "check_output",
     "check_same_shape",
     "describe",
     "device",
     "event_size",
+    "host_grid",
     "namespace",
     "real_number",
     "time_array",
@@ -189,3 +192,49 @@ def check_output(name: str, out: Any, xp: Namespace, shape: tuple[int, ...], dty
             f"{dtype}, got {describe(out)}"
         )
     return out
+
+
+def host_grid(name: str, time_grid: Any) -> np.ndarray:
+    """A host time grid (a sequence of numbers or a NumPy array) validated, as float64.
+
+    It must be 1-D with at least two finite times, strictly increasing or strictly
+    decreasing. Grids on a device are the callers' business (their values are not read).
+    """
+    if isinstance(time_grid, (str, bytes)) or not isinstance(
+        time_grid, (collections.abc.Sequence, np.ndarray)
+    ):
+        raise TypeError(f"`{name}` must be a 1-D sequence of times, got {describe(time_grid)}")
+    try:
+        grid = np.asarray(time_grid)
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"`{name}` must be a 1-D sequence of real times, got {describe(time_grid)}"
+        ) from None
+    if (
+        grid.ndim != 1
+        or grid.shape[0] < 2
+        or not (np.issubdtype(grid.dtype, np.floating) or np.issubdtype(grid.dtype, np.integer))
+    ):
+        raise ValueError(
+            f"`{name}` must be a 1-D sequence of at least 2 real times, got {time_grid!r}"
+        )
+    grid = grid.astype(np.float64)
+    if not np.all(np.isfinite(grid)):
+        raise ValueError(f"`{name}` must be finite, got {time_grid!r}")
+    steps = np.diff(grid)
+    if not (np.all(steps > 0) or np.all(steps < 0)):
+        raise ValueError(
+            f"`{name}` must be strictly increasing or strictly decreasing, got {time_grid!r}"
+        )
+    return grid
+
+
+def check_data_to_noise(name: str, first: float, last: float, time_grid: Any) -> None:
+    """A likelihood grid runs from data to noise: strictly decreasing, inside [0, 1]."""
+    if not first > last:
+        raise ValueError(
+            f"`{name}` must run from data to noise (strictly decreasing, e.g. from 1 down "
+            f"to 0), got {time_grid!r}"
+        )
+    if first > 1.0 or last < 0.0:
+        raise ValueError(f"`{name}` must lie in [0, 1], got {time_grid!r}")

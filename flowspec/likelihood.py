@@ -98,19 +98,10 @@ def log_likelihood(
             raise TypeError(f"`{name}` must be a callable, got {_xp.describe(fn)}")
     if method not in METHODS:
         raise ValueError(f"`method` must be one of {tuple(METHODS)}, got {method!r}")
-    try:
-        xp = _check_state(field, x1, method)
-    except (TypeError, ValueError) as exc:
-        raise type(exc)(str(exc).replace("`x0`", "`x1`")) from None
-    grid = _grid(xp, time_grid, x1)
+    xp = _check_state(field, x1, method, name="x1")
+    grid = _grid(xp, time_grid, x1, x_name="x1")
     if isinstance(grid[0], float):
-        if not grid[0] > grid[-1]:
-            raise ValueError(
-                f"`time_grid` must run from data to noise (strictly decreasing, e.g. from 1 "
-                f"down to 0), got {time_grid!r}"
-            )
-        if grid[0] > 1.0 or grid[-1] < 0.0:
-            raise ValueError(f"`time_grid` must lie in [0, 1], got {time_grid!r}")
+        _xp.check_data_to_noise("time_grid", grid[0], grid[-1], time_grid)
 
     batch = int(x1.shape[0])
     shape = tuple(x1.shape)

@@ -12,11 +12,10 @@ dtype of ``x``, as in training (``model(t, x_t)``); it must return an array of
 from __future__ import annotations
 
 import numbers
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any, Literal
 
 import array_api_compat
-import numpy as np
 
 from . import _xp
 
@@ -56,14 +55,14 @@ def _step(field: Field, xp: Any, method: str, t: Any, h: Any, x: Array) -> Array
     return x + (h / 6.0) * (k1 + 2.0 * k2 + 2.0 * k3 + k4)
 
 
-def _check_state(field: Any, x0: Any, method: str) -> Any:
+def _check_state(field: Any, x0: Any, method: str, name: str = "x0") -> Any:
     if not callable(field):
         raise TypeError(f"`field` must be a callable field(t, x), got {_xp.describe(field)}")
     if method not in METHODS:
         raise ValueError(f"`method` must be one of {tuple(METHODS)}, got {method!r}")
-    xp = _xp.namespace(x0=x0)
-    _xp.check_float(xp, "x0", x0)
-    _xp.check_batch("x0", x0)
+    xp = _xp.namespace(**{name: x0})
+    _xp.check_float(xp, name, x0)
+    _xp.check_batch(name, x0)
     return xp
 
 
@@ -124,7 +123,7 @@ def euler(
     return xp.stack(states, axis=0) if return_path else x
 
 
-def _grid(xp: Any, time_grid: Any, x0: Array) -> list[Any]:
+def _grid(xp: Any, time_grid: Any, x0: Array, x_name: str = "x0") -> list[Any]:
     """The grid as a list of floats (host grids, validated) or of 0-d arrays."""
     if array_api_compat.is_array_api_obj(time_grid) and not array_api_compat.is_numpy_array(
         time_grid
@@ -132,35 +131,15 @@ def _grid(xp: Any, time_grid: Any, x0: Array) -> list[Any]:
         if array_api_compat.array_namespace(time_grid) is not xp:
             raise TypeError(
                 f"`time_grid` must be a sequence of numbers, a NumPy array or an array of "
-                f"the namespace of `x0`, got {_xp.describe(time_grid)}"
+                f"the namespace of `{x_name}`, got {_xp.describe(time_grid)}"
             )
-        _xp.check_float(xp, "time_grid", time_grid, like=("x0", x0))
+        _xp.check_float(xp, "time_grid", time_grid, like=(x_name, x0))
         if time_grid.ndim != 1 or time_grid.shape[0] < 2:
             raise ValueError(
                 f"`time_grid` must be 1-D with at least 2 times, got shape {tuple(time_grid.shape)}"
             )
         return [time_grid[k] for k in range(int(time_grid.shape[0]))]
-    if isinstance(time_grid, (str, bytes)) or not isinstance(time_grid, (Sequence, np.ndarray)):
-        raise TypeError(
-            f"`time_grid` must be a 1-D sequence of times, got {_xp.describe(time_grid)}"
-        )
-    grid = np.asarray(time_grid)
-    if (
-        grid.ndim != 1
-        or grid.shape[0] < 2
-        or not (np.issubdtype(grid.dtype, np.floating) or np.issubdtype(grid.dtype, np.integer))
-    ):
-        raise ValueError(
-            f"`time_grid` must be a 1-D sequence of at least 2 real times, got {time_grid!r}"
-        )
-    grid = grid.astype(np.float64)
-    if not np.all(np.isfinite(grid)):
-        raise ValueError(f"`time_grid` must be finite, got {time_grid!r}")
-    steps = np.diff(grid)
-    if not (np.all(steps > 0) or np.all(steps < 0)):
-        raise ValueError(
-            f"`time_grid` must be strictly increasing or strictly decreasing, got {time_grid!r}"
-        )
+    grid = _xp.host_grid("time_grid", time_grid)
     return [float(v) for v in grid]
 
 

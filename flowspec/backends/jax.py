@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any, Literal
 
 import array_api_compat
@@ -464,30 +464,7 @@ def _grid_schedule(time_grid: Any, dtype: Any, like: Array, name: str = "time_gr
                 f"`{name}` must be 1-D with at least 2 times, got shape {tuple(time_grid.shape)}"
             )
         return _schedule_from_array(time_grid), None
-    if isinstance(time_grid, (str, bytes)) or not isinstance(time_grid, (Sequence, np.ndarray)):
-        raise TypeError(f"`{name}` must be a 1-D sequence of times, got {_xp.describe(time_grid)}")
-    try:
-        grid = np.asarray(time_grid)
-    except (TypeError, ValueError):
-        raise TypeError(
-            f"`{name}` must be a 1-D sequence of real times, got {_xp.describe(time_grid)}"
-        ) from None
-    if (
-        grid.ndim != 1
-        or grid.shape[0] < 2
-        or not (np.issubdtype(grid.dtype, np.floating) or np.issubdtype(grid.dtype, np.integer))
-    ):
-        raise ValueError(
-            f"`{name}` must be a 1-D sequence of at least 2 real times, got {time_grid!r}"
-        )
-    grid = grid.astype(np.float64)
-    if not np.all(np.isfinite(grid)):
-        raise ValueError(f"`{name}` must be finite, got {time_grid!r}")
-    diffs = np.diff(grid)
-    if not (np.all(diffs > 0) or np.all(diffs < 0)):
-        raise ValueError(
-            f"`{name}` must be strictly increasing or strictly decreasing, got {time_grid!r}"
-        )
+    grid = _xp.host_grid(name, time_grid)
     return _schedule_from_host(grid, dtype), grid
 
 
@@ -760,13 +737,7 @@ def log_likelihood(
     batch = int(x1.shape[0])
     sched, host = _grid_schedule(time_grid, x1.dtype, x1)
     if host is not None:
-        if not host[0] > host[-1]:
-            raise ValueError(
-                f"`time_grid` must run from data to noise (strictly decreasing, e.g. from 1 "
-                f"down to 0), got {time_grid!r}"
-            )
-        if host[0] > 1.0 or host[-1] < 0.0:
-            raise ValueError(f"`time_grid` must lie in [0, 1], got {time_grid!r}")
+        _xp.check_data_to_noise("time_grid", host[0], host[-1], time_grid)
 
     if callable(divergence):
         user_div = divergence

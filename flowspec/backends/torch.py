@@ -39,7 +39,6 @@ from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import array_api_compat.torch as _ns
-import numpy as np
 import torch
 from torch.func import jvp as _jvp
 from torch.func import vjp as _vjp
@@ -662,27 +661,7 @@ def _grid(time_grid: Any, x0: Tensor) -> list[Any]:
                 f"`time_grid` must be on the device of `x0` ({x0.device}), got {time_grid.device}"
             )
         return list(time_grid.unbind(0))
-    if isinstance(time_grid, (str, bytes)) or not isinstance(time_grid, (Sequence, np.ndarray)):
-        raise TypeError(
-            f"`time_grid` must be a 1-D sequence of times, got {_xp.describe(time_grid)}"
-        )
-    grid = np.asarray(time_grid)
-    if (
-        grid.ndim != 1
-        or grid.shape[0] < 2
-        or not (np.issubdtype(grid.dtype, np.floating) or np.issubdtype(grid.dtype, np.integer))
-    ):
-        raise ValueError(
-            f"`time_grid` must be a 1-D sequence of at least 2 real times, got {time_grid!r}"
-        )
-    grid = grid.astype(np.float64)
-    if not np.all(np.isfinite(grid)):
-        raise ValueError(f"`time_grid` must be finite, got {time_grid!r}")
-    steps = np.diff(grid)
-    if not (np.all(steps > 0) or np.all(steps < 0)):
-        raise ValueError(
-            f"`time_grid` must be strictly increasing or strictly decreasing, got {time_grid!r}"
-        )
+    grid = _xp.host_grid("time_grid", time_grid)
     return [float(v) for v in grid]
 
 
@@ -885,13 +864,7 @@ def log_likelihood(
         raise ValueError(f"`n_probes` must be an integer >= 1, got {_xp.describe(n_probes)}")
     grid = _grid(time_grid, x1)
     if isinstance(grid[0], float):
-        if not grid[0] > grid[-1]:
-            raise ValueError(
-                f"`time_grid` must run from data to noise (strictly decreasing, e.g. from 1 "
-                f"down to 0), got {time_grid!r}"
-            )
-        if grid[0] > 1.0 or grid[-1] < 0.0:
-            raise ValueError(f"`time_grid` must lie in [0, 1], got {time_grid!r}")
+        _xp.check_data_to_noise("time_grid", grid[0], grid[-1], time_grid)
     batch = x1.shape[0]
     shape = tuple(x1.shape)
     checked = _checked_field(field, x1)
