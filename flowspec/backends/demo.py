@@ -280,10 +280,10 @@ def run(
     seed: int = 0,
     data: str = "checkerboard",
     backend: str = "auto",
-    batch: int = 256,
+    batch: int = 512,
     n_samples: int = 2000,
     sample_steps: int = 100,
-    lr: float = 3e-3,
+    lr: float = 2e-2,
     progress: bool = True,
 ) -> DemoResult:
     """Train, sample and plot; return a :class:`DemoResult`. ``out=None`` skips the PNG."""
