@@ -25,6 +25,7 @@ __all__ = [
     "check_same_shape",
     "describe",
     "device",
+    "euler_times",
     "event_size",
     "host_grid",
     "namespace",
@@ -238,3 +239,19 @@ def check_data_to_noise(name: str, first: float, last: float, time_grid: Any) ->
         )
     if first > 1.0 or last < 0.0:
         raise ValueError(f"`{name}` must lie in [0, 1], got {time_grid!r}")
+
+
+def euler_times(steps: Any, t0: Any, t1: Any) -> tuple[list[float], float]:
+    """The paper's Euler times ``t_k = t0 + k h``, k < steps, and ``h = (t1 - t0)/steps``.
+
+    Validates ``steps`` (an integer >= 1) and ``t0 != t1`` (finite real numbers); the
+    times are computed from k, never accumulated.
+    """
+    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1:
+        raise ValueError(f"`steps` must be an integer >= 1, got {describe(steps)}")
+    t0 = real_number("t0", t0)
+    t1 = real_number("t1", t1)
+    if t0 == t1:
+        raise ValueError(f"`t0` and `t1` must differ, got t0 = t1 = {t0!r}")
+    h = (t1 - t0) / int(steps)
+    return [t0 + k * h for k in range(int(steps))], h

@@ -11,7 +11,6 @@ dtype of ``x``, as in training (``model(t, x_t)``); it must return an array of
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -106,18 +105,11 @@ def euler(
     [[1.0], [1.0]]
     """
     xp = _check_state(field, x0, "euler")
-    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1:
-        raise ValueError(f"`steps` must be an integer >= 1, got {_xp.describe(steps)}")
-    t0 = _xp.real_number("t0", t0)
-    t1 = _xp.real_number("t1", t1)
-    if t0 == t1:
-        raise ValueError(f"`t0` and `t1` must differ, got t0 = t1 = {t0!r}")
-    steps = int(steps)
-    h = (t1 - t0) / steps
+    times, h = _xp.euler_times(steps, t0, t1)
     x = x0
     states = [x0]
-    for k in range(steps):
-        x = _step(field, xp, "euler", t0 + k * h, h, x)
+    for t in times:
+        x = _step(field, xp, "euler", t, h, x)
         if return_path:
             states.append(x)
     return xp.stack(states, axis=0) if return_path else x

@@ -69,7 +69,7 @@ def test_failing_property_fails_its_test_with_counterexample(project):
 
 
 def test_runs_alongside_the_users_own_tests_and_k_selects(project):
-    project.makepyfile(test_mine="def test_mine():\n    assert True\n")
+    project.makepyfile(test_mine="def test_mine():\n    assert sum([1, 2]) == 3\n")
     result = project.runpytest(
         *_plugin_args(),
         "--flowspec-target=my_adapters:both",
@@ -81,7 +81,7 @@ def test_runs_alongside_the_users_own_tests_and_k_selects(project):
 
 
 def test_without_the_option_nothing_is_added(project):
-    project.makepyfile(test_mine="def test_mine():\n    assert True\n")
+    project.makepyfile(test_mine="def test_mine():\n    assert sum([1, 2]) == 3\n")
     result = project.runpytest(*_plugin_args())
     result.assert_outcomes(passed=1)
 

@@ -315,10 +315,11 @@ def solver_plan(xp: Any, method: str, grid: list[Any], like: Array) -> Plan:
     return Plan(method, steps, times_arr, tuple(coef_arr[m] for m in range(len(coef))))
 
 
-def euler_plan(xp: Any, t0: float, t1: float, steps: int, like: Array) -> Plan:
+def euler_plan(xp: Any, t0: Any, t1: Any, steps: Any, like: Array) -> Plan:
     """The reference Euler's times t0 + k h (never accumulated) and its constant h."""
-    h = (t1 - t0) / steps
-    times = np.asarray([[t0 + k * h] for k in range(steps)], dtype=np.float64)
+    ts, h = _xp.euler_times(steps, t0, t1)
+    steps = len(ts)
+    times = np.asarray(ts, dtype=np.float64)[:, None]
     dev = _xp.device(like)
     times_arr = xp.asarray(times.astype(like.dtype), device=dev)
     coef = xp.asarray(np.full((1, steps), h).astype(like.dtype), device=dev)

@@ -431,15 +431,8 @@ def euler(
     """
     _check_field(field)
     _check_state("x0", x0)
-    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1:
-        raise ValueError(f"`steps` must be an integer >= 1, got {_xp.describe(steps)}")
-    t0 = _xp.real_number("t0", t0)
-    t1 = _xp.real_number("t1", t1)
-    if t0 == t1:
-        raise ValueError(f"`t0` and `t1` must differ, got t0 = t1 = {t0!r}")
-    steps = int(steps)
-    h = (t1 - t0) / steps
-    grid = np.asarray([t0 + k * h for k in range(steps)], dtype=np.float64)
+    times, h = _xp.euler_times(steps, t0, t1)
+    grid = np.asarray(times, dtype=np.float64)
     sched = {"t": jnp.asarray(grid, dtype=x0.dtype)}
     # h is the same Python float for every step, a compile-time constant as in the core
     return _scan(lambda t, x: _call(field, t, x), "euler", sched, x0, bool(return_path), {"h": h})

@@ -733,19 +733,12 @@ def euler(
     [[1.0], [1.0]]
     """
     _state_check(field, x0, "euler")
-    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1:
-        raise ValueError(f"`steps` must be an integer >= 1, got {_xp.describe(steps)}")
-    t0 = _xp.real_number("t0", t0)
-    t1 = _xp.real_number("t1", t1)
-    if t0 == t1:
-        raise ValueError(f"`t0` and `t1` must differ, got t0 = t1 = {t0!r}")
-    steps = int(steps)
-    h = (t1 - t0) / steps
+    times, h = _xp.euler_times(steps, t0, t1)
     shape = tuple(x0.shape)
     x = x0
     states = [x0]
-    for k in range(steps):
-        v = _checked("field(t, x)", field(_times(t0 + k * h, x), x), shape, x0)
+    for t in times:
+        v = _checked("field(t, x)", field(_times(t, x), x), shape, x0)
         x = torch.add(x, v, alpha=h)
         if return_path:
             states.append(x)
