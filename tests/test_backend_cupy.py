@@ -10,6 +10,9 @@ import math
 
 import numpy as np
 import pytest
+from helpers import CUPY_DTYPES as DTYPES
+from helpers import CUPY_SCHEDULE_IDS as IDS
+from helpers import CUPY_SCHEDULES as SCHEDULES
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -27,18 +30,6 @@ if _DEVICES < 1:
 pytestmark = pytest.mark.gpu
 
 fcp = fs.backends.get("cupy")
-
-SCHEDULES = [
-    fs.CondOT(),
-    fs.CondOT(sigma_min=0.1),
-    fs.VariancePreserving(),
-    fs.VarianceExploding(),
-    fs.Cosine(),
-    fs.Polynomial(3),
-    fs.LinearVP(),
-]
-IDS = [repr(s) for s in SCHEDULES]
-DTYPES = [np.float32, np.float64]
 
 
 def _gpu(a):

@@ -14,6 +14,9 @@ import math
 import array_api_compat
 import numpy as np
 import pytest
+from helpers import CUPY_DTYPES as DTYPES
+from helpers import CUPY_SCHEDULE_IDS as IDS
+from helpers import CUPY_SCHEDULES as SCHEDULES
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -22,18 +25,6 @@ from flowspec import ode
 from flowspec.backends import _cupy_logic as L
 
 XP = array_api_compat.array_namespace(np.zeros(1))
-
-SCHEDULES = [
-    fs.CondOT(),
-    fs.CondOT(sigma_min=0.1),
-    fs.VariancePreserving(),
-    fs.VarianceExploding(),
-    fs.Cosine(),
-    fs.Polynomial(3),
-    fs.LinearVP(),
-]
-IDS = [repr(s) for s in SCHEDULES]
-DTYPES = [np.float32, np.float64]
 
 
 def test_import_does_not_need_cupy():
