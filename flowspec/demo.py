@@ -178,8 +178,8 @@ def _train_torch(path, data_fn, steps, batch, seed, lr, t_max, progress):
         x1 = torch.from_numpy(data_fn(batch))
         x0 = torch.randn_like(x1)
         t = torch.rand(batch) * t_max
-        x_t, u = path.sample_and_target(x0, x1, t)  # eq. 11 and 13 on torch tensors
-        loss = cfm_loss(model(t, x_t), u)  # eq. 9
+        x_t, u = path.sample_and_target(x0, x1, t)  # eq. 11 and the target of eq. 14, on torch tensors
+        loss = cfm_loss(model(t, x_t), u)  # eq. 14
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -221,8 +221,8 @@ def _train_jax(path, data_fn, steps, batch, seed, lr, t_max, progress):
         return h @ p[-1][0] + p[-1][1]
 
     def loss_fn(p, x0, x1, t):
-        x_t, u = path.sample_and_target(x0, x1, t)  # eq. 11 and 13, traced by jax
-        return cfm_loss(model(p, t, x_t), u)  # eq. 9
+        x_t, u = path.sample_and_target(x0, x1, t)  # eq. 11 and the target of eq. 14, traced by jax
+        return cfm_loss(model(p, t, x_t), u)  # eq. 14
 
     b1, b2, adam_eps = 0.9, 0.999, 1e-8
 
@@ -437,7 +437,7 @@ def _plot(res: DemoResult, path: GaussianPath, rng: np.random.Generator, sample_
 
     lim = float(np.max(np.abs(res.data))) * 1.15
     fig = plt.figure(figsize=(11.0, 5.6), dpi=110)
-    grid = fig.add_gridspec(2, 5, height_ratios=[1.0, 1.0], hspace=0.28, wspace=0.12)
+    grid = fig.add_gridspec(2, 5, height_ratios=[1.0, 1.0], hspace=0.22, wspace=0.12)
 
     def square(ax, title):
         ax.set_xlim(-lim, lim)
@@ -456,7 +456,7 @@ def _plot(res: DemoResult, path: GaussianPath, rng: np.random.Generator, sample_
 
     ax = fig.add_subplot(grid[0, 1])
     cloud(ax, res.samples, MODEL_COLOR)
-    for i in range(16):  # a few Euler trajectories of the learned field
+    for i in range(12):  # a few Euler trajectories of the learned field
         xy = res.path[:, i, :]
         ax.plot(xy[:, 0], xy[:, 1], lw=0.5, c="#333333", alpha=0.6)
     square(ax, "learned field $v_\\theta$")
@@ -475,15 +475,16 @@ def _plot(res: DemoResult, path: GaussianPath, rng: np.random.Generator, sample_
     floor, low, high = float(res.floor.estimate), float(res.floor.low), float(res.floor.high)
     ax.axhspan(low, high, color=EXACT_COLOR, alpha=0.25, lw=0)
     ax.axhline(floor, c=EXACT_COLOR, lw=1.4, ls="--", label=f"floor of Theorem 2: {floor:.3f}")
-    top = float(np.quantile(res.losses, 0.99))
-    ax.set_ylim(0.0, 1.1 * max(top, high))
+    top = max(float(np.quantile(res.losses, 0.995)), high)
+    bottom = max(0.0, low - 0.6 * (top - low))  # room below the floor for the legend
+    ax.set_ylim(bottom, top + 0.02 * (top - bottom))
     ax.set_xlim(1, len(res.losses))
     ax.set_xlabel("training step", fontsize=8)
     ax.set_ylabel("CFM loss (eq. 14)", fontsize=8)
     ax.yaxis.set_label_position("right")
     ax.yaxis.tick_right()
     ax.set_title("training loss and its floor (exact marginal field)", fontsize=9)
-    ax.legend(fontsize=7, frameon=False, loc="upper right")
+    ax.legend(fontsize=7, frameon=False, loc="lower right")
     ax.tick_params(labelsize=7)
 
     # snapshots: the marginal path p_t (x_t = alpha_t x1 + sigma_t x0, x1 from the
@@ -512,7 +513,7 @@ def _plot(res: DemoResult, path: GaussianPath, rng: np.random.Generator, sample_
         ),
     ]
     fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=8, frameon=False,
-               bbox_to_anchor=(0.5, -0.01))  # fmt: skip
+               bbox_to_anchor=(0.5, 0.02))  # fmt: skip
     fig.suptitle(
         f"flowspec demo: Conditional Flow Matching, {res.schedule} path, "
         f"{len(res.losses)} training steps ({res.backend})",
