@@ -178,7 +178,7 @@ def _train_torch(path, data_fn, steps, batch, seed, lr, t_max, progress):
         x1 = torch.from_numpy(data_fn(batch))
         x0 = torch.randn_like(x1)
         t = torch.rand(batch) * t_max
-        x_t, u = path.sample_and_target(x0, x1, t)  # eq. 11 and the target of eq. 14, on torch tensors
+        x_t, u = path.sample_and_target(x0, x1, t)  # eq. 11, target of eq. 14
         loss = cfm_loss(model(t, x_t), u)  # eq. 14
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -221,7 +221,7 @@ def _train_jax(path, data_fn, steps, batch, seed, lr, t_max, progress):
         return h @ p[-1][0] + p[-1][1]
 
     def loss_fn(p, x0, x1, t):
-        x_t, u = path.sample_and_target(x0, x1, t)  # eq. 11 and the target of eq. 14, traced by jax
+        x_t, u = path.sample_and_target(x0, x1, t)  # eq. 11, target of eq. 14
         return cfm_loss(model(p, t, x_t), u)  # eq. 14
 
     b1, b2, adam_eps = 0.9, 0.999, 1e-8
