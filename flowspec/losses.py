@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import math
 from statistics import NormalDist
-from typing import Any, Literal, NamedTuple
+from typing import Literal, NamedTuple
 
-from . import _xp
+from . import validation
 from .marginal import EmpiricalMarginal
+from .typing import Array
 
 __all__ = ["LossFloor", "cfm_loss", "cfm_loss_floor"]
 
-Array = Any
 _REDUCTIONS = ("mean", "sum", "none")
 
 
@@ -51,11 +51,11 @@ def cfm_loss(v: Array, u: Array, reduction: Literal["mean", "sum", "none"] = "me
     """
     if reduction not in _REDUCTIONS:
         raise ValueError(f"`reduction` must be one of {_REDUCTIONS}, got {reduction!r}")
-    xp = _xp.namespace(v=v, u=u)
-    _xp.check_float(xp, "v", v)
-    _xp.check_float(xp, "u", u, like=("v", v))
-    _xp.check_batch("v", v)
-    _xp.check_same_shape("v", v, "u", u)
+    xp = validation.namespace(v=v, u=u)
+    validation.check_float(xp, "v", v)
+    validation.check_float(xp, "u", u, like=("v", v))
+    validation.check_batch("v", v)
+    validation.check_same_shape("v", v, "u", u)
     diff = v - u
     per_sample = xp.sum(xp.reshape(diff * diff, (v.shape[0], -1)), axis=1)
     if reduction == "none":
@@ -187,13 +187,13 @@ def cfm_loss_floor(
     """
     if not isinstance(marginal, EmpiricalMarginal):
         raise TypeError(
-            f"`marginal` must be a flowspec EmpiricalMarginal, got {_xp.describe(marginal)}"
+            f"`marginal` must be a flowspec EmpiricalMarginal, got {validation.describe(marginal)}"
         )
-    xp = _xp.namespace(x0=x0, x1=x1)
-    _xp.check_float(xp, "x0", x0)
-    _xp.check_float(xp, "x1", x1, like=("x0", x0))
-    _xp.check_batch("x0", x0)
-    _xp.check_same_shape("x0", x0, "x1", x1)
+    xp = validation.namespace(x0=x0, x1=x1)
+    validation.check_float(xp, "x0", x0)
+    validation.check_float(xp, "x1", x1, like=("x0", x0))
+    validation.check_batch("x0", x0)
+    validation.check_same_shape("x0", x0, "x1", x1)
     batch = int(x0.shape[0])
     if batch < 2:
         raise ValueError(

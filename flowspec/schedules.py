@@ -24,11 +24,14 @@ import math
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+import array_api_compat
 import numpy as np
 
-from . import _xp
+from . import validation
+from .typing import Array
 
 __all__ = [
+    "CATALOGUE",
     "Coefficients",
     "CondOT",
     "Cosine",
@@ -38,8 +41,6 @@ __all__ = [
     "VarianceExploding",
     "VariancePreserving",
 ]
-
-Array = Any
 
 
 class Coefficients(NamedTuple):
@@ -66,13 +67,17 @@ class Coefficients(NamedTuple):
 class Schedule:
     r"""Base class: ``schedule(t) -> Coefficients(alpha, sigma, d_alpha, d_sigma)``.
 
-    Subclasses implement ``_coefficients(xp, t)`` with standard Array API functions
-    only; a coefficient that does not depend on t may be returned as a Python float
-    (``CondOT``'s derivatives, ``VarianceExploding``'s alpha), which spares the paths
-    and the backends an array and a broadcast product. Calling the schedule always
-    returns arrays of t's shape. ``t`` may be a Python real number (evaluated in NumPy
-    float64) or a floating array of any shape; host values must lie in [0, 1]. The path is the
-    Gaussian conditional path of the paper's Sec. 4 with :math:`\mu_t(x_1) = \alpha_t x_1`.
+    A schedule is its coefficients :math:`\alpha_t, \sigma_t` and their exact time
+    derivatives: the Gaussian conditional path of the paper's Sec. 4 with
+    :math:`\mu_t(x_1) = \alpha_t x_1` and :math:`\sigma_t(x_1) = \sigma_t` (eq. 10-11).
+    Calling a schedule validates ``t`` (a Python real number, evaluated in NumPy
+    float64, or a floating array of any shape; host values must lie in [0, 1]) and
+    returns arrays of t's shape.
+
+    A subclass implements :meth:`coefficients` only, with standard Array API functions.
+    It is the unvalidated seam that the paths, the marginal and the backends call on a
+    time they have already validated and reshaped; :meth:`arrays` is the same with every
+    constant broadcast to an array.
 
     Examples
     --------
@@ -80,7 +85,7 @@ class Schedule:
 
     >>> import numpy as np, flowspec as fs
     >>> class Quadratic(fs.Schedule):
-    ...     def _coefficients(self, xp, t):
+    ...     def coefficients(self, xp, t):
     ...         return fs.Coefficients(t * t, 1.0 - t * t, 2.0 * t, -2.0 * t)
     >>> Quadratic()(np.array([0.5])).sigma.tolist()
     [0.75]
@@ -94,22 +99,48 @@ class Schedule:
 
     def __call__(self, t: Array | float) -> Coefficients:
         if isinstance(t, bool):
-            raise TypeError(f"`t` must be a real number or an array, got {_xp.describe(t)}")
+            raise TypeError(f"`t` must be a real number or an array, got {validation.describe(t)}")
         if isinstance(t, (int, float)):
-            t = np.asarray(_xp.real_number("t", t), dtype=np.float64)
-        xp = _xp.namespace(t=t)
-        _xp.check_float(xp, "t", t)
-        if _xp.array_api_compat.is_numpy_array(t):
-            _xp._check_host_times("t", t, 0.0, 1.0)
-        return self._arrays(xp, t)
+            t = np.asarray(validation.real_number("t", t), dtype=np.float64)
+        xp = validation.namespace(t=t)
+        validation.check_float(xp, "t", t)
+        if array_api_compat.is_numpy_array(t):
+            validation.check_host_times("t", t, 0.0, 1.0)
+        return self.arrays(xp, t)
 
-    def _coefficients(self, xp: Any, t: Array) -> Coefficients:  # pragma: no cover
-        raise NotImplementedError
+    def coefficients(self, xp: Any, t: Array) -> Coefficients:
+        r"""The coefficients at an already validated time array ``t`` of namespace ``xp``.
 
-    def _arrays(self, xp: Any, t: Array) -> Coefficients:
-        """:meth:`_coefficients` with every constant broadcast to an array like ``t``."""
+        The one method a subclass implements (paper Sec. 4: :math:`\alpha_t`,
+        :math:`\sigma_t` of eq. 10 and their derivatives, the coefficients of eq. 13).
+        Each field is an array of t's shape and dtype computed with standard Array API
+        functions of ``xp`` only, or a Python float for a coefficient that is constant in
+        t (``CondOT``'s derivatives, ``VarianceExploding``'s alpha): that spares the
+        paths and the backends an array and a broadcast product. Nothing is validated
+        here; :meth:`__call__` is the validated entry.
+
+        Examples
+        --------
+        >>> import numpy as np, flowspec as fs
+        >>> fs.CondOT().coefficients(np, np.array([[0.25]])).d_alpha
+        1.0
+        """
+        raise NotImplementedError(f"{type(self).__name__} must implement coefficients(xp, t)")
+
+    def arrays(self, xp: Any, t: Array) -> Coefficients:
+        """:meth:`coefficients` with every constant broadcast to an array like ``t``.
+
+        For consumers that need four arrays (reshapes, stacking, kernels); the
+        coefficients of the conditional path of eq. 10-11 on an already validated ``t``.
+
+        Examples
+        --------
+        >>> import numpy as np, flowspec as fs
+        >>> fs.CondOT().arrays(np, np.array([[0.25], [0.5]])).d_alpha.tolist()
+        [[1.0], [1.0]]
+        """
         return Coefficients(
-            *(xp.full_like(t, v) if isinstance(v, float) else v for v in self._coefficients(xp, t))
+            *(xp.full_like(t, v) if isinstance(v, float) else v for v in self.coefficients(xp, t))
         )
 
 
@@ -123,7 +154,7 @@ def _validated(
     hi_open: bool = True,
 ) -> None:
     """Validate a constructor argument and store it as a float on a frozen dataclass."""
-    v = _xp.real_number(name, value)
+    v = validation.real_number(name, value)
     bad_lo = lo is not None and (v <= lo if lo_open else v < lo)
     bad_hi = hi is not None and (v >= hi if hi_open else v > hi)
     if bad_lo or bad_hi:
@@ -167,7 +198,7 @@ class CondOT(Schedule):
     def degenerate_at(self) -> tuple[float, ...]:  # type: ignore[override]
         return (1.0,) if self.sigma_min == 0.0 else ()
 
-    def _coefficients(self, xp: Any, t: Array) -> Coefficients:
+    def coefficients(self, xp: Any, t: Array) -> Coefficients:
         # (1 - t) is exact for t >= 1/2, so this form does not cancel near t = 1
         sigma = 1.0 - t if self.sigma_min == 0.0 else (1.0 - t) + self.sigma_min * t
         return Coefficients(alpha=t, sigma=sigma, d_alpha=1.0, d_sigma=self.sigma_min - 1.0)
@@ -220,7 +251,7 @@ class VariancePreserving(Schedule):
                 f" and beta_max={self.beta_max!r}"
             )
 
-    def _coefficients(self, xp: Any, t: Array) -> Coefficients:
+    def coefficients(self, xp: Any, t: Array) -> Coefficients:
         s = 1.0 - t
         spread = self.beta_max - self.beta_min
         big_t = s * (self.beta_min + 0.5 * spread * s)
@@ -275,7 +306,7 @@ class VarianceExploding(Schedule):
                 f"{self.sigma_min!r} and sigma_max={self.sigma_max!r}"
             )
 
-    def _coefficients(self, xp: Any, t: Array) -> Coefficients:
+    def coefficients(self, xp: Any, t: Array) -> Coefficients:
         log_ratio = math.log(self.sigma_max / self.sigma_min)
         sigma = self.sigma_min * xp.exp((1.0 - t) * log_ratio)
         return Coefficients(alpha=1.0, sigma=sigma, d_alpha=0.0, d_sigma=-log_ratio * sigma)
@@ -301,7 +332,7 @@ class Cosine(Schedule):
 
     degenerate_at = (1.0,)
 
-    def _coefficients(self, xp: Any, t: Array) -> Coefficients:
+    def coefficients(self, xp: Any, t: Array) -> Coefficients:
         half_pi = 0.5 * math.pi
         alpha = xp.sin(half_pi * t)
         sigma = xp.sin(half_pi * (1.0 - t))
@@ -344,7 +375,7 @@ class Polynomial(Schedule):
 
     degenerate_at = (1.0,)
 
-    def _coefficients(self, xp: Any, t: Array) -> Coefficients:
+    def coefficients(self, xp: Any, t: Array) -> Coefficients:
         n = self.n
         positive = t > 0
         log_t = xp.log(xp.where(positive, t, xp.ones_like(t)))
@@ -373,6 +404,23 @@ class LinearVP(Schedule):
     divergent_at = (1.0,)
     degenerate_at = (1.0,)
 
-    def _coefficients(self, xp: Any, t: Array) -> Coefficients:
+    def coefficients(self, xp: Any, t: Array) -> Coefficients:
         sigma = xp.sqrt((1.0 - t) * (1.0 + t))
         return Coefficients(alpha=t, sigma=sigma, d_alpha=1.0, d_sigma=-t / sigma)
+
+
+#: The schedules under contract: one instance of each schedule class, plus the
+#: non-default parameters whose numerics differ (a non-degenerate CondOT, a Polynomial
+#: whose derivatives diverge at t = 0). ``flowspec check``, the golden vectors, the
+#: conformance kit's library adapters and the test suite all iterate over this tuple;
+#: a new schedule joins the contract by being added here.
+CATALOGUE: tuple[Schedule, ...] = (
+    CondOT(),
+    CondOT(sigma_min=1e-3),
+    VariancePreserving(),
+    VarianceExploding(),
+    Cosine(),
+    Polynomial(2.0),
+    Polynomial(0.5),
+    LinearVP(),
+)

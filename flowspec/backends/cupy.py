@@ -36,9 +36,10 @@ from typing import Any
 import array_api_compat
 import cupy
 
-from .. import _xp
+from .. import validation
 from ..continuity import continuity_residual as _reference_residual
-from ..ode import _check_state, _grid
+from ..ode import check_state, grid_times
+from ..typing import Array, Field
 from . import _cupy_logic as _logic
 
 __all__ = [
@@ -57,9 +58,6 @@ __all__ = [
     "sample_noise",
     "sample_time",
 ]
-
-Array = Any
-Field = Callable[[Array, Array], Array]
 
 
 @functools.cache
@@ -91,7 +89,7 @@ def kernel_source(name: str) -> tuple[str, str, str]:
 def _require_cupy(name: str, x: Any) -> None:
     if not array_api_compat.is_cupy_array(x):
         raise TypeError(
-            f"`{name}` must be a CuPy array for the cupy backend, got {_xp.describe(x)}"
+            f"`{name}` must be a CuPy array for the cupy backend, got {validation.describe(x)}"
         )
 
 
@@ -154,7 +152,7 @@ def euler(
     -------
     cupy.ndarray, shape (B, *event), or (steps + 1, B, *event) with ``return_path``
     """
-    xp = _check_state(field, x0, "euler")
+    xp = check_state(field, x0, "euler")
     _require_cupy("x0", x0)
     with x0.device:
         plan = _logic.euler_plan(xp, t0, t1, steps, x0)
@@ -180,9 +178,9 @@ def integrate(
     -------
     cupy.ndarray, shape (B, *event), or (len(time_grid), B, *event) with ``return_path``
     """
-    xp = _check_state(field, x0, method)
+    xp = check_state(field, x0, method)
     _require_cupy("x0", x0)
-    grid = _grid(xp, time_grid, x0)
+    grid = grid_times(xp, time_grid, x0)
     with x0.device:
         plan = _logic.solver_plan(xp, method, grid, x0)
         return _logic.run_solver(_launch, xp, field, x0, plan, bool(return_path))
@@ -315,10 +313,12 @@ def continuity_residual(
         ("score", score),
     ):
         if fn is not None and not callable(fn):
-            raise TypeError(f"`{name}` must be a callable {name}(t, x), got {_xp.describe(fn)}")
-    xp = _xp.namespace(x=x, t=t)
-    _xp.check_float(xp, "x", x)
-    _xp.check_batch("x", x)
+            raise TypeError(
+                f"`{name}` must be a callable {name}(t, x), got {validation.describe(fn)}"
+            )
+    xp = validation.namespace(x=x, t=t)
+    validation.check_float(xp, "x", x)
+    validation.check_batch("x", x)
     return _logic.residual_with_parts(xp, log_prob, velocity, t, x, divergence, score)
 
 
@@ -352,7 +352,7 @@ def _check_generator(generator: Any) -> None:
     if not isinstance(generator, cupy.random.Generator):
         raise TypeError(
             f"`generator` must be a cupy.random.Generator (e.g. "
-            f"cupy.random.default_rng(0)), got {_xp.describe(generator)}"
+            f"cupy.random.default_rng(0)), got {validation.describe(generator)}"
         )
 
 
@@ -393,9 +393,9 @@ def sample_time(
     _check_generator(generator)
     dt = _check_dtype(dtype)
     if isinstance(batch, bool) or not isinstance(batch, numbers.Integral) or batch < 1:
-        raise ValueError(f"`batch` must be an integer >= 1, got {_xp.describe(batch)}")
-    lo = _xp.real_number("t_min", t_min)
-    hi = _xp.real_number("t_max", t_max)
+        raise ValueError(f"`batch` must be an integer >= 1, got {validation.describe(batch)}")
+    lo = validation.real_number("t_min", t_min)
+    hi = validation.real_number("t_max", t_max)
     if not 0.0 <= lo < hi <= 1.0:
         raise ValueError(
             f"`t_min` and `t_max` must satisfy 0 <= t_min < t_max <= 1, got {lo!r}, {hi!r}"

@@ -18,7 +18,7 @@ becomes a function taking the path first):
   :func:`sample_rademacher` that take a ``torch.Generator`` and respect device and
   dtype.
 
-The coefficients come from the core's schedules (``schedule._coefficients``), so no
+The coefficients come from the core's schedules (``schedule.coefficients``), so no
 schedule formula is written twice. Validation reads shapes, dtypes and devices only,
 plus values that are already host Python numbers or NumPy arrays; tensor values are
 never read.
@@ -44,7 +44,7 @@ from torch.func import jvp as _jvp
 from torch.func import vjp as _vjp
 from torch.func import vmap as _vmap
 
-from .. import _xp
+from .. import validation
 from ..paths import GaussianPath
 from ..schedules import Coefficients
 
@@ -79,9 +79,9 @@ _REDUCTIONS = ("mean", "sum", "none")
 # ---------------------------------------------------------------------------------------
 def _tensor(name: str, x: Any) -> Tensor:
     if not isinstance(x, torch.Tensor):
-        raise TypeError(f"`{name}` must be a torch.Tensor, got {_xp.describe(x)}")
+        raise TypeError(f"`{name}` must be a torch.Tensor, got {validation.describe(x)}")
     if not x.is_floating_point():
-        raise TypeError(f"`{name}` must have a real floating dtype, got {_xp.describe(x)}")
+        raise TypeError(f"`{name}` must have a real floating dtype, got {validation.describe(x)}")
     if x.ndim < 1:
         raise ValueError(f"`{name}` must be batch-first with shape (B, *event), got a 0-d tensor")
     return x
@@ -107,52 +107,36 @@ def _like(a_name: str, a: Tensor, b_name: str, b: Any, same_shape: bool = True) 
 
 
 def _time(t: Any, x: Tensor, name: str = "t", x_name: str = "x") -> Tensor:
-    """``t`` as a (B, 1, ..., 1) tensor against ``x``: the rule of ``flowspec._xp.time_array``.
+    """``t`` as a (B, 1, ..., 1) tensor against ``x``: :func:`flowspec.validation.time_array`.
 
-    Written with torch calls only so that it traces without graph breaks; host
-    numbers are checked to lie in [0, 1], tensor values are never read.
+    A tensor time must be on ``x``'s device (the core's rule reads no device); a number
+    becomes a tensor on ``x``'s device. Host numbers are checked to lie in [0, 1],
+    tensor values are never read.
     """
-    batch = x.shape[0]
-    target = (batch,) + (1,) * (x.ndim - 1)
     if isinstance(t, torch.Tensor):
-        if not t.is_floating_point() or t.dtype != x.dtype:
-            raise TypeError(
-                f"`{name}` must share the floating dtype of `{x_name}` ({x.dtype}), "
-                f"got {_xp.describe(t)}"
-            )
         if t.device != x.device:
             raise ValueError(
                 f"`{name}` must be on the device of `{x_name}` ({x.device}), got {t.device}"
             )
-        if t.ndim == 0:
-            return t.reshape((1,) * x.ndim).expand(target)
-        if t.shape == (batch,) or t.shape == target:
-            return t.view(target) if t.is_contiguous() else t.reshape(target)
-        raise ValueError(
-            f"`{name}` must be a number, a 0-d tensor, or a tensor of shape (B,) = "
-            f"{(batch,)} or (B, 1, ..., 1) = {target} to match `{x_name}` of shape "
-            f"{tuple(x.shape)}; got shape {tuple(t.shape)}"
+    elif not isinstance(t, numbers.Real) or isinstance(t, bool):
+        raise TypeError(
+            f"`{name}` must be a real number or a torch.Tensor, got {validation.describe(t)}"
         )
-    if isinstance(t, bool) or not isinstance(t, numbers.Real):
-        raise TypeError(f"`{name}` must be a real number or a torch.Tensor, got {_xp.describe(t)}")
-    value = _xp.real_number(name, t)
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(f"`{name}` must lie in [0.0, 1.0], got {value!r}")
-    return torch.full(target, value, dtype=x.dtype, device=x.device)
+    return validation.time_array(_ns, t, x, name=name, x_name=x_name)
 
 
 def _path(path: Any) -> GaussianPath:
     if not isinstance(path, GaussianPath):
         raise TypeError(
             f"`path` must be a flowspec GaussianPath (e.g. fs.GaussianPath(fs.CondOT())), "
-            f"got {_xp.describe(path)}"
+            f"got {validation.describe(path)}"
         )
     return path
 
 
 def _callable(name: str, fn: Any, signature: str) -> None:
     if not callable(fn):
-        raise TypeError(f"`{name}` must be a callable {signature}, got {_xp.describe(fn)}")
+        raise TypeError(f"`{name}` must be a callable {signature}, got {validation.describe(fn)}")
 
 
 def _checked(name: str, out: Any, shape: tuple[int, ...], like: Tensor) -> Tensor:
@@ -160,7 +144,7 @@ def _checked(name: str, out: Any, shape: tuple[int, ...], like: Tensor) -> Tenso
     if not isinstance(out, torch.Tensor) or tuple(out.shape) != shape or out.dtype != like.dtype:
         raise TypeError(
             f"`{name}` must return a torch.Tensor of shape {shape} and dtype {like.dtype}, "
-            f"got {_xp.describe(out)}"
+            f"got {validation.describe(out)}"
         )
     return out
 
@@ -171,7 +155,7 @@ def _checked(name: str, out: Any, shape: tuple[int, ...], like: Tensor) -> Tenso
 def coefficients(path: GaussianPath, t: Any, x: Tensor) -> Coefficients:
     r"""The schedule's ``(alpha, sigma, d_alpha, d_sigma)`` at ``t``, each of shape (B, 1, ..., 1).
 
-    The core's formulas (``path.schedule._coefficients``) evaluated on the time
+    The core's formulas (``path.schedule.coefficients``) evaluated on the time
     reshaped against ``x``; useful to fuse a custom training target.
 
     Examples
@@ -184,14 +168,14 @@ def coefficients(path: GaussianPath, t: Any, x: Tensor) -> Coefficients:
     """
     _path(path)
     _tensor("x", x)
-    return path.schedule._arrays(_ns, _time(t, x))
+    return path.schedule.arrays(_ns, _time(t, x))
 
 
 def _prepared(path: Any, x0: Any, x1: Any, t: Any) -> Coefficients:
     _path(path)
     _tensor("x0", x0)
     _like("x0", x0, "x1", x1)
-    return path.schedule._coefficients(_ns, _time(t, x0, x_name="x0"))
+    return path.schedule.coefficients(_ns, _time(t, x0, x_name="x0"))
 
 
 def _combine(a: Tensor | float, x1: Tensor, b: Tensor | float, x0: Tensor) -> Tensor:
@@ -325,7 +309,7 @@ def _placement(
     """The dtype and device of random samples; ``None`` leaves torch's defaults in place."""
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(
-            f"`generator` must be a torch.Generator or None, got {_xp.describe(generator)}"
+            f"`generator` must be a torch.Generator or None, got {validation.describe(generator)}"
         )
     if dtype is None and like is not None:
         dtype = like.dtype
@@ -370,10 +354,10 @@ def sample_time(
     (torch.Size([4]), torch.float64, True)
     """
     if isinstance(batch, bool) or not isinstance(batch, numbers.Integral) or batch < 1:
-        raise ValueError(f"`batch` must be an integer >= 1, got {_xp.describe(batch)}")
+        raise ValueError(f"`batch` must be an integer >= 1, got {validation.describe(batch)}")
     if low != 0.0 or high != 1.0 or type(low) is not float or type(high) is not float:
-        low = _xp.real_number("low", low)
-        high = _xp.real_number("high", high)
+        low = validation.real_number("low", low)
+        high = validation.real_number("high", high)
     if not 0.0 <= low < high <= 1.0:
         raise ValueError(
             f"`low` and `high` must satisfy 0 <= low < high <= 1, got {low!r}, {high!r}"
@@ -402,7 +386,7 @@ def _shape_of(name: str, shape_or_like: Any) -> tuple[tuple[int, ...], Tensor | 
         return tuple(int(s) for s in shape_or_like), None
     raise TypeError(
         f"`{name}` must be a shape (a sequence of non-negative ints) or a tensor, "
-        f"got {_xp.describe(shape_or_like)}"
+        f"got {validation.describe(shape_or_like)}"
     )
 
 
@@ -558,14 +542,14 @@ def divergence(
     if method not in _DIVERGENCES:
         raise ValueError(f"`method` must be one of {_DIVERGENCES}, got {method!r}")
     if isinstance(n_probes, bool) or not isinstance(n_probes, numbers.Integral) or n_probes < 1:
-        raise ValueError(f"`n_probes` must be an integer >= 1, got {_xp.describe(n_probes)}")
+        raise ValueError(f"`n_probes` must be an integer >= 1, got {validation.describe(n_probes)}")
     if chunk_size is not None and (
         isinstance(chunk_size, bool)
         or not isinstance(chunk_size, numbers.Integral)
         or chunk_size < 1
     ):
         raise ValueError(
-            f"`chunk_size` must be None or an integer >= 1, got {_xp.describe(chunk_size)}"
+            f"`chunk_size` must be None or an integer >= 1, got {validation.describe(chunk_size)}"
         )
     _tensor("x", x)
     tb = _batch_time(t, x)
@@ -650,7 +634,7 @@ def _grid(time_grid: Any, x0: Tensor) -> list[Any]:
         if not time_grid.is_floating_point() or time_grid.dtype != x0.dtype:
             raise TypeError(
                 f"`time_grid` must share the floating dtype of `x0` ({x0.dtype}), got "
-                f"{_xp.describe(time_grid)}"
+                f"{validation.describe(time_grid)}"
             )
         if time_grid.ndim != 1 or time_grid.shape[0] < 2:
             raise ValueError(
@@ -661,7 +645,7 @@ def _grid(time_grid: Any, x0: Tensor) -> list[Any]:
                 f"`time_grid` must be on the device of `x0` ({x0.device}), got {time_grid.device}"
             )
         return list(time_grid.unbind(0))
-    grid = _xp.host_grid("time_grid", time_grid)
+    grid = validation.host_grid("time_grid", time_grid)
     return [float(v) for v in grid]
 
 
@@ -733,7 +717,7 @@ def euler(
     [[1.0], [1.0]]
     """
     _state_check(field, x0, "euler")
-    times, h = _xp.euler_times(steps, t0, t1)
+    times, h = validation.euler_times(steps, t0, t1)
     shape = tuple(x0.shape)
     x = x0
     states = [x0]
@@ -854,10 +838,10 @@ def log_likelihood(
     _callable("log_p0", log_p0, "log_p0(x)")
     _tensor("x1", x1)
     if isinstance(n_probes, bool) or not isinstance(n_probes, numbers.Integral) or n_probes < 1:
-        raise ValueError(f"`n_probes` must be an integer >= 1, got {_xp.describe(n_probes)}")
+        raise ValueError(f"`n_probes` must be an integer >= 1, got {validation.describe(n_probes)}")
     grid = _grid(time_grid, x1)
     if isinstance(grid[0], float):
-        _xp.check_data_to_noise("time_grid", grid[0], grid[-1], time_grid)
+        validation.check_data_to_noise("time_grid", grid[0], grid[-1], time_grid)
     batch = x1.shape[0]
     shape = tuple(x1.shape)
     checked = _checked_field(field, x1)
@@ -889,7 +873,7 @@ def log_likelihood(
     else:
         raise TypeError(
             f"`divergence` must be one of {_DIVERGENCES} or a callable divergence(t, x), "
-            f"got {_xp.describe(divergence)}"
+            f"got {validation.describe(divergence)}"
         )
 
     def f(t: Any, state: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
