@@ -151,7 +151,11 @@ function probe(frame) {
   }
   for (const el of doc.querySelectorAll(".katex-display")) {
     const box = el.closest(".arithmatex") || el.parentElement;
-    if (box.scrollWidth > box.clientWidth + 1) {
+    // content that starts left of its box cannot be scrolled to: it is cut
+    const lefts = Array.from(el.querySelectorAll(".base"), (b) => b.getBoundingClientRect().left);
+    if (Math.min(...lefts) < box.getBoundingClientRect().left - 1) {
+      out.cut.push(el.textContent.slice(0, 60));
+    } else if (box.scrollWidth > box.clientWidth + 1) {
       const scrolls = ["auto", "scroll"].includes(getComputedStyle(box).overflowX);
       (scrolls ? out.wide : out.cut).push(el.textContent.slice(0, 60));
     }
