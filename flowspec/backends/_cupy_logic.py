@@ -26,6 +26,7 @@ coefficients.
 from __future__ import annotations
 
 import ast
+import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -35,7 +36,7 @@ import array_api_compat
 import numpy as np
 
 from .. import validation
-from ..ode import METHODS
+from ..tableaus import TABLEAUS, fraction, tableau
 from ..typing import Array
 
 __all__ = [
@@ -117,38 +118,60 @@ SAMPLE_AND_TARGET = KernelSpec(
     ),
 )
 
+
+def _literal(w: float) -> str:
+    return f"T({int(w)})" if float(w).is_integer() else f"T({float(w)!r})"
+
+
+@functools.cache
+def row_kernel(weights: tuple[float, ...]) -> KernelSpec:
+    """The kernel of one tableau row: ``y = x + c[j] * (w_1 k1 + w_2 k2 + ...)``.
+
+    ``weights`` are the row's non-zero weights (:mod:`flowspec.tableaus`); the sum runs
+    left to right, a weight of one is not multiplied, exactly as
+    :func:`flowspec.tableaus.weighted_sum` forms it. ``c[j]`` is the row's factor times
+    the step h of step ``j``.
+    """
+    if not weights or any(w == 0.0 for w in weights):
+        raise ValueError(f"`weights` must be the non-zero weights of a row, got {weights!r}")
+    ks = tuple(f"k{m + 1}" if len(weights) > 1 else "k" for m in range(len(weights)))
+    terms = [k if w == 1.0 else f"{_literal(w)} * {k}" for w, k in zip(weights, ks, strict=True)]
+    if len(terms) == 1 and weights[0] == 1.0:
+        name, expr = "flowspec_axpy", "x + c[j] * k"
+    else:
+        tag = "_".join(str(int(w)) if float(w).is_integer() else repr(w) for w in weights)
+        name = "flowspec_row_" + tag.replace(".", "p").replace("-", "m")
+        expr = f"x + c[j] * ({' + '.join(terms)})"
+    return KernelSpec(
+        name=name,
+        inputs=("x", *ks),
+        raw=("c",),
+        scalars=("j",),
+        outputs=("y",),
+        body=(("y", expr),),
+    )
+
+
+def _nonzero(weights: tuple[float, ...]) -> tuple[float, ...]:
+    return tuple(w for w in weights if w != 0.0)
+
+
 #: ``y = x + c[j] * k``: the Euler update (in place with y = x), a Runge-Kutta stage,
 #: and the midpoint rule's final update.
-AXPY = KernelSpec(
-    name="flowspec_axpy",
-    inputs=("x", "k"),
-    raw=("c",),
-    scalars=("j",),
-    outputs=("y",),
-    body=(("y", "x + c[j] * k"),),
-)
-
+AXPY = row_kernel((1.0,))
 #: Heun's final update, ``x + (h/2) * (k1 + k2)`` as in the reference.
-HEUN = KernelSpec(
-    name="flowspec_heun",
-    inputs=("x", "k1", "k2"),
-    raw=("c",),
-    scalars=("j",),
-    outputs=("y",),
-    body=(("y", "x + c[j] * (k1 + k2)"),),
-)
-
+HEUN = row_kernel(_nonzero(TABLEAUS["heun"].b.weights))
 #: The classical Runge-Kutta final update, ``x + (h/6) * (k1 + 2 k2 + 2 k3 + k4)``.
-RK4 = KernelSpec(
-    name="flowspec_rk4",
-    inputs=("x", "k1", "k2", "k3", "k4"),
-    raw=("c",),
-    scalars=("j",),
-    outputs=("y",),
-    body=(("y", "x + c[j] * (k1 + T(2) * k2 + T(2) * k3 + k4)"),),
-)
+RK4 = row_kernel(_nonzero(TABLEAUS["rk4"].b.weights))
 
-KERNELS: dict[str, KernelSpec] = {spec.name: spec for spec in (SAMPLE_AND_TARGET, AXPY, HEUN, RK4)}
+
+def kernels() -> dict[str, KernelSpec]:
+    """Every kernel by name: the training step and the rows of every tableau."""
+    rows = [row_kernel(_nonzero(r.weights)) for tab in TABLEAUS.values() for r in (*tab.a, tab.b)]
+    return {spec.name: spec for spec in (SAMPLE_AND_TARGET, *rows)}
+
+
+KERNELS: dict[str, KernelSpec] = kernels()
 
 # -- NumPy emulation of cupy.ElementwiseKernel -----------------------------------------
 
@@ -271,8 +294,9 @@ def sample_and_target(launch: Launch, path: Any, x0: Array, x1: Array, t: Any) -
 class Plan:
     """Everything a solver needs, computed once before the loop.
 
-    ``times[j, s]`` is the time of stage s of step j and ``coef[m][j]`` the step
-    coefficient m of step j (arrays of x's namespace and dtype, one upload in all).
+    ``times[j, s]`` is the time of stage s of step j and ``coef[m][j]`` the factor of
+    row m of the tableau (the rows of a, then b) times the step h of step j (arrays of
+    x's namespace and dtype, one upload in all).
     """
 
     method: str
@@ -282,30 +306,23 @@ class Plan:
 
 
 def solver_plan(xp: Any, method: str, grid: list[Any], like: Array) -> Plan:
-    """Stage times and step coefficients, rounded exactly as the reference rounds them.
+    """Stage times and row factors of ``method``'s tableau, rounded as the reference rounds them.
 
     ``grid`` is the reference's grid: a list of Python floats (host grid, arithmetic in
     float64 then rounded to x's dtype at use) or of 0-d arrays (device grid, arithmetic
     in x's dtype).
     """
+    tab = tableau(method)
     steps = len(grid) - 1
     dev = validation.device(like)
     if all(isinstance(g, float) for g in grid):
         t = np.asarray(grid[:-1], dtype=np.float64)
         h = np.diff(np.asarray(grid, dtype=np.float64))
-        half = 0.5 * h
     else:
         g = xp.stack(grid)
         t, h = g[:-1], g[1:] - g[:-1]
-        half = 0.5 * h
-    if method == "euler":
-        times, coef = [t], [h]
-    elif method == "midpoint":
-        times, coef = [t, t + half], [half, h]
-    elif method == "heun":
-        times, coef = [t, t + h], [h, half]
-    else:
-        times, coef = [t, t + half, t + h], [half, h, h / 6.0]
+    times = [t, *(t + fraction(h, c) for c in tab.c)]
+    coef = [fraction(h, row.factor) for row in (*tab.a, tab.b)]
     if isinstance(t, np.ndarray):
         times_arr = xp.asarray(np.stack(times, axis=1).astype(like.dtype), device=dev)
         coef_arr = xp.asarray(np.stack(coef).astype(like.dtype), device=dev)
@@ -363,11 +380,12 @@ def run_solver(
     aliases the stage buffer, a copy of it, since the stage is overwritten before the
     output is last read).
     """
+    tab = tableau(plan.method)
     batch = int(x0.shape[0])
     shape = tuple(x0.shape)
     dev = validation.device(x0)
     tb = xp.empty((batch,), dtype=x0.dtype, device=dev)
-    stage = None if plan.method == "euler" else xp.empty_like(x0)
+    stage = xp.empty_like(x0) if tab.a else None
     if return_path:
         out = xp.empty((plan.steps + 1, *shape), dtype=x0.dtype, device=dev)
         out[0, ...] = x0
@@ -382,37 +400,27 @@ def run_solver(
         return v
 
     c = plan.coef
+
+    def row(m: int, weights: tuple[float, ...], ks: list[Array], j: int, y: Array) -> None:
+        used = [k for w, k in zip(weights, ks, strict=False) if w != 0.0]
+        launch(row_kernel(_nonzero(weights)), x, *used, c[m], j, out=(y,))
+
     for j in range(plan.steps):
         if return_path:
             x, y = out[j, ...], out[j + 1, ...]
         else:
             y = x
-        k1 = call(j, 0, x)
-        if plan.method == "euler":
-            launch(AXPY, x, k1, c[0], j, out=(y,))
-        elif plan.method == "midpoint":
-            launch(AXPY, x, k1, c[0], j, out=(stage,))
-            k2 = call(j, 1, stage)
-            launch(AXPY, x, k2, c[1], j, out=(y,))
-        elif plan.method == "heun":
-            launch(AXPY, x, k1, c[0], j, out=(stage,))
-            k2 = call(j, 1, stage)
-            launch(HEUN, x, k1, k2, c[1], j, out=(y,))
-        else:
-            launch(AXPY, x, k1, c[0], j, out=(stage,))
-            k2 = call(j, 1, stage)
-            launch(AXPY, x, k2, c[0], j, out=(stage,))
-            k3 = call(j, 1, stage)
-            launch(AXPY, x, k3, c[1], j, out=(stage,))
-            k4 = call(j, 2, stage)
-            launch(RK4, x, k1, k2, k3, k4, c[2], j, out=(y,))
+        ks = [call(j, 0, x)]
+        for m, a in enumerate(tab.a):
+            row(m, a.weights, ks, j, stage)
+            ks.append(call(j, m + 1, stage))
+        row(len(tab.a), tab.b.weights, ks, j, y)
     return out if return_path else x
 
 
 def check_method(method: Any) -> str:
-    if method not in METHODS:
-        raise ValueError(f"`method` must be one of {tuple(METHODS)}, got {method!r}")
-    return method
+    tableau(method)
+    return str(method)
 
 
 # -- the exact marginal of an empirical data set, streamed -----------------------------

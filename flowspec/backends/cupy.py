@@ -78,12 +78,14 @@ def _launch(spec: _logic.KernelSpec, *args: Any, out: tuple[Array, ...] | None =
 def kernel_source(name: str) -> tuple[str, str, str]:
     """``(in_params, out_params, operation)`` of a fused kernel, for inspection.
 
-    ``name`` is one of ``"flowspec_sample_and_target"``, ``"flowspec_axpy"``,
-    ``"flowspec_heun"``, ``"flowspec_rk4"``.
+    ``name`` is ``"flowspec_sample_and_target"`` or the kernel of a row of a solver's
+    tableau: ``"flowspec_axpy"`` (``y = x + c[j] * k``), ``"flowspec_row_1_1"`` (Heun),
+    ``"flowspec_row_1_2_2_1"`` (RK4).
     """
-    if name not in _logic.KERNELS:
-        raise ValueError(f"`name` must be one of {tuple(_logic.KERNELS)}, got {name!r}")
-    return _logic.KERNELS[name].cuda()
+    known = _logic.kernels()
+    if name not in known:
+        raise ValueError(f"`name` must be one of {tuple(known)}, got {name!r}")
+    return known[name].cuda()
 
 
 def _require_cupy(name: str, x: Any) -> None:

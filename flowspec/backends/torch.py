@@ -45,8 +45,10 @@ from torch.func import vjp as _vjp
 from torch.func import vmap as _vmap
 
 from .. import validation
+from ..ode import METHODS
 from ..paths import GaussianPath
 from ..schedules import Coefficients
+from ..tableaus import fraction, tableau, weighted_sum
 
 __all__ = [
     "METHODS",
@@ -68,8 +70,6 @@ __all__ = [
 Tensor = torch.Tensor
 Field = Callable[[Tensor, Tensor], Tensor]
 
-#: Method name -> order of accuracy (the core's fixed-step methods).
-METHODS: dict[str, int] = {"euler": 1, "midpoint": 2, "heun": 2, "rk4": 4}
 _DIVERGENCES = ("exact", "hutchinson")
 _REDUCTIONS = ("mean", "sum", "none")
 
@@ -664,31 +664,26 @@ def _axpy(x: Tensor, h: Any, v: Tensor) -> Tensor:
 
 
 def _rk_step(f: Callable[[Any, Any], Any], method: str, t: Any, h: Any, x: Any) -> Any:
-    """One step of ``method`` on a state that is a tuple of tensors; f(t, state) -> tuple."""
+    """One step of ``method``'s tableau on a tuple-of-tensors state; f(t, state) -> tuple.
 
-    def add(state: Any, scale: Any, slope: Any) -> Any:
-        return tuple(_axpy(s, scale, k) for s, k in zip(state, slope, strict=True))
+    The core's :func:`flowspec.ode.step` with each row's update ``x + s * slope`` as one
+    ``_axpy`` per component.
+    """
+    tab = tableau(method)
 
-    k1 = f(t, x)
-    if method == "euler":
-        return add(x, h, k1)
-    half = 0.5 * h
-    if method == "midpoint":
-        return add(x, h, f(t + half, add(x, half, k1)))
-    if method == "heun":
-        k2 = f(t + h, add(x, h, k1))
-        return add(x, half, tuple(a + b for a, b in zip(k1, k2, strict=True)))
-    k2 = f(t + half, add(x, half, k1))
-    k3 = f(t + half, add(x, half, k2))
-    k4 = f(t + h, add(x, h, k3))
-    slope = tuple(a + 2.0 * b + 2.0 * c + d for a, b, c, d in zip(k1, k2, k3, k4, strict=True))
-    return add(x, h / 6.0, slope)
+    def row(scale: Any, weights: tuple[float, ...], ks: list[Any]) -> Any:
+        slopes = (weighted_sum(weights, parts) for parts in zip(*ks, strict=True))
+        return tuple(_axpy(s, scale, k) for s, k in zip(x, slopes, strict=True))
+
+    ks = [f(t, x)]
+    for c, a in zip(tab.c, tab.a, strict=True):
+        ks.append(f(t + fraction(h, c), row(fraction(h, a.factor), a.weights, ks)))
+    return row(fraction(h, tab.b.factor), tab.b.weights, ks)
 
 
 def _state_check(field: Any, x0: Any, method: str) -> None:
     _callable("field", field, "field(t, x)")
-    if method not in METHODS:
-        raise ValueError(f"`method` must be one of {tuple(METHODS)}, got {method!r}")
+    tableau(method)
     _tensor("x0", x0)
 
 
@@ -733,7 +728,7 @@ def integrate(
     field: Field,
     x0: Tensor,
     time_grid: Any,
-    method: Literal["euler", "midpoint", "heun", "rk4"] = "euler",
+    method: str = "euler",
     return_path: bool = False,
 ) -> Tensor:
     r"""Integrate :math:`\dot x = v(t, x)` over an explicit grid with a fixed-step method.
@@ -772,7 +767,7 @@ def log_likelihood(
     x1: Tensor,
     log_p0: Callable[[Tensor], Tensor],
     time_grid: Any,
-    method: Literal["euler", "midpoint", "heun", "rk4"] = "euler",
+    method: str = "euler",
     divergence: Literal["exact", "hutchinson"] | Callable[[Tensor, Tensor], Tensor] = "exact",
     generator: torch.Generator | None = None,
     *,
@@ -833,8 +828,7 @@ def log_likelihood(
     True
     """
     _callable("field", field, "field(t, x)")
-    if method not in METHODS:
-        raise ValueError(f"`method` must be one of {tuple(METHODS)}, got {method!r}")
+    tableau(method)
     _callable("log_p0", log_p0, "log_p0(x)")
     _tensor("x1", x1)
     if isinstance(n_probes, bool) or not isinstance(n_probes, numbers.Integral) or n_probes < 1:
