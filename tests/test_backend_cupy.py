@@ -262,7 +262,7 @@ def test_random_helpers(dtype):
     assert tn.min() >= 0.0 and tn.max() < 1.0
     # mean of U[0,1): sd sqrt(1/12)/sqrt(n); 6 sd gives a false failure below 1e-8
     assert abs(tn.mean() - 0.5) < 6 * math.sqrt(1 / 12) / math.sqrt(tn.size)
-    lo = fcp.sample_time(1000, generator=cupy.random.default_rng(1), dtype=dtype, t_max=1 - 1e-5)
+    lo = fcp.sample_time(1000, generator=cupy.random.default_rng(1), dtype=dtype, high=1 - 1e-5)
     assert lo.get().max() <= 1 - 1e-5
     z = fcp.sample_noise((5000, 20), generator=cupy.random.default_rng(2), dtype=dtype).get()
     assert z.shape == (5000, 20) and z.dtype == dtype

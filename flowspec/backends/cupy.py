@@ -28,23 +28,38 @@ from __future__ import annotations
 
 import functools
 import numbers
+from collections.abc import Callable
 from typing import Any
 
 import array_api_compat
 import cupy
 
+from .. import continuity as _continuity
+from .. import likelihood as _likelihood
+from .. import losses as _losses
 from .. import validation
-from ..ode import check_state, grid_times
+from ..ode import METHODS, check_state, grid_times
+from ..paths import GaussianPath
 from ..typing import Array, Field
 from . import _cupy_logic as _logic
 
 __all__ = [
+    "METHODS",
+    "cfm_loss",
+    "continuity_residual",
+    "divergence",
     "euler",
     "integrate",
     "kernel_source",
+    "log_likelihood",
+    "log_prob",
+    "sample",
     "sample_and_target",
     "sample_noise",
     "sample_time",
+    "score",
+    "target",
+    "velocity",
 ]
 
 
@@ -202,10 +217,10 @@ def sample_time(
     *,
     generator: Any,
     dtype: Any = cupy.float32,
-    t_min: float = 0.0,
-    t_max: float = 1.0,
+    low: float = 0.0,
+    high: float = 1.0,
 ) -> Array:
-    r"""Times :math:`t \sim U[t_{\min}, t_{\max})`, shape (B,), for the CFM loss (eq. 9).
+    r"""Times :math:`t \sim U[\text{low}, \text{high})`, shape (B,), for the CFM loss (eq. 9).
 
     Parameters
     ----------
@@ -214,8 +229,8 @@ def sample_time(
     generator : cupy.random.Generator
         Explicit source of randomness.
     dtype : float32 or float64
-    t_min, t_max : float
-        0 <= t_min < t_max <= 1; e.g. ``t_max = 1 - 1e-5`` as the paper's VP runs.
+    low, high : float
+        0 <= low < high <= 1; e.g. ``high = 1 - 1e-5`` as the paper's VP runs.
 
     Returns
     -------
@@ -225,12 +240,10 @@ def sample_time(
     dt = _check_dtype(dtype)
     if isinstance(batch, bool) or not isinstance(batch, numbers.Integral) or batch < 1:
         raise ValueError(f"`batch` must be an integer >= 1, got {validation.describe(batch)}")
-    lo = validation.real_number("t_min", t_min)
-    hi = validation.real_number("t_max", t_max)
+    lo = validation.real_number("low", low)
+    hi = validation.real_number("high", high)
     if not 0.0 <= lo < hi <= 1.0:
-        raise ValueError(
-            f"`t_min` and `t_max` must satisfy 0 <= t_min < t_max <= 1, got {lo!r}, {hi!r}"
-        )
+        raise ValueError(f"`low` and `high` must satisfy 0 <= low < high <= 1, got {lo!r}, {hi!r}")
     u = generator.random(int(batch), dtype=dt)
     if lo == 0.0 and hi == 1.0:
         return u
@@ -267,3 +280,109 @@ def sample_noise(shape: Any, *, generator: Any, dtype: Any = cupy.float32) -> Ar
             f"`shape` must be a tuple (B, *event) of integers with B >= 1, got {shape!r}"
         )
     return generator.standard_normal(tuple(int(s) for s in shape), dtype=dt)
+
+
+# -- the rest of the backend contract: calls into the core -----------------------------
+# The core runs on CuPy arrays through the Array API; these functions only add the
+# backend's checks (CuPy arrays, a GaussianPath), so that every backend exports the
+# same names.
+
+
+def _check_path(path: Any) -> GaussianPath:
+    if not isinstance(path, GaussianPath):
+        raise TypeError(
+            f"`path` must be a flowspec GaussianPath (e.g. fs.GaussianPath(fs.CondOT())), "
+            f"got {validation.describe(path)}"
+        )
+    return path
+
+
+def sample(path: Any, x0: Array, x1: Array, t: Array | float) -> Array:
+    r""":meth:`flowspec.GaussianPath.sample` on CuPy arrays: :math:`\alpha_t x_1 + \sigma_t x_0` (eq. 11)."""
+    _require_cupy("x0", x0)
+    return _check_path(path).sample(x0, x1, t)
+
+
+def target(path: Any, x0: Array, x1: Array, t: Array | float) -> Array:
+    r""":meth:`flowspec.GaussianPath.target` on CuPy arrays (eq. 13, 23)."""
+    _require_cupy("x0", x0)
+    return _check_path(path).target(x0, x1, t)
+
+
+def velocity(path: Any, x: Array, x1: Array, t: Array | float) -> Array:
+    r""":meth:`flowspec.GaussianPath.velocity` on CuPy arrays, Theorem 3 (eq. 15)."""
+    _require_cupy("x", x)
+    return _check_path(path).velocity(x, x1, t)
+
+
+def log_prob(path: Any, x: Array, x1: Array, t: Array | float) -> Array:
+    r""":meth:`flowspec.GaussianPath.log_prob` on CuPy arrays (eq. 10), shape (B,)."""
+    _require_cupy("x", x)
+    return _check_path(path).log_prob(x, x1, t)
+
+
+def score(path: Any, x: Array, x1: Array, t: Array | float) -> Array:
+    r""":meth:`flowspec.GaussianPath.score` on CuPy arrays (eq. 10)."""
+    _require_cupy("x", x)
+    return _check_path(path).score(x, x1, t)
+
+
+def divergence(field: Any, t: Any, x: Any, *args: Any, method: str = "exact") -> Array:
+    r"""``divergence(path, x, x1, t)``: :meth:`flowspec.GaussianPath.divergence` (eq. 15) on CuPy.
+
+    CuPy has no automatic differentiation, so the divergence of a field (the
+    ``divergence(field, t, x)`` form of the torch and JAX backends) is not available:
+    pass a field's divergence to :func:`log_likelihood` as a callable.
+    """
+    if not isinstance(field, GaussianPath):
+        raise TypeError(
+            f"`field` must be a GaussianPath on the cupy backend (CuPy has no automatic "
+            f"differentiation for a field's divergence), got {validation.describe(field)}"
+        )
+    if len(args) != 1:
+        raise TypeError("`divergence(path, x, x1, t)` takes exactly x, x1 and t")
+    if method != "exact":
+        raise ValueError(f"`method` must be 'exact' (closed form) for a path, got {method!r}")
+    _require_cupy("x", t)
+    return field.divergence(t, x, args[0])
+
+
+def cfm_loss(v: Array, u: Array, reduction: str = "mean") -> Array:
+    r""":func:`flowspec.cfm_loss` on CuPy arrays: :math:`\lVert v - u \rVert^2` per sample (eq. 9, 23), reduced."""
+    _require_cupy("v", v)
+    return _losses.cfm_loss(v, u, reduction=reduction)
+
+
+def continuity_residual(
+    log_prob: Callable[[Array, Array], Array],
+    velocity: Callable[[Array, Array], Array],
+    t: Array | float,
+    x: Array,
+) -> Array:
+    r""":func:`flowspec.continuity_residual` on CuPy arrays (paper eq. 26, central differences)."""
+    _require_cupy("x", x)
+    return _continuity.continuity_residual(log_prob, velocity, t, x)
+
+
+def log_likelihood(
+    field: Field,
+    x1: Array,
+    log_p0: Callable[[Array], Array],
+    time_grid: Any,
+    method: str = "euler",
+    divergence: Callable[[Array, Array], Array] | None = None,
+) -> Array:
+    r""":func:`flowspec.log_likelihood` on CuPy arrays (paper App. C).
+
+    ``divergence(t, x) -> (B,)`` must be given as a callable: CuPy has no automatic
+    differentiation to compute it.
+    """
+    if not callable(divergence):
+        raise TypeError(
+            f"`divergence` must be a callable divergence(t, x) on the cupy backend (CuPy has "
+            f"no automatic differentiation), got {validation.describe(divergence)}"
+        )
+    _require_cupy("x1", x1)
+    return _likelihood.log_likelihood(
+        field, x1, log_p0, time_grid, method=method, divergence=divergence
+    )

@@ -645,6 +645,7 @@ def log_likelihood(
     time_grid: Any,
     method: Method = "euler",
     divergence: Literal["exact", "hutchinson"] | Callable[[Array, Array], Array] = "exact",
+    *,
     key: Array | None = None,
     n_probes: int = 1,
 ) -> Array:
