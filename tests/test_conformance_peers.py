@@ -2,7 +2,7 @@
 
 The expected deviations below are the findings recorded in docs/conformance.md; if a
 new release of a peer changes one, this test says so (update the docs with it).
-Skipped when the peer is not installed (`pip install 'flowspec[peers]'`, torchcfm
+Skipped when the peer is not installed (`pip install ".[peers]"`, torchcfm
 with --no-deps).
 """
 
