@@ -102,7 +102,7 @@ def coefficients(c: Coefficients, source: Kind, target: Kind) -> tuple[Any, Any]
     >>> c = fs.CondOT()(np.array([1.0]))
     >>> a, b = fs.parameterisations.coefficients(c, "velocity", "x1")
     >>> a.tolist(), b.tolist()  # at t = 1 the data prediction is x itself
-    ([1.0], [-0.0])
+    ([1.0], [0.0])
     """
     _check_kind("source", source)
     _check_kind("target", target)
