@@ -32,7 +32,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from . import _xp
+from . import validation
 
 __all__ = ["guided_field"]
 
@@ -68,17 +68,17 @@ def guided_field(
     >>> g(np.array([0.5]), np.array([[1.0]])).tolist()
     [[4.0]]
     """
-    weight = _xp.real_number("w", w)
+    weight = validation.real_number("w", w)
     for name, f in (("cond", cond), ("uncond", uncond)):
         if not callable(f):
-            raise TypeError(f"`{name}` must be a callable field(t, x), got {_xp.describe(f)}")
+            raise TypeError(f"`{name}` must be a callable field(t, x), got {validation.describe(f)}")
 
     def guided(t: Any, x: Array) -> Array:
-        xp = _xp.namespace(t=t, x=x)
-        _xp.check_float(xp, "x", x)
+        xp = validation.namespace(t=t, x=x)
+        validation.check_float(xp, "x", x)
         shape = tuple(x.shape)
-        vc = _xp.check_output("cond", cond(t, x), xp, shape, x.dtype)
-        vu = _xp.check_output("uncond", uncond(t, x), xp, shape, x.dtype)
+        vc = validation.check_output("cond", cond(t, x), xp, shape, x.dtype)
+        vu = validation.check_output("uncond", uncond(t, x), xp, shape, x.dtype)
         return (1.0 + weight) * vc - weight * vu
 
     return guided

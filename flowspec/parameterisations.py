@@ -59,7 +59,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Literal
 
-from . import _xp
+from . import validation
 from .paths import GaussianPath
 from .schedules import Coefficients, Schedule
 
@@ -157,7 +157,7 @@ def _schedule_of(schedule: Any) -> Schedule:
     if isinstance(schedule, Schedule):
         return schedule
     raise TypeError(
-        f"`schedule` must be a flowspec Schedule or GaussianPath, got {_xp.describe(schedule)}"
+        f"`schedule` must be a flowspec Schedule or GaussianPath, got {validation.describe(schedule)}"
     )
 
 
@@ -220,12 +220,12 @@ def convert(
     sched = _schedule_of(schedule)
     _check_kind("source", source)
     _check_kind("target", target)
-    xp = _xp.namespace(prediction=prediction, x=x, t=t)
-    _xp.check_float(xp, "x", x)
-    _xp.check_float(xp, "prediction", prediction, like=("x", x))
-    _xp.check_batch("x", x)
-    _xp.check_same_shape("prediction", prediction, "x", x)
-    c = sched(_xp.time_array(xp, t, x))
+    xp = validation.namespace(prediction=prediction, x=x, t=t)
+    validation.check_float(xp, "x", x)
+    validation.check_float(xp, "prediction", prediction, like=("x", x))
+    validation.check_batch("x", x)
+    validation.check_same_shape("prediction", prediction, "x", x)
+    c = sched(validation.time_array(xp, t, x))
     return conversion(c, prediction, x, source, target)
 
 
@@ -258,14 +258,14 @@ def convert_field(
     _check_kind("source", source)
     _check_kind("target", target)
     if not callable(field):
-        raise TypeError(f"`field` must be a callable field(t, x), got {_xp.describe(field)}")
+        raise TypeError(f"`field` must be a callable field(t, x), got {validation.describe(field)}")
 
     def converted(t: Any, x: Array) -> Array:
-        xp = _xp.namespace(t=t, x=x)
-        _xp.check_float(xp, "x", x)
-        _xp.check_batch("x", x)
-        tt = _xp.time_array(xp, t, x)
-        out = _xp.check_output(
+        xp = validation.namespace(t=t, x=x)
+        validation.check_float(xp, "x", x)
+        validation.check_batch("x", x)
+        tt = validation.time_array(xp, t, x)
+        out = validation.check_output(
             "field", field(xp.reshape(tt, (int(x.shape[0]),)), x), xp, tuple(x.shape), x.dtype
         )
         return conversion(sched(tt), out, x, source, target)

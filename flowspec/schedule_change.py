@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _xp
+from . import validation
 from .parameterisations import Kind, _check_kind, _schedule_of, conversion
 from .paths import GaussianPath
 from .schedules import Coefficients, Schedule
@@ -94,7 +94,7 @@ def scale_time(
     a, b = _schedule_of(source), _schedule_of(target)
     _check_ranges(a, b)
     cb = b(r)
-    xp = _xp.namespace(r=cb.alpha)
+    xp = validation.namespace(r=cb.alpha)
     t, s, _ = _scale_time(xp, a, cb)
     return t, s
 
@@ -159,17 +159,17 @@ def change_schedule(
     _check_kind("prediction", prediction)
     _check_kind("output", output)
     if not callable(field):
-        raise TypeError(f"`field` must be a callable field(t, x), got {_xp.describe(field)}")
+        raise TypeError(f"`field` must be a callable field(t, x), got {validation.describe(field)}")
     _check_ranges(a, b)
 
     def changed(r: Any, x: Array) -> Array:
-        xp = _xp.namespace(r=r, x=x)
-        _xp.check_float(xp, "x", x)
-        _xp.check_batch("x", x)
-        cb = b(_xp.time_array(xp, r, x, name="r"))
+        xp = validation.namespace(r=r, x=x)
+        validation.check_float(xp, "x", x)
+        validation.check_batch("x", x)
+        cb = b(validation.time_array(xp, r, x, name="r"))
         t, s, ca = _scale_time(xp, a, cb)
         z = x / s
-        pred = _xp.check_output(
+        pred = validation.check_output(
             "field", field(xp.reshape(t, (int(x.shape[0]),)), z), xp, tuple(x.shape), x.dtype
         )
         if prediction == "velocity":

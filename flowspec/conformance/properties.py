@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from ..continuity import continuity_residual
+from ..continuity import continuity_bound, continuity_residual
 from ..losses import cfm_loss
 from ..ode import euler as ref_euler
 from ..parameterisations import coefficients as conversion_coefficients
@@ -47,7 +47,6 @@ from ..paths import GaussianPath
 from ..schedules import Coefficients, Schedule
 from .adapter import CONVERSION_KINDS, CONVERSIONS, capabilities, to_numpy
 from .errors import EPS, TINY, ULPS, Measure, compare, tolerance
-from .library import continuity_bound
 
 __all__ = ["Property", "properties"]
 
