@@ -29,19 +29,15 @@ data law :math:`\mathcal N((1 + w)\mu_c - w \mu_u, \tau_c^2)`: a shift of the me
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from . import validation
+from .typing import Array, Field
 
 __all__ = ["guided_field"]
 
-Array = Any
 
-
-def guided_field(
-    cond: Callable[[Any, Any], Any], uncond: Callable[[Any, Any], Any], w: float
-) -> Callable[[Any, Any], Any]:
+def guided_field(cond: Field, uncond: Field, w: float) -> Field:
     r"""Classifier-free guidance: the field :math:`(1 + w) v_{cond} - w v_{uncond}` (Sec. 4).
 
     Combines two fields of the same Gaussian path (paper Sec. 4, eq. 8 marginal
@@ -71,7 +67,9 @@ def guided_field(
     weight = validation.real_number("w", w)
     for name, f in (("cond", cond), ("uncond", uncond)):
         if not callable(f):
-            raise TypeError(f"`{name}` must be a callable field(t, x), got {validation.describe(f)}")
+            raise TypeError(
+                f"`{name}` must be a callable field(t, x), got {validation.describe(f)}"
+            )
 
     def guided(t: Any, x: Array) -> Array:
         xp = validation.namespace(t=t, x=x)

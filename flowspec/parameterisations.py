@@ -62,10 +62,11 @@ from typing import Any, Literal
 from . import validation
 from .paths import GaussianPath
 from .schedules import Coefficients, Schedule
+from .typing import Array, Field
 
 __all__ = ["KINDS", "Kind", "coefficients", "conversion", "convert", "convert_field"]
 
-Array = Any
+
 Kind = Literal["velocity", "x1", "x0", "score"]
 #: The four parameterisations, by name.
 KINDS: tuple[str, ...] = ("velocity", "x1", "x0", "score")
@@ -230,12 +231,12 @@ def convert(
 
 
 def convert_field(
-    field: Callable[[Any, Any], Any],
+    field: Field,
     schedule: Schedule | GaussianPath,
     *,
     source: Kind,
     target: Kind,
-) -> Callable[[Any, Any], Any]:
+) -> Field:
     r"""The field ``(t, x) -> convert(schedule, field(t, x), x, t, ...)`` (Sec. 4, Guide Table 1).
 
     Turns a trained denoiser (``source="x1"``), noise predictor (``"x0"``) or score

@@ -25,7 +25,6 @@ of the field as the formula above (the two agree for every (x, u), since
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -34,10 +33,11 @@ from . import validation
 from .parameterisations import Kind, _check_kind, _schedule_of, conversion
 from .paths import GaussianPath
 from .schedules import Coefficients, Schedule
+from .typing import Array, Field
 
 __all__ = ["change_schedule", "scale_time"]
 
-Array = Any
+
 #: Relative slack on the SNR ranges' comparison: the two ratios at a shared end are
 #: computed by different formulas, so they agree to a few ulps, not exactly.
 _RANGE_ULPS = 16
@@ -100,13 +100,13 @@ def scale_time(
 
 
 def change_schedule(
-    field: Callable[[Any, Any], Any],
+    field: Field,
     source: Schedule | GaussianPath,
     target: Schedule | GaussianPath,
     *,
     prediction: Kind = "velocity",
     output: Kind = "velocity",
-) -> Callable[[Any, Any], Any]:
+) -> Field:
     r"""The field of path ``target`` from a ``field`` trained on path ``source`` (Guide Sec. 4.8.2).
 
     With :func:`scale_time`'s :math:`(t_r, s_r)`, the returned ``field_B(r, x)``
@@ -120,7 +120,7 @@ def change_schedule(
     the marginal field (paper eq. 8) of ``target``'s path whenever ``field`` is that of
     ``source``'s. Finite at both ends where the mathematics is: the velocity to
     velocity change divides only by the determinant :math:`D` of
-    :mod:`~flowspec.parameterisations` (so CondOT to Cosine is finite at r = 1);
+    ``flowspec.parameterisations`` (so CondOT to Cosine is finite at r = 1);
     other kinds inherit the singularities of their conversions there.
 
     Parameters
@@ -172,6 +172,7 @@ def change_schedule(
         pred = validation.check_output(
             "field", field(xp.reshape(t, (int(x.shape[0]),)), z), xp, tuple(x.shape), x.dtype
         )
+        prediction_b: Kind
         if prediction == "velocity":
             if output == "velocity":
                 x1_hat = conversion(ca, pred, z, "velocity", "x1")

@@ -164,14 +164,16 @@ class Schedule:
         [0.0, 0.5, 0.75, 1.0]
         """
         if isinstance(snr, bool):
-            raise TypeError(f"`snr` must be a real number or an array, got {validation.describe(snr)}")
+            raise TypeError(
+                f"`snr` must be a real number or an array, got {validation.describe(snr)}"
+            )
         if isinstance(snr, (int, float)):
             if math.isnan(snr) or snr < 0:
                 raise ValueError(f"`snr` must be a non-negative ratio, got {snr!r}")
             snr = np.asarray(float(snr), dtype=np.float64)
         xp = validation.namespace(snr=snr)
         validation.check_float(xp, "snr", snr)
-        if validation.array_api_compat.is_numpy_array(snr):
+        if isinstance(snr, np.ndarray):
             if np.any(np.isnan(snr)) or np.any(snr < 0):
                 raise ValueError(f"`snr` must hold non-negative ratios, got {snr!r}")
         t = self._snr_inverse(xp, snr)
@@ -242,7 +244,9 @@ def bisect_snr_inverse(schedule: Schedule, snr: Array) -> Array:
     [0.0, 0.5, 1.0]
     """
     if not isinstance(schedule, Schedule):
-        raise TypeError(f"`schedule` must be a flowspec Schedule, got {validation.describe(schedule)}")
+        raise TypeError(
+            f"`schedule` must be a flowspec Schedule, got {validation.describe(schedule)}"
+        )
     xp = validation.namespace(snr=snr)
     validation.check_float(xp, "snr", snr)
     return _bisect(schedule, xp, snr)

@@ -26,16 +26,7 @@ from hypothesis import strategies as st
 import flowspec as fs
 from flowspec.parameterisations import KINDS, coefficients, conversion, convert, convert_field
 
-SCHEDULES = [
-    fs.CondOT(),
-    fs.CondOT(sigma_min=1e-3),
-    fs.VariancePreserving(),
-    fs.VarianceExploding(),
-    fs.Cosine(),
-    fs.Polynomial(2.0),
-    fs.Polynomial(0.5),
-    fs.LinearVP(),
-]
+SCHEDULES = list(fs.schedules.CATALOGUE)
 IDS = [repr(s) for s in SCHEDULES]
 PAIRS = [(a, b) for a in KINDS for b in KINDS if a != b]
 EPS64 = float(np.finfo(np.float64).eps)

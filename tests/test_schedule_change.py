@@ -19,17 +19,8 @@ from helpers import to_numpy
 import flowspec as fs
 from flowspec.parameterisations import KINDS
 
-SCHEDULES = [
-    fs.CondOT(),
-    fs.CondOT(sigma_min=1e-3),
-    fs.VariancePreserving(),
-    fs.VariancePreserving(beta_min=1.0, beta_max=19.1),  # VP's endpoints: T(1) = 10.05 too
-    fs.VarianceExploding(),
-    fs.Cosine(),
-    fs.Polynomial(2.0),
-    fs.Polynomial(0.5),
-    fs.LinearVP(),
-]
+#: the catalogue, and a second VP with the same endpoints (T(1) = 10.05)
+SCHEDULES = [*fs.schedules.CATALOGUE, fs.VariancePreserving(beta_min=1.0, beta_max=19.1)]
 EPS = float(np.finfo(np.float64).eps)
 R = np.array([0.0, 1e-12, 0.1, 0.5, 0.9, 1.0 - 1e-12, 1.0])
 
@@ -53,7 +44,7 @@ def test_which_pairs_nest():
     for a in full:
         for b in SCHEDULES:
             assert (repr(a), repr(b)) in names
-    vp, vp2, ve = fs.VariancePreserving(), SCHEDULES[3], fs.VarianceExploding()
+    vp, vp2, ve = fs.VariancePreserving(), SCHEDULES[-1], fs.VarianceExploding()
     assert (repr(vp), repr(vp2)) in names and (repr(vp2), repr(vp)) in names
     assert (repr(vp), repr(ve)) in names and (repr(vp), repr(fs.CondOT())) not in names
     assert (repr(ve), repr(vp)) not in names and (

@@ -11,17 +11,8 @@ from hypothesis import strategies as st
 import flowspec as fs
 from flowspec.schedules import bisect_snr_inverse
 
-SCHEDULES = [
-    fs.CondOT(),
-    fs.CondOT(sigma_min=1e-3),
-    fs.VariancePreserving(),
-    fs.VariancePreserving(beta_min=1.0, beta_max=19.1),
-    fs.VarianceExploding(),
-    fs.Cosine(),
-    fs.Polynomial(2.0),
-    fs.Polynomial(0.5),
-    fs.LinearVP(),
-]
+#: the catalogue, and a second VP with the same endpoints (T(1) = 10.05)
+SCHEDULES = [*fs.schedules.CATALOGUE, fs.VariancePreserving(beta_min=1.0, beta_max=19.1)]
 IDS = [repr(s) for s in SCHEDULES]
 EPS = float(np.finfo(np.float64).eps)
 GRID = np.concatenate(
