@@ -10,7 +10,7 @@ from . import backends
 from .continuity import continuity_residual
 from .guidance import guided_field
 from .likelihood import log_likelihood
-from .losses import cfm_loss
+from .losses import LossFloor, cfm_loss, cfm_loss_floor
 from .marginal import EmpiricalMarginal
 from .ode import euler, integrate
 from .parameterisations import convert, convert_field
@@ -36,12 +36,14 @@ __all__ = [
     "EmpiricalMarginal",
     "GaussianPath",
     "LinearVP",
+    "LossFloor",
     "Polynomial",
     "Schedule",
     "VarianceExploding",
     "VariancePreserving",
     "backends",
     "cfm_loss",
+    "cfm_loss_floor",
     "change_schedule",
     "continuity_residual",
     "convert",

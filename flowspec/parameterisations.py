@@ -15,8 +15,10 @@ kind          prediction
 
 Two of them and x determine the rest, because :math:`x = \alpha_t \hat x_1 + \sigma_t
 \hat x_0`. Every conversion is affine in the prediction for fixed (x, t):
-``target = a * x + b * source`` with the coefficients of :func:`coefficients` (the
-Guide's Table 1, completed to all twelve directions). With
+``target = a * x + b * source`` with the coefficients of
+:func:`flowspec.formulas.conversion_coefficients` (the Guide's Table 1, completed to
+all twelve directions; the formulas live in :mod:`flowspec.formulas`, this module
+holds the validated entry points). With
 :math:`D_t = \alpha_t \dot\sigma_t - \sigma_t \dot\alpha_t` (negative for every
 built-in schedule, since :math:`\dot\alpha_t \ge 0 \ge \dot\sigma_t`: a sum of two
 terms of one sign, so it does not cancel):
@@ -56,100 +58,20 @@ Polynomial(n > 1), whose velocity there is 0 whatever the data
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any
 
 from . import validation
+from .formulas import KINDS, Kind, conversion
 from .paths import GaussianPath
-from .schedules import Coefficients, Schedule
+from .schedules import Schedule
 from .typing import Array, Field
 
-__all__ = ["KINDS", "Kind", "coefficients", "conversion", "convert", "convert_field"]
-
-
-Kind = Literal["velocity", "x1", "x0", "score"]
-#: The four parameterisations, by name.
-KINDS: tuple[str, ...] = ("velocity", "x1", "x0", "score")
+__all__ = ["KINDS", "Kind", "convert", "convert_field"]
 
 
 def _check_kind(name: str, kind: Any) -> None:
     if not isinstance(kind, str) or kind not in KINDS:
         raise ValueError(f"`{name}` must be one of {KINDS}, got {kind!r}")
-
-
-def coefficients(c: Coefficients, source: Kind, target: Kind) -> tuple[Any, Any]:
-    r"""The coefficients (a, b) of ``target = a x + b source`` at the coefficients ``c``.
-
-    Lipman et al., 2024 (the Guide), Table 1 and Sec. 4.8, completed to the twelve
-    directions between velocity, data (x1), noise (x0) and score predictions of the
-    Gaussian path :math:`x_t = \alpha_t x_1 + \sigma_t x_0` (paper eq. 11); the table
-    of the module docstring lists them with where each is singular. The identity
-    direction is (0, 1).
-
-    Parameters
-    ----------
-    c : Coefficients
-        ``schedule(t)``, each field a number or an array broadcasting against x
-        (shape (B, 1, ..., 1)).
-    source, target : {"velocity", "x1", "x0", "score"}
-
-    Returns
-    -------
-    a, b : arrays (or numbers) like the fields of ``c``
-
-    Examples
-    --------
-    >>> import numpy as np, flowspec as fs
-    >>> c = fs.CondOT()(np.array([1.0]))
-    >>> a, b = fs.parameterisations.coefficients(c, "velocity", "x1")
-    >>> a.tolist(), b.tolist()  # at t = 1 the data prediction is x itself
-    ([1.0], [0.0])
-    """
-    _check_kind("source", source)
-    _check_kind("target", target)
-    al, si, dal, dsi = c
-    if source == target:
-        return 0.0 * al, 1.0 + 0.0 * al
-    det = al * dsi - si * dal  # D_t = alpha sigma' - sigma alpha'
-    table: dict[tuple[str, str], Callable[[], tuple[Any, Any]]] = {
-        ("x1", "velocity"): lambda: (dsi / si, -det / si),
-        ("x0", "velocity"): lambda: (dal / al, det / al),
-        ("score", "velocity"): lambda: (dal / al, -(si * det) / al),
-        ("velocity", "x1"): lambda: (dsi / det, -si / det),
-        ("x0", "x1"): lambda: (1.0 / al, -si / al),
-        ("score", "x1"): lambda: (1.0 / al, (si * si) / al),
-        ("velocity", "x0"): lambda: (-dal / det, al / det),
-        ("x1", "x0"): lambda: (1.0 / si, -al / si),
-        ("score", "x0"): lambda: (0.0 * si, -si),
-        ("velocity", "score"): lambda: (dal / (si * det), -al / (si * det)),
-        ("x1", "score"): lambda: (-1.0 / (si * si), al / (si * si)),
-        ("x0", "score"): lambda: (0.0 * si, -1.0 / si),
-    }
-    return table[(source, target)]()
-
-
-def conversion(c: Coefficients, prediction: Array, x: Array, source: Kind, target: Kind) -> Array:
-    r"""Convert a prediction of kind ``source`` at state ``x`` into kind ``target``.
-
-    ``a * x + b * prediction`` with :func:`coefficients` (the Guide's Table 1; the
-    velocity is the marginal field of the paper's eq. 8 written as in its Theorem 3,
-    eq. 15). The formula layer: no validation; ``c`` must broadcast against ``x``
-    (fields of shape (B, 1, ..., 1), or numbers). Use :func:`convert` for the
-    validated entry point.
-
-    Examples
-    --------
-    >>> import numpy as np, flowspec as fs
-    >>> c = fs.CondOT()(np.array([[0.5]]))
-    >>> x1_hat = np.array([[2.0]]); x = np.array([[0.5]])
-    >>> fs.parameterisations.conversion(c, x1_hat, x, "x1", "velocity").tolist()
-    [[3.0]]
-    """
-    if source == target:
-        _check_kind("source", source)
-        return prediction + 0.0 * x
-    a, b = coefficients(c, source, target)
-    return a * x + b * prediction
 
 
 def _schedule_of(schedule: Any) -> Schedule:
@@ -221,12 +143,7 @@ def convert(
     sched = _schedule_of(schedule)
     _check_kind("source", source)
     _check_kind("target", target)
-    xp = validation.namespace(prediction=prediction, x=x, t=t)
-    validation.check_float(xp, "x", x)
-    validation.check_float(xp, "prediction", prediction, like=("x", x))
-    validation.check_batch("x", x)
-    validation.check_same_shape("prediction", prediction, "x", x)
-    c = sched(validation.time_array(xp, t, x))
+    _, c = GaussianPath(sched).prepare("x", x, "prediction", prediction, t)
     return conversion(c, prediction, x, source, target)
 
 
@@ -269,6 +186,6 @@ def convert_field(
         out = validation.check_output(
             "field", field(xp.reshape(tt, (int(x.shape[0]),)), x), xp, tuple(x.shape), x.dtype
         )
-        return conversion(sched(tt), out, x, source, target)
+        return conversion(sched.coefficients(xp, tt), out, x, source, target)
 
     return converted

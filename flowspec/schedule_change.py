@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from . import validation
-from .parameterisations import Kind, _check_kind, _schedule_of, conversion
+from .formulas import KINDS, Kind, conversion
 from .paths import GaussianPath
 from .schedules import Coefficients, Schedule
 from .typing import Array, Field
@@ -41,6 +41,21 @@ __all__ = ["change_schedule", "scale_time"]
 #: Relative slack on the SNR ranges' comparison: the two ratios at a shared end are
 #: computed by different formulas, so they agree to a few ulps, not exactly.
 _RANGE_ULPS = 16
+
+
+def _schedule_of(name: str, schedule: Any) -> Schedule:
+    if isinstance(schedule, GaussianPath):
+        return schedule.schedule
+    if isinstance(schedule, Schedule):
+        return schedule
+    raise TypeError(
+        f"`{name}` must be a flowspec Schedule or GaussianPath, got {validation.describe(schedule)}"
+    )
+
+
+def _check_kind(name: str, kind: Any) -> None:
+    if not isinstance(kind, str) or kind not in KINDS:
+        raise ValueError(f"`{name}` must be one of {KINDS}, got {kind!r}")
 
 
 def _scale_time(xp: Any, source: Schedule, cb: Coefficients) -> tuple[Array, Array, Coefficients]:
@@ -91,7 +106,7 @@ def scale_time(
     >>> np.round(t, 12).tolist(), np.round(s, 12).tolist()
     ([0.0, 0.5, 1.0], [1.0, 1.414213562373, 1.0])
     """
-    a, b = _schedule_of(source), _schedule_of(target)
+    a, b = _schedule_of("source", source), _schedule_of("target", target)
     _check_ranges(a, b)
     cb = b(r)
     xp = validation.namespace(r=cb.alpha)
@@ -155,7 +170,7 @@ def change_schedule(
     >>> bool(np.allclose(u(r, x), ref.velocity(x, r), rtol=1e-13, atol=1e-13))
     True
     """
-    a, b = _schedule_of(source), _schedule_of(target)
+    a, b = _schedule_of("source", source), _schedule_of("target", target)
     _check_kind("prediction", prediction)
     _check_kind("output", output)
     if not callable(field):

@@ -24,6 +24,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+import array_api_compat
 import numpy as np
 
 from . import validation
@@ -67,13 +68,17 @@ class Coefficients(NamedTuple):
 class Schedule:
     r"""Base class: ``schedule(t) -> Coefficients(alpha, sigma, d_alpha, d_sigma)``.
 
-    Subclasses implement ``_coefficients(xp, t)`` with standard Array API functions
-    only; a coefficient that does not depend on t may be returned as a Python float
-    (``CondOT``'s derivatives, ``VarianceExploding``'s alpha), which spares the paths
-    and the backends an array and a broadcast product. Calling the schedule always
-    returns arrays of t's shape. ``t`` may be a Python real number (evaluated in NumPy
-    float64) or a floating array of any shape; host values must lie in [0, 1]. The path is the
-    Gaussian conditional path of the paper's Sec. 4 with :math:`\mu_t(x_1) = \alpha_t x_1`.
+    A schedule is its coefficients :math:`\alpha_t, \sigma_t` and their exact time
+    derivatives: the Gaussian conditional path of the paper's Sec. 4 with
+    :math:`\mu_t(x_1) = \alpha_t x_1` and :math:`\sigma_t(x_1) = \sigma_t` (eq. 10-11).
+    Calling a schedule validates ``t`` (a Python real number, evaluated in NumPy
+    float64, or a floating array of any shape; host values must lie in [0, 1]) and
+    returns arrays of t's shape.
+
+    A subclass implements :meth:`coefficients` only, with standard Array API functions.
+    It is the unvalidated seam that the paths, the marginal and the backends call on a
+    time they have already validated and reshaped; :meth:`arrays` is the same with every
+    constant broadcast to an array.
 
     Examples
     --------
@@ -81,7 +86,7 @@ class Schedule:
 
     >>> import numpy as np, flowspec as fs
     >>> class Quadratic(fs.Schedule):
-    ...     def _coefficients(self, xp, t):
+    ...     def coefficients(self, xp, t):
     ...         return fs.Coefficients(t * t, 1.0 - t * t, 2.0 * t, -2.0 * t)
     >>> Quadratic()(np.array([0.5])).sigma.tolist()
     [0.75]
@@ -103,12 +108,44 @@ class Schedule:
             t = np.asarray(validation.real_number("t", t), dtype=np.float64)
         xp = validation.namespace(t=t)
         validation.check_float(xp, "t", t)
-        if validation.array_api_compat.is_numpy_array(t):
+        if array_api_compat.is_numpy_array(t):
             validation.check_host_times("t", t, 0.0, 1.0)
-        return self._arrays(xp, t)
+        return self.arrays(xp, t)
 
-    def _coefficients(self, xp: Any, t: Array) -> Coefficients:  # pragma: no cover
-        raise NotImplementedError
+    def coefficients(self, xp: Any, t: Array) -> Coefficients:
+        r"""The coefficients at an already validated time array ``t`` of namespace ``xp``.
+
+        The one method a subclass implements (paper Sec. 4: :math:`\alpha_t`,
+        :math:`\sigma_t` of eq. 10 and their derivatives, the coefficients of eq. 13).
+        Each field is an array of t's shape and dtype computed with standard Array API
+        functions of ``xp`` only, or a Python float for a coefficient that is constant in
+        t (``CondOT``'s derivatives, ``VarianceExploding``'s alpha): that spares the
+        paths and the backends an array and a broadcast product. Nothing is validated
+        here; :meth:`__call__` is the validated entry.
+
+        Examples
+        --------
+        >>> import numpy as np, flowspec as fs
+        >>> fs.CondOT().coefficients(np, np.array([[0.25]])).d_alpha
+        1.0
+        """
+        raise NotImplementedError(f"{type(self).__name__} must implement coefficients(xp, t)")
+
+    def arrays(self, xp: Any, t: Array) -> Coefficients:
+        """:meth:`coefficients` with every constant broadcast to an array like ``t``.
+
+        For consumers that need four arrays (reshapes, stacking, kernels); the
+        coefficients of the conditional path of eq. 10-11 on an already validated ``t``.
+
+        Examples
+        --------
+        >>> import numpy as np, flowspec as fs
+        >>> fs.CondOT().arrays(np, np.array([[0.25], [0.5]])).d_alpha.tolist()
+        [[1.0], [1.0]]
+        """
+        return Coefficients(
+            *(xp.full_like(t, v) if isinstance(v, float) else v for v in self.coefficients(xp, t))
+        )
 
     # -- signal-to-noise ratio --------------------------------------------------------
     def snr(self, t: Array | float) -> Array:
@@ -176,18 +213,24 @@ class Schedule:
         if isinstance(snr, np.ndarray):
             if np.any(np.isnan(snr)) or np.any(snr < 0):
                 raise ValueError(f"`snr` must hold non-negative ratios, got {snr!r}")
-        t = self._snr_inverse(xp, snr)
+        t = self.time_at_snr(xp, snr)
         return xp.minimum(xp.maximum(t, xp.zeros_like(t)), xp.ones_like(t))
 
-    def _snr_inverse(self, xp: Any, snr: Array) -> Array:
-        """The inverse on validated arrays; subclasses override it with a closed form."""
-        return _bisect(self, xp, snr)
+    def time_at_snr(self, xp: Any, snr: Array) -> Array:
+        r"""The inverse of the SNR at an already validated array ``snr`` of namespace ``xp``.
 
-    def _arrays(self, xp: Any, t: Array) -> Coefficients:
-        """:meth:`_coefficients` with every constant broadcast to an array like ``t``."""
-        return Coefficients(
-            *(xp.full_like(t, v) if isinstance(v, float) else v for v in self._coefficients(xp, t))
-        )
+        The hook a subclass overrides with a closed form (every built-in schedule does);
+        the default is the bisection :func:`bisect_snr_inverse` (Lipman et al., 2024,
+        Sec. 4.8.2). Nothing is validated or clipped here; :meth:`snr_inverse` is the
+        validated entry.
+
+        Examples
+        --------
+        >>> import numpy as np, flowspec as fs
+        >>> fs.Cosine().time_at_snr(np, np.array([1.0])).round(12).tolist()
+        [0.5]
+        """
+        return _bisect(self, xp, snr)
 
 
 #: Iterations of the bisection: about 10 geometric halvings of log t take the bracket
@@ -203,11 +246,11 @@ def _bisect(schedule: Schedule, xp: Any, snr: Array) -> Array:
     for _ in range(_BISECTION_STEPS):
         geometric = hi > 2.0 * lo
         mid = xp.where(geometric, xp.sqrt(lo) * xp.sqrt(hi), lo + 0.5 * (hi - lo))
-        c = schedule._arrays(xp, mid)
+        c = schedule.arrays(xp, mid)
         below = c.alpha < snr * c.sigma  # snr(mid) < snr, without dividing by sigma
         lo = xp.where(below, mid, lo)
         hi = xp.where(below, hi, mid)
-    c0 = schedule._arrays(xp, xp.zeros_like(snr))
+    c0 = schedule.arrays(xp, xp.zeros_like(snr))
     at_zero = c0.alpha >= snr * c0.sigma  # snr <= snr(0): the bracket's lower end
     return xp.where(at_zero, xp.zeros_like(snr), hi)
 
@@ -306,14 +349,14 @@ class CondOT(Schedule):
     def degenerate_at(self) -> tuple[float, ...]:  # type: ignore[override]
         return (1.0,) if self.sigma_min == 0.0 else ()
 
-    def _coefficients(self, xp: Any, t: Array) -> Coefficients:
+    def coefficients(self, xp: Any, t: Array) -> Coefficients:
         # (1 - t) is exact for t >= 1/2, so this form does not cancel near t = 1
         sigma = 1.0 - t if self.sigma_min == 0.0 else (1.0 - t) + self.sigma_min * t
         return Coefficients(alpha=t, sigma=sigma, d_alpha=1.0, d_sigma=self.sigma_min - 1.0)
 
     signal_free_at = (0.0,)
 
-    def _snr_inverse(self, xp: Any, snr: Array) -> Array:
+    def time_at_snr(self, xp: Any, snr: Array) -> Array:
         # rho = t / (1 - k t), k = 1 - sigma_min  =>  t = rho / (1 + k rho); t = 1/k at inf
         k = 1.0 - self.sigma_min
         finite = xp.isfinite(snr)
@@ -365,7 +408,7 @@ class VariancePreserving(Schedule):
                 f" and beta_max={self.beta_max!r}"
             )
 
-    def _coefficients(self, xp: Any, t: Array) -> Coefficients:
+    def coefficients(self, xp: Any, t: Array) -> Coefficients:
         s = 1.0 - t
         spread = self.beta_max - self.beta_min
         big_t = s * (self.beta_min + 0.5 * spread * s)
@@ -379,7 +422,7 @@ class VariancePreserving(Schedule):
             d_sigma=-0.5 * beta * (alpha * alpha) / sigma,
         )
 
-    def _snr_inverse(self, xp: Any, snr: Array) -> Array:
+    def time_at_snr(self, xp: Any, snr: Array) -> Array:
         # rho^2 = 1 / (e^T - 1)  =>  T = log1p(1 / rho^2) = log1p(rho^2) - 2 log rho;
         # then s = 1 - t solves s beta_min + s^2 (beta_max - beta_min)/2 = T, in the
         # form without cancellation: s = 2 T / (beta_min + sqrt(beta_min^2 + 2 T spread))
@@ -432,12 +475,12 @@ class VarianceExploding(Schedule):
                 f"{self.sigma_min!r} and sigma_max={self.sigma_max!r}"
             )
 
-    def _coefficients(self, xp: Any, t: Array) -> Coefficients:
+    def coefficients(self, xp: Any, t: Array) -> Coefficients:
         log_ratio = math.log(self.sigma_max / self.sigma_min)
         sigma = self.sigma_min * xp.exp((1.0 - t) * log_ratio)
         return Coefficients(alpha=1.0, sigma=sigma, d_alpha=0.0, d_sigma=-log_ratio * sigma)
 
-    def _snr_inverse(self, xp: Any, snr: Array) -> Array:
+    def time_at_snr(self, xp: Any, snr: Array) -> Array:
         # rho = 1 / (sigma_min e^{(1 - t) L})  =>  t = 1 + log(rho sigma_min) / L
         log_ratio = math.log(self.sigma_max / self.sigma_min)
         return 1.0 + (xp.log(snr) + math.log(self.sigma_min)) / log_ratio
@@ -464,11 +507,11 @@ class Cosine(Schedule):
     degenerate_at = (1.0,)
     signal_free_at = (0.0,)
 
-    def _snr_inverse(self, xp: Any, snr: Array) -> Array:
+    def time_at_snr(self, xp: Any, snr: Array) -> Array:
         # rho = tan(pi t / 2)
         return xp.atan(snr) / (0.5 * math.pi)
 
-    def _coefficients(self, xp: Any, t: Array) -> Coefficients:
+    def coefficients(self, xp: Any, t: Array) -> Coefficients:
         half_pi = 0.5 * math.pi
         alpha = xp.sin(half_pi * t)
         sigma = xp.sin(half_pi * (1.0 - t))
@@ -511,7 +554,7 @@ class Polynomial(Schedule):
 
     degenerate_at = (1.0,)
 
-    def _coefficients(self, xp: Any, t: Array) -> Coefficients:
+    def coefficients(self, xp: Any, t: Array) -> Coefficients:
         n = self.n
         positive = t > 0
         log_t = xp.log(xp.where(positive, t, xp.ones_like(t)))
@@ -522,7 +565,7 @@ class Polynomial(Schedule):
 
     signal_free_at = (0.0,)
 
-    def _snr_inverse(self, xp: Any, snr: Array) -> Array:
+    def time_at_snr(self, xp: Any, snr: Array) -> Array:
         # rho = t^n / (1 - t^n)  =>  t^n = rho / (1 + rho) = 1 / (1 + 1/rho)
         finite = xp.isfinite(snr)
         safe = xp.where(finite, snr, xp.zeros_like(snr))
@@ -548,13 +591,13 @@ class LinearVP(Schedule):
     divergent_at = (1.0,)
     degenerate_at = (1.0,)
 
-    def _coefficients(self, xp: Any, t: Array) -> Coefficients:
+    def coefficients(self, xp: Any, t: Array) -> Coefficients:
         sigma = xp.sqrt((1.0 - t) * (1.0 + t))
         return Coefficients(alpha=t, sigma=sigma, d_alpha=1.0, d_sigma=-t / sigma)
 
     signal_free_at = (0.0,)
 
-    def _snr_inverse(self, xp: Any, snr: Array) -> Array:
+    def time_at_snr(self, xp: Any, snr: Array) -> Array:
         # rho = t / sqrt(1 - t^2)  =>  t = rho / hypot(1, rho); 1 at rho = inf
         finite = xp.isfinite(snr)
         safe = xp.where(finite, snr, xp.zeros_like(snr))

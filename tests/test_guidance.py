@@ -48,7 +48,7 @@ def test_guidance_commutes_with_every_conversion(w, t, values):
         )
         conv_c = fs.convert(schedule, pc, x, t, source=source, target=target)
         conv_u = fs.convert(schedule, pu, x, t, source=source, target=target)
-        a, b = fs.parameterisations.coefficients(schedule(np.array([t])), source, target)
+        a, b = fs.formulas.conversion_coefficients(schedule(np.array([t])), source, target)
         size = (1 + 2 * abs(w)) * (np.abs(a * x) + np.abs(b * pc) + np.abs(b * pu))
         assert np.all(np.abs(guided_then - ((1 + w) * conv_c - w * conv_u)) <= 16 * EPS * size)
     # and through the field combinators

@@ -24,7 +24,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import flowspec as fs
-from flowspec.parameterisations import KINDS, coefficients, conversion, convert, convert_field
+from flowspec.formulas import KINDS, conversion
+from flowspec.formulas import conversion_coefficients as coefficients
+from flowspec.parameterisations import convert, convert_field
 
 SCHEDULES = list(fs.schedules.CATALOGUE)
 IDS = [repr(s) for s in SCHEDULES]
@@ -243,7 +245,7 @@ def test_no_aliasing_and_no_mutation(xp):
         ({"source": "eps"}, ValueError, "`source`"),
         ({"target": 3}, ValueError, "`target`"),
         ({"schedule": "CondOT"}, TypeError, "`schedule`"),
-        ({"prediction": np.zeros((2, 3))}, ValueError, "`prediction` and `x`"),
+        ({"prediction": np.zeros((2, 3))}, ValueError, "`x` and `prediction`"),
         ({"prediction": np.zeros((2, 2), dtype=np.float32)}, TypeError, "`prediction`"),
         ({"t": np.zeros(3)}, ValueError, "`t`"),
         ({"t": 1.5}, ValueError, "`t`"),

@@ -23,7 +23,7 @@ class _Quadratic(fs.Schedule):
 
     degenerate_at = (1.0,)
 
-    def _coefficients(self, xp, t):
+    def coefficients(self, xp, t):
         return fs.Coefficients(t * t, 1.0 - t * t, 2.0 * t, -2.0 * t)
 
 
@@ -50,7 +50,7 @@ def test_jax_jit_vmap_grad():
 
     # d/dp of sum(a x + b p) is b, the Table 1 coefficient
     grad = jax.grad(lambda p: jnp.sum(conv(p, jnp.asarray(x), jnp.asarray(t))))(jnp.asarray(p))
-    _, b = fs.parameterisations.coefficients(s(t[:, None]), "velocity", "x1")
+    _, b = fs.formulas.conversion_coefficients(s(t[:, None]), "velocity", "x1")
     np.testing.assert_allclose(grad, np.broadcast_to(b, p.shape), rtol=4 * EPS, atol=4 * EPS)
 
 
@@ -81,7 +81,7 @@ def test_torch_autograd_through_convert_and_time():
     tt = torch.tensor(t[1:4], requires_grad=True)
     out = fs.convert(s, pt[1:4], torch.tensor(x[1:4]), tt, source="x1", target="velocity")
     out.sum().backward()
-    _, b = fs.parameterisations.coefficients(s(t[1:4, None]), "x1", "velocity")
+    _, b = fs.formulas.conversion_coefficients(s(t[1:4, None]), "x1", "velocity")
     np.testing.assert_allclose(pt.grad[1:4].numpy(), np.broadcast_to(b, (3, 3)), rtol=4 * EPS)
     # d/dt against a central difference (h = 1e-6: truncation h^2 ~ 1e-12, rounding
     # eps |v| / h ~ 1e-10 relative)

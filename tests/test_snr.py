@@ -87,7 +87,7 @@ class _Quadratic(fs.Schedule):
 
     degenerate_at = (1.0,)
 
-    def _coefficients(self, xp, t):
+    def coefficients(self, xp, t):
         return fs.Coefficients(t * t, 1.0 - t * t, 2.0 * t, -2.0 * t)
 
 

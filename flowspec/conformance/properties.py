@@ -40,9 +40,9 @@ from typing import Any
 import numpy as np
 
 from ..continuity import continuity_bound, continuity_residual
+from ..formulas import conversion_coefficients
 from ..losses import cfm_loss
 from ..ode import euler as ref_euler
-from ..parameterisations import coefficients as conversion_coefficients
 from ..paths import GaussianPath
 from ..schedules import Coefficients, Schedule
 from .adapter import CONVERSION_KINDS, CONVERSIONS, capabilities, to_numpy
