@@ -195,7 +195,7 @@ def conversion_coefficients(c: Coefficients, source: Kind, target: Kind) -> tupl
     Lipman et al., 2024 (the Guide), Table 1 and Sec. 4.8, completed to the twelve
     directions between velocity, data (x1), noise (x0) and score predictions of the
     Gaussian path :math:`x_t = \alpha_t x_1 + \sigma_t x_0` (paper eq. 11); the table
-    of :mod:`flowspec.parameterisations` lists them with where each is singular. The
+    of ``flowspec.parameterisations`` lists them with where each is singular. The
     identity direction is (0, 1).
 
     Parameters
@@ -245,8 +245,8 @@ def conversion(c: Coefficients, prediction: Array, x: Array, source: Kind, targe
 
     ``a * x + b * prediction`` with :func:`conversion_coefficients` (the Guide's
     Table 1), except that the data prediction to velocity and to score directions are
-    :func:`velocity` (Theorem 3, eq. 15: the marginal field of eq. 8 is the
-    conditional field at the posterior mean) and :func:`score` of this module. No
+    ``velocity`` (Theorem 3, eq. 15: the marginal field of eq. 8 is the
+    conditional field at the posterior mean) and ``score`` of this module. No
     validation; ``c`` must broadcast against ``x`` (fields of shape (B, 1, ..., 1), or
     numbers). :func:`flowspec.convert` is the validated entry point.
 
