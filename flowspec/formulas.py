@@ -260,7 +260,7 @@ def conversion(c: Coefficients, prediction: Array, x: Array, source: Kind, targe
     """
     if source == target:
         _check_kind("source", source)
-        return prediction + 0.0 * x
+        return 1.0 * prediction  # a new array: the result never aliases an input
     if source == "x1" and target == "velocity":
         return velocity(c, x, prediction)
     if source == "x1" and target == "score":

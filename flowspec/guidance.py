@@ -3,7 +3,8 @@ r"""Classifier-free guidance as a field combinator.
 Given a conditional and an unconditional field of one Gaussian path (paper Sec. 4;
 both trained as in eq. 9, with and without the condition), classifier-free guidance
 samples the combination :math:`(1 + w)\, v_{\text{cond}} - w\, v_{\text{uncond}}`
-(Lipman et al., 2024, Sec. 6; Ho and Salimans, 2022).
+(Ho and Salimans, "Classifier-Free Diffusion Guidance", 2022, arXiv:2207.12598,
+written for the velocity).
 
 It commutes with every conversion of :mod:`flowspec.parameterisations`: a conversion
 is affine in the prediction for fixed (x, t), ``a x + b p``, and the guidance weights
