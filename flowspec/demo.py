@@ -74,8 +74,9 @@ SCHEDULES: dict[str, Schedule] = {
 DATASETS: tuple[str, ...] = ("checkerboard", "moons", "eight-gaussians")
 
 # Times never reach a schedule's divergent endpoint during training: t ~ U[0, 1 - eps]
-# with the paper's practice (App. E trains on [0, 1 - eps]); eps is larger than the
-# paper's 1e-5 because the MLP here sees float32 targets that grow like 1/sqrt(1 - t).
+# with the paper's practice (App. E.1 samples t in [0, 1 - eps] for the VP path); eps is
+# larger than the paper's 1e-5 because the MLP here sees float32 targets that grow like
+# 1/sqrt(1 - t).
 _T_EPS = 1e-3
 
 

@@ -39,7 +39,7 @@ __all__ = ["guided_field"]
 
 
 def guided_field(cond: Field, uncond: Field, w: float) -> Field:
-    r"""Classifier-free guidance: the field :math:`(1 + w) v_{cond} - w v_{uncond}` (Sec. 4).
+    r"""Classifier-free guidance: the field :math:`(1 + w) v_{cond} - w v_{uncond}` (Ho and Salimans).
 
     Combines two fields of the same Gaussian path (paper Sec. 4, eq. 8 marginal
     fields, conditional and unconditional) of any one parameterisation (the combination

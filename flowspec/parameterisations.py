@@ -93,7 +93,7 @@ def convert(
     source: Kind,
     target: Kind,
 ) -> Array:
-    r"""Convert a model's prediction between velocity, data, noise and score (Sec. 4).
+    r"""Convert a model's prediction between velocity, data, noise and score (Guide Table 1).
 
     For the Gaussian path of ``schedule`` (paper eq. 10-11),
 
@@ -154,7 +154,7 @@ def convert_field(
     source: Kind,
     target: Kind,
 ) -> Field:
-    r"""The field ``(t, x) -> convert(schedule, field(t, x), x, t, ...)`` (Sec. 4, Guide Table 1).
+    r"""The field ``(t, x) -> convert(schedule, field(t, x), x, t, ...)`` (Guide Table 1).
 
     Turns a trained denoiser (``source="x1"``), noise predictor (``"x0"``) or score
     model into the velocity field that :func:`~flowspec.euler` and

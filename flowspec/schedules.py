@@ -256,7 +256,7 @@ def _bisect(schedule: Schedule, xp: Any, snr: Array) -> Array:
 
 
 def bisect_snr_inverse(schedule: Schedule, snr: Array) -> Array:
-    r"""The inverse of an increasing SNR :math:`\rho_t = \alpha_t/\sigma_t` by bisection (Sec. 4).
+    r"""The inverse of an increasing SNR :math:`\rho_t = \alpha_t/\sigma_t` by bisection (Lipman et al., 2024, Sec. 4.8.2).
 
     The default :meth:`Schedule.snr_inverse` of a user's schedule, and the numerical
     check of the built-in closed forms. Vectorised over ``snr`` (any shape) with a

@@ -652,7 +652,7 @@ def log_likelihood(
     r"""The model's :math:`\log p_1(x_1)` by the instantaneous change of variables, shape (B,).
 
     Integrates the augmented system :math:`\dot x = v_t(x)`, :math:`\dot g = \nabla\cdot v_t(x)`
-    from :math:`(x_1, 0)` at t = 1 to t = 0 along ``time_grid`` (paper App. C, eq. 33) with
+    from :math:`(x_1, 0)` at t = 1 to t = 0 along ``time_grid`` (paper App. C, eq. 31-33) with
     one compiled ``lax.scan`` step, and returns
     :math:`\log p_0(x(0)) + g(0) = \log p_0(x(0)) - \int_0^1 \nabla\cdot v_t\, dt`.
 
