@@ -317,10 +317,26 @@ class DaskMarginal:
         return stats, c, xc
 
     def _compute(self, name: str, x: Array, t: Array | float) -> np.ndarray:
+        return self.evaluate(x, t, (name,))[name]
+
+    def evaluate(
+        self, x: Array, t: Array | float, quantities: Sequence[str] = mr.QUANTITIES
+    ) -> dict[str, np.ndarray]:
+        """Several quantities from one reduction over the data (one pass, one graph).
+
+        ``quantities`` names any of ``"log_prob"``, ``"denoise"``, ``"velocity"``,
+        ``"score"``, ``"divergence"`` (default: all); returns a dict of NumPy arrays,
+        each as the method of that name returns it.
+        """
+        unknown = [q for q in quantities if q not in mr.QUANTITIES]
+        if unknown or isinstance(quantities, str):
+            raise ValueError(
+                f"`quantities` must be a sequence of names from {mr.QUANTITIES}, got {quantities!r}"
+            )
         dask, _ = _dask()
         graph, c, xc = self.statistics_graph(x, t)
         (st,) = dask.compute(graph)
-        return self.readout(name, st, c, xc, tuple(x.shape))
+        return {name: self.readout(name, st, c, xc, tuple(x.shape)) for name in quantities}
 
     def readout(
         self, name: str, st: mr.PosteriorStats, c: Any, xc: np.ndarray, shape: tuple[int, ...]
