@@ -35,6 +35,7 @@ it (see :mod:`flowspec.marginal`). Work and memory per chunk: two matrix product
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from . import _xp
@@ -139,7 +140,14 @@ def query(
 
 
 def chunk_partial(
-    xp: Any, q: Array, aug_t: Array, pts: Array, offset: int, *, index_dtype: Any = None
+    xp: Any,
+    q: Array,
+    aug_t: Array,
+    pts: Array,
+    offset: Any,
+    *,
+    index_dtype: Any = None,
+    shifted_exp: Callable[[Array, Array], Array] | None = None,
 ) -> Partial:
     """The :class:`Partial` of one chunk of augmented data against the augmented queries.
 
@@ -150,6 +158,8 @@ def chunk_partial(
     pts : (n, D + 1) the chunk's ``[y, ||y||^2]`` (the first D + 1 columns of the rows).
     offset : global index of the chunk's first point.
     index_dtype : dtype of ``k``; default the namespace's default integer dtype.
+    shifted_exp : optional ``f(g, m) -> exp(g - m[:, None])``, a backend's fused
+        elementwise kernel (it may overwrite ``g``, a temporary of this function).
     """
     batch = int(q.shape[0])
     dtype = q.dtype
@@ -158,7 +168,7 @@ def chunk_partial(
     floor = xp.full((batch,), -xp.finfo(dtype).max, dtype=dtype, device=_xp.device(q))
     m = xp.maximum(xp.max(g, axis=1), floor)
     arg = xp.argmax(g, axis=1)
-    e = xp.exp(g - m[:, None])
+    e = xp.exp(g - m[:, None]) if shifted_exp is None else shifted_exp(g, m)
     del g
     s = xp.sum(e, axis=1)
     sums = xp.matmul(e, pts)
