@@ -26,13 +26,12 @@ from typing import Any
 
 import numpy as np
 
-from . import _xp
 from . import marginal_reduce as mr
+from . import validation as _xp
 from .paths import GaussianPath
+from .typing import Array
 
 __all__ = ["DaskMarginal"]
-
-Array = Any
 
 
 def _dask() -> tuple[Any, Any]:

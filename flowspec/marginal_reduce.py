@@ -38,7 +38,8 @@ import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from . import _xp
+from . import validation as _xp
+from .typing import Array
 
 __all__ = [
     "Partial",
@@ -52,7 +53,6 @@ __all__ = [
     "readout",
 ]
 
-Array = Any
 
 #: Default number of (query, data point) pairs per block: 4M (16 MiB in float32).
 BLOCK_ELEMENTS = 1 << 22
