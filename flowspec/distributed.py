@@ -279,7 +279,7 @@ class DaskMarginal:
                 f"shape {tuple(x.shape)}"
             )
         tt = _xp.time_array(xp, t, x)
-        c = self.path.schedule._arrays(xp, tt)
+        c = self.path.schedule.arrays(xp, tt)
         batch = int(x.shape[0])
         flat = np.reshape(x, (batch, self._d))
         alpha = np.reshape(c.alpha, (batch,))

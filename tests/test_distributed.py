@@ -278,3 +278,34 @@ def test_cli_marginal_rejects_sigma_min_for_other_paths(tmp_path):
                 str(tmp_path / "o.npy"),
             ]
         )
+
+
+def test_cfm_loss_floor_on_dask_equals_the_single_process_floor(client):
+    rng = np.random.default_rng(9)
+    data = rng.normal(size=(300, 3)) * 2
+    path = fs.GaussianPath(fs.CondOT(sigma_min=0.01))
+    dm = DaskMarginal(path, da.from_array(data, chunks=(64, 3)))
+    single = fs.EmpiricalMarginal(path, data)
+    index = np.sort(rng.integers(0, 300, size=64))
+    x1 = da.from_array(data, chunks=(64, 3))[index].compute()  # B rows travel
+    assert np.array_equal(x1, data[index])
+    x0 = rng.standard_normal((64, 3))
+    t = rng.uniform(0.0, 0.95, size=64)
+    a = fs.cfm_loss_floor(dm, x0, x1, t)
+    b = fs.cfm_loss_floor(single, x0, x1, t)
+    # the same per-sample terms up to the two velocities' rounding: per coordinate at most
+    # gain * 64 eps k each (the error model above), so |dv| <= dn = 2 sqrt(D) gain err and
+    # | ||v - u||^2 - ||v' - u||^2 | <= 2 ||v - u|| dn + dn^2
+    c = path.schedule(t)
+    x_t = path.sample(x0, x1, t)
+    _, a_t, s_t, y = naive(path.schedule, data, x_t, t)
+    err = 64 * EPS64 * conditioning(x_t, a_t, s_t, y)
+    gain = (1.0 + np.abs(y).max()) * (np.abs(c.d_sigma / c.sigma) * a_t + np.abs(c.d_alpha))
+    dn = 2 * np.sqrt(3) * gain * err
+    tol = 2 * np.sqrt(b.terms) * dn + dn**2 + 8 * EPS64 * b.terms
+    assert np.all(np.abs(a.terms - b.terms) <= tol)
+    assert abs(a.estimate - b.estimate) <= tol.mean()
+    for name in ("stderr", "low", "high"):
+        # a std of terms that moved by at most tol each; the interval ends follow
+        assert abs(getattr(a, name) - getattr(b, name)) <= 4 * tol.max(), name
+    assert a.low < a.estimate < a.high

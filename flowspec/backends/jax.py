@@ -798,7 +798,7 @@ def _marginal_inputs(
         log_q = jnp.log(q)
         mean = jnp.sum(q[:, None] * flat, axis=0)
     tt = _time(t, x)
-    c = path.schedule._arrays(jnp, tt)
+    c = path.schedule.arrays(jnp, tt)
     return flat, log_q, mean, c
 
 

@@ -966,7 +966,7 @@ def marginal(
         q_w = weights / weights.sum()
         log_q = torch.log(q_w)
         mean = q_w @ flat
-    c = path.schedule._arrays(_ns, _time(t, x))
+    c = path.schedule.arrays(_ns, _time(t, x))
     xf = x.reshape(batch, -1)
     alpha, sigma = c.alpha.reshape(batch), c.sigma.reshape(batch)
     xc, sq, q = mr.query(_ns, xf, alpha, sigma, mean)
