@@ -142,9 +142,14 @@ class DaskMarginal:
     >>> import numpy as np, dask.array as da, flowspec as fs
     >>> from flowspec.distributed import DaskMarginal
     >>> data = da.from_array(np.array([[-1.0], [1.0], [3.0]]), chunks=(2, 1))
-    >>> m = DaskMarginal(fs.GaussianPath(fs.CondOT()), data)
-    >>> m.denoise(np.array([[1.0]]), 0.5).round(6).tolist()
-    [[1.0]]
+    >>> path = fs.GaussianPath(fs.CondOT())
+    >>> m = DaskMarginal(path, data)
+    >>> x = np.array([[0.0], [1.0]])
+    >>> m.denoise(x, 0.5).round(4).tolist()
+    [[0.0272], [1.9728]]
+    >>> single = fs.EmpiricalMarginal(path, data.compute())
+    >>> bool(np.allclose(m.velocity(x, 0.5), single.velocity(x, 0.5), rtol=1e-12))
+    True
     """
 
     __slots__ = (
