@@ -63,7 +63,7 @@ def scaling(sizes: list[int], workers: int, repeats: int) -> list[dict[str, Any]
     rows = []
     with (
         distributed.LocalCluster(
-            n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
+            n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0"
         ) as cluster,
         distributed.Client(cluster) as client,
     ):

@@ -104,7 +104,8 @@ def _posterior_block(
     aug = mr.augment(np, flat, log_q, mean)
     w = np.exp(q @ aug.T - st.m[:, None]) * st.w_rest[:, None]
     index = np.arange(offset, offset + n)
-    return np.where(index[None, :] == st.k[:, None], st.w_k[:, None], w)
+    out: np.ndarray = np.where(index[None, :] == st.k[:, None], st.w_k[:, None], w)
+    return out
 
 
 class DaskMarginal:
@@ -166,6 +167,19 @@ class DaskMarginal:
         "_weights",
         "path",
     )
+
+    path: GaussianPath
+    _blocks: list[Any]
+    _weights: list[Any]
+    _offsets: list[int]
+    _mean: np.ndarray
+    _log_total: float
+    _n: int
+    _d: int
+    _event: tuple[int, ...]
+    _dtype: np.dtype[Any]
+    _block: int | None
+    _split: int
 
     def __init__(
         self,

@@ -23,7 +23,7 @@ from .schedules import CondOT, Cosine, LinearVP, Schedule, VarianceExploding, Va
 
 __all__ = ["add_marginal_arguments", "run_marginal"]
 
-PATHS = {
+PATHS: dict[str, type[Schedule]] = {
     "condot": CondOT,
     "vp": VariancePreserving,
     "ve": VarianceExploding,
