@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import re
-from pathlib import Path
-
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -312,14 +309,3 @@ def test_cfm_loss_floor_on_dask_equals_the_single_process_floor(client):
         # a std of terms that moved by at most tol each; the interval ends follow
         assert abs(getattr(a, name) - getattr(b, name)) <= 4 * tol.max(), name
     assert a.low < a.estimate < a.high
-
-
-DOC = Path(__file__).resolve().parents[1] / "docs" / "distributed.md"
-DOC_BLOCKS = re.findall(r"```python\n(.*?)```", DOC.read_text(), flags=re.S)
-
-
-@pytest.mark.parametrize("code", DOC_BLOCKS, ids=[f"block{i}" for i in range(len(DOC_BLOCKS))])
-def test_docs_page_examples_run(code):
-    if re.search(r"^import torch\b", code, flags=re.M):
-        pytest.importorskip("torch", reason="this example needs torch")
-    exec(compile(code, str(DOC), "exec"), {"__name__": "docs"})
