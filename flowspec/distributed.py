@@ -3,14 +3,15 @@ r"""The exact marginal (eq. 6, 8) of a data set held in a Dask array, reduced on
 :class:`DaskMarginal` is :class:`~flowspec.EmpiricalMarginal` for data that do not fit
 one process: the data stay where Dask keeps them (the workers of a ``dask.distributed``
 cluster, or a local scheduler), chunked along N. For a batch of B queries, every data
-chunk reduces against the queries to a :class:`~flowspec.marginal_reduce.Partial`
-(running maximum of the logits, normaliser, weighted sums, the arg-max row), the partials
-are merged by an associative tree reduction (:func:`~flowspec.marginal_reduce.merge`,
-``split_every`` at a time), and the merged partial is finished on a worker, with the
-float32 cancellation guard, into the posterior statistics. The client sends the queries
-(one (B, D + 2) array per worker) and receives (B, D)-sized statistics; the data never
-move. The per-chunk statistics, the merge and the guard are those of
-:mod:`flowspec.marginal_reduce`, the same code as the single-process marginal.
+chunk reduces against the queries to a :class:`flowspec.marginal.Partial` (the chunk's
+anchor point, its log-weight and the anchor-relative sums, with every point in the
+exact band recomputed by direct subtraction), the partials are merged by an associative
+tree reduction (:func:`flowspec.marginal.merge_partials`, ``split_every`` at a time),
+and the merged partial is finished on a worker (:func:`flowspec.marginal.finish`) into
+the posterior statistics. These are the very functions :class:`~flowspec.EmpiricalMarginal`
+streams its blocks through, so the float32 guard is the same. The client sends the
+per-row constants (:func:`flowspec.marginal.query_rows`, one (B, D + 2)-sized object per
+worker) and receives (B, D)-sized statistics; the data never move.
 
 Dask and distributed are an optional extra (``pip install "flowspec[dask]"``); this
 module imports them only when a :class:`DaskMarginal` is built, and ``import flowspec``
@@ -26,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from . import marginal as _m
 from . import marginal_reduce as mr
 from . import validation as _xp
 from .paths import GaussianPath
@@ -41,48 +43,54 @@ def _dask() -> tuple[Any, Any]:
         raise ImportError('flowspec.distributed needs dask: pip install "flowspec[dask]"') from err
 
 
-def _chunk_task(
-    block: np.ndarray,
-    weights: np.ndarray | None,
-    log_total: float,
-    mean: np.ndarray,
-    q: np.ndarray,
-    offset: int,
-    block_size: int,
-) -> mr.Partial:
-    """The partial of one data chunk, streamed in blocks of ``block_size`` points."""
-    xp = np
+def _chunk_arrays(
+    block: np.ndarray, weights: np.ndarray | None, log_total: float, mean: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A chunk's ``[y, ||y||^2]`` (n, D + 1), augmented rows transposed (D + 2, n), log q."""
     n = int(block.shape[0])
     flat = np.reshape(block, (n, -1))
     if weights is None:
         log_q = np.full((n,), -log_total, dtype=flat.dtype)
     else:
-        with np.errstate(divide="ignore"):
+        with np.errstate(divide="ignore"):  # log 0 = -inf: a zero-weight point
             log_q = (np.log(weights) - log_total).astype(flat.dtype)
-    aug = mr.augment(xp, flat, log_q, mean)
-    aug_t = np.ascontiguousarray(aug.T)
-    d1 = int(flat.shape[1]) + 1
-    pts = np.ascontiguousarray(aug[:, :d1])
-    del aug
+    centred = flat - mean
+    pts = np.concatenate([centred, np.sum(centred * centred, axis=1)[:, None]], axis=1)
+    aug_t = np.ascontiguousarray(np.concatenate([pts, log_q[:, None]], axis=1).T)
+    return pts, aug_t, log_q
+
+
+def _chunk_task(
+    block: np.ndarray,
+    weights: np.ndarray | None,
+    log_total: float,
+    mean: np.ndarray,
+    rows: _m.Rows,
+    block_size: int,
+) -> _m.Partial:
+    """The partial of one data chunk, streamed in blocks of ``block_size`` points."""
+    pts, aug_t, log_q = _chunk_arrays(block, weights, log_total, mean)
     partial = None
-    for start in range(0, n, block_size):
-        stop = min(start + block_size, n)
-        part = mr.chunk_partial(
-            xp, q, aug_t[:, start:stop], pts[start:stop], offset + start, index_dtype=np.int64
-        )
-        partial = part if partial is None else mr.merge(xp, partial, part)
+    for start in range(0, int(pts.shape[0]), block_size):
+        stop = start + block_size
+        part = _m.block_partial(np, rows, pts[start:stop], aug_t[:, start:stop], log_q[start:stop])
+        partial = part if partial is None else _m.merge_partials(np, rows, partial, part)
     assert partial is not None
     return partial
 
 
-def _merge_task(partials: Sequence[mr.Partial]) -> mr.Partial:
-    return mr.merge_all(np, list(partials))
+def _merge_task(rows: _m.Rows, partials: Sequence[_m.Partial]) -> _m.Partial:
+    items = list(partials)
+    while len(items) > 1:  # a balanced tree: pairs, then pairs of pairs
+        merged = [
+            _m.merge_partials(np, rows, items[i], items[i + 1]) for i in range(0, len(items) - 1, 2)
+        ]
+        items = merged + ([items[-1]] if len(items) % 2 else [])
+    return items[0]
 
 
-def _finish_task(
-    p: mr.Partial, xc: np.ndarray, sq: np.ndarray, alpha: np.ndarray, sigma: np.ndarray
-) -> mr.PosteriorStats:
-    return mr.finish(np, p, xc, sq, alpha, sigma)
+def _finish_task(rows: _m.Rows, part: _m.Partial) -> _m.PosteriorStats:
+    return _m.finish(np, rows, part)
 
 
 def _posterior_block(
@@ -90,22 +98,21 @@ def _posterior_block(
     weights: np.ndarray | None,
     log_total: float,
     mean: np.ndarray,
-    q: np.ndarray,
-    st: mr.PosteriorStats,
-    offset: int,
+    rows: _m.Rows,
+    part: _m.Partial,
+    block_size: int,
 ) -> np.ndarray:
-    n = int(block.shape[0])
-    flat = np.reshape(block, (n, -1))
-    if weights is None:
-        log_q = np.full((n,), -log_total, dtype=flat.dtype)
-    else:
-        with np.errstate(divide="ignore"):
-            log_q = (np.log(weights) - log_total).astype(flat.dtype)
-    aug = mr.augment(np, flat, log_q, mean)
-    w = np.exp(q @ aug.T - st.m[:, None]) * st.w_rest[:, None]
-    index = np.arange(offset, offset + n)
-    out: np.ndarray = np.where(index[None, :] == st.k[:, None], st.w_k[:, None], w)
-    return out
+    """The posterior weights of one chunk's points, (B, n), relative to the global anchor."""
+    pts, aug_t, log_q = _chunk_arrays(block, weights, log_total, mean)
+    d = int(pts.shape[1]) - 1
+    out = []
+    for start in range(0, int(pts.shape[0]), block_size):
+        sl = slice(start, start + block_size)
+        rel, a = _m.block_posterior_log_weights(np, rows, pts[sl], aug_t[:, sl], log_q[sl])
+        y_a = np.take(pts[sl], a, axis=0)[:, :d]
+        gap = _m.log_weight_gap(np, rows, part.anchor, part.log_q, y_a, np.take(log_q[sl], a))
+        out.append(np.exp(rel + gap[:, None]) / (1.0 + part.mass)[:, None])
+    return np.concatenate(out, axis=1)
 
 
 class DaskMarginal:
@@ -160,11 +167,13 @@ class DaskMarginal:
         "_dtype",
         "_event",
         "_log_total",
+        "_lq_max",
         "_mean",
         "_n",
         "_offsets",
         "_split",
         "_weights",
+        "_y_max",
         "path",
     )
 
@@ -174,6 +183,8 @@ class DaskMarginal:
     _offsets: list[int]
     _mean: np.ndarray
     _log_total: float
+    _y_max: np.ndarray
+    _lq_max: np.ndarray
     _n: int
     _d: int
     _event: tuple[int, ...]
@@ -225,6 +236,7 @@ class DaskMarginal:
             mean = flat.mean(axis=0, dtype=dtype)
             (mean_np,) = dask.compute(mean)
             log_total = math.log(n)
+            lq_max = math.log(n)
             wblocks: list[Any] = [None] * flat.numblocks[0]
         else:
             if isinstance(weights, np.ndarray):
@@ -247,11 +259,17 @@ class DaskMarginal:
             total = weights.sum(dtype=dtype)
             bad = (~da.isfinite(weights) | (weights < 0)).any()
             mean = (weights[:, None] * flat).sum(axis=0, dtype=dtype) / total
-            mean_np, total_np, bad_np = dask.compute(mean, total, bad)
+            smallest = da.where(weights > 0, weights, np.inf).min()
+            mean_np, total_np, bad_np, small_np = dask.compute(mean, total, bad, smallest)
             if bool(bad_np) or not float(total_np) > 0:
                 raise ValueError("`weights` must be finite, non-negative and not all zero")
             log_total = math.log(float(total_np))
+            lq_max = log_total - math.log(float(small_np))  # the largest -log q_i, q_i > 0
             wblocks = list(weights.to_delayed().ravel())
+        centred = flat - np.asarray(mean_np, dtype=dtype)
+        (y_max2,) = dask.compute(da.max(da.sum(centred * centred, axis=1)))
+        object.__setattr__(self, "_y_max", np.sqrt(np.asarray(y_max2, dtype=dtype)))
+        object.__setattr__(self, "_lq_max", np.asarray(lq_max, dtype=dtype))
         object.__setattr__(self, "_blocks", list(flat.to_delayed().ravel()))
         object.__setattr__(self, "_weights", wblocks)
         offsets = np.concatenate([[0], np.cumsum(flat.chunks[0])[:-1]]).astype(int)
@@ -281,7 +299,7 @@ class DaskMarginal:
         return len(self._blocks)
 
     # -- the graph ---------------------------------------------------------------------
-    def _prepare(self, x: Any, t: Any) -> tuple[np.ndarray, Any, tuple[np.ndarray, ...]]:
+    def _prepare(self, x: Any, t: Any) -> tuple[Any, _m.Rows]:
         if not isinstance(x, np.ndarray):
             raise TypeError(f"`x` must be a NumPy array (the queries), got {_xp.describe(x)}")
         xp = _xp.namespace(x=x, t=t)
@@ -303,36 +321,40 @@ class DaskMarginal:
         flat = np.reshape(x, (batch, self._d))
         alpha = np.reshape(c.alpha, (batch,))
         sigma = np.reshape(c.sigma, (batch,))
-        xc, sq, q = mr.query(np, flat, alpha, sigma, self._mean)
-        return flat, c, (xc, sq, q, alpha, sigma)
+        rows = _m.query_rows(np, flat, alpha, sigma, self._mean, self._y_max, self._lq_max)
+        return c, rows
+
+    def _graph(self, x: Array, t: Array | float) -> tuple[Any, Any, Any, _m.Rows]:
+        dask, _ = _dask()
+        delayed = dask.delayed
+        c, rows = self._prepare(x, t)
+        batch = int(rows.xc.shape[0])
+        block = self._block if self._block is not None else max(1, mr.BLOCK_ELEMENTS // batch)
+        rows_key = delayed(rows, pure=True)  # one key: sent once per worker, not per task
+        mean_key = delayed(self._mean, pure=True)
+        level = [
+            delayed(_chunk_task, pure=True)(blk, w, self._log_total, mean_key, rows_key, block)
+            for blk, w in zip(self._blocks, self._weights, strict=True)
+        ]
+        while len(level) > 1:
+            level = [
+                delayed(_merge_task, pure=True)(rows_key, level[i : i + self._split])
+                for i in range(0, len(level), self._split)
+            ]
+        return level[0], rows_key, c, rows
 
     def statistics_graph(self, x: Array, t: Array | float) -> tuple[Any, Any, Any]:
         """The lazy graph of the posterior statistics of the queries ``x`` at times ``t``.
 
-        Returns ``(stats, coefficients, centred queries)``: ``stats`` a
-        ``dask.delayed`` object that computes a
-        :class:`~flowspec.marginal_reduce.PosteriorStats` on the scheduler's workers.
-        Computing it (``dask.compute``, ``client.compute``) moves only (B, D)-sized
-        arrays to the client.
+        Returns ``(stats, coefficients, centred queries)``: ``stats`` a ``dask.delayed``
+        object that computes a :class:`flowspec.marginal.PosteriorStats` on the
+        scheduler's workers. Computing it (``dask.compute``, ``client.compute``) moves
+        only (B, D)-sized arrays to the client.
         """
         dask, _ = _dask()
-        delayed = dask.delayed
-        _, c, (xc, sq, q, alpha, sigma) = self._prepare(x, t)
-        batch = int(xc.shape[0])
-        block = self._block if self._block is not None else max(1, mr.BLOCK_ELEMENTS // batch)
-        q_key = delayed(q, pure=True)  # one key: sent once per worker, not per task
-        mean_key = delayed(self._mean, pure=True)
-        level = [
-            delayed(_chunk_task, pure=True)(blk, w, self._log_total, mean_key, q_key, off, block)
-            for blk, w, off in zip(self._blocks, self._weights, self._offsets, strict=True)
-        ]
-        while len(level) > 1:
-            level = [
-                delayed(_merge_task, pure=True)(level[i : i + self._split])
-                for i in range(0, len(level), self._split)
-            ]
-        stats = delayed(_finish_task, pure=True)(level[0], xc, sq, alpha, sigma)
-        return stats, c, xc
+        part, rows_key, c, rows = self._graph(x, t)
+        stats = dask.delayed(_finish_task, pure=True)(rows_key, part)
+        return stats, c, rows.xc
 
     def _compute(self, name: str, x: Array, t: Array | float) -> np.ndarray:
         return self.evaluate(x, t, (name,))[name]
@@ -357,7 +379,7 @@ class DaskMarginal:
         return {name: self.readout(name, st, c, xc, tuple(x.shape)) for name in quantities}
 
     def readout(
-        self, name: str, st: mr.PosteriorStats, c: Any, xc: np.ndarray, shape: tuple[int, ...]
+        self, name: str, st: _m.PosteriorStats, c: Any, xc: np.ndarray, shape: tuple[int, ...]
     ) -> np.ndarray:
         """One quantity (``"log_prob"``, ``"denoise"``, ``"velocity"``, ``"score"``,
         ``"divergence"``) from computed statistics, shaped like the queries."""
@@ -388,50 +410,41 @@ class DaskMarginal:
     def posterior_summary(self, x: Array, t: Array | float) -> dict[str, np.ndarray]:
         """Summaries of the posterior over the data points, each of shape (B,).
 
-        ``"argmax"``: index of the most probable data point; ``"max_weight"``: its
-        posterior weight; ``"trace_cov"``: the trace of the posterior covariance of the
-        data points, :math:`\\sum_i w_i \\lVert x_1^{(i)} - \\hat x_1\\rVert^2`;
+        ``"max_weight"``: the posterior weight of the most probable data point;
+        ``"trace_cov"``: the trace of the posterior covariance of the data points,
+        :math:`\\sum_i w_i \\lVert x_1^{(i)} - \\hat x_1\\rVert^2` (eq. 8's weights);
         ``"log_normaliser"``: :math:`\\log\\sum_i e^{\\ell_i}`.
         """
         dask, _ = _dask()
         graph, _, _ = self.statistics_graph(x, t)
         (st,) = dask.compute(graph)
-        return {
-            "argmax": st.k,
-            "max_weight": st.w_k,
-            "trace_cov": st.trace,
-            "log_normaliser": st.log_z,
-        }
+        return {"max_weight": st.max_weight, "trace_cov": st.trace, "log_normaliser": st.log_z}
 
     def posterior(self, x: Array, t: Array | float) -> Any:
         """The posterior weights of eq. 8 as a lazy dask array of shape (B, N), chunked like ``data``.
 
-        The statistics are computed first (one reduction); the weights themselves are
-        formed chunk by chunk where the data live, only when computed.
+        The merged statistics are computed first (one reduction, (B, D)-sized); the
+        weights themselves are formed chunk by chunk where the data live, only when
+        computed. Each is relative to the most probable point, so the rows sum to one
+        within the rounding of N terms.
         """
         dask, da = _dask()
-        graph, _, _ = self.statistics_graph(x, t)
-        (st,) = dask.compute(graph)
-        _, _, (_, _, q, _, _) = self._prepare(x, t)
-        batch = int(q.shape[0])
+        part_graph, rows_key, _, rows = self._graph(x, t)
+        (part,) = dask.compute(part_graph)
+        batch = int(rows.xc.shape[0])
+        block = self._block if self._block is not None else max(1, mr.BLOCK_ELEMENTS // batch)
         delayed = dask.delayed
-        q_key = delayed(q, pure=True)
-        st_key = delayed(st, pure=True)
+        part_key = delayed(part, pure=True)
         mean_key = delayed(self._mean, pure=True)
+        sizes = np.diff([*self._offsets, self._n]).tolist()
         cols = [
             da.from_delayed(
                 delayed(_posterior_block, pure=True)(
-                    blk, w, self._log_total, mean_key, q_key, st_key, off
+                    blk, w, self._log_total, mean_key, rows_key, part_key, block
                 ),
                 shape=(batch, size),
                 dtype=self._dtype,
             )
-            for blk, w, off, size in zip(
-                self._blocks,
-                self._weights,
-                self._offsets,
-                np.diff([*self._offsets, self._n]).tolist(),
-                strict=True,
-            )
+            for blk, w, size in zip(self._blocks, self._weights, sizes, strict=True)
         ]
         return da.concatenate(cols, axis=1)

@@ -1,12 +1,17 @@
-r"""The exact marginal (eq. 6, 8) as a reduction: per-chunk partial statistics and their merge.
+r"""The exact marginal (eq. 6, 8) as a static-shape reduction, for the fused backend kernels.
 
 The posterior of the exact marginal is a softmax over the data points, so every
 quantity of :class:`~flowspec.EmpiricalMarginal` is a function of a few sums over the
-data, and those sums reduce chunk by chunk with the online log-sum-exp. This module is
-that reduction, written once against the Array API standard, for every way of splitting
-the data: the single-process stream of :class:`~flowspec.EmpiricalMarginal`, the chunks
-of a Dask array on a cluster (:mod:`flowspec.distributed`) and the shards of a JAX
-array over devices.
+data, and those sums reduce chunk by chunk with the online log-sum-exp.
+:class:`~flowspec.EmpiricalMarginal` and :class:`flowspec.distributed.DaskMarginal`
+reduce with the partials of :mod:`flowspec.marginal` (an exact band of recomputed
+points below each block's maximum, whose width depends on the data, so its shapes do
+too). The fused kernels of the torch and JAX backends (``marginal``,
+``sharded_marginal``), which must trace one block with fixed shapes under ``jax.jit``
+or run in place, use this variant instead: the same online log-sum-exp with the
+cancellation guard on the arg-max point only (recomputed exactly, the posterior mean and
+covariance formed relative to it). They are tested against the NumPy reference core.
+:func:`readout` (the quantities from the posterior statistics) serves both.
 
 The data are centred at their weighted mean :math:`\mu` and augmented once:
 :math:`y_i = x_1^{(i)} - \mu`, a row ``[y_i, ||y_i||^2, log q_i]``. A query batch ``x``
@@ -235,7 +240,7 @@ def finish(xp: Any, p: Partial, xc: Array, sq: Array, alpha: Array, sigma: Array
     return PosteriorStats(log_z, y_k + shift, trace, p.k, w_k, w_rest, p.m)
 
 
-def readout(xp: Any, name: str, st: PosteriorStats, c: Any, xc: Array, mean: Array) -> Array:
+def readout(xp: Any, name: str, st: Any, c: Any, xc: Array, mean: Array) -> Array:
     r"""One quantity of the exact marginal from the posterior statistics, flat.
 
     ``name`` is one of :data:`QUANTITIES`; ``c`` the schedule's coefficients at the
