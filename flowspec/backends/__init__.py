@@ -67,8 +67,8 @@ CONTRACT: dict[str, Parameters | None] = {
 
 #: Names a backend exports beyond the contract (documented on its page).
 EXTRAS: dict[str, tuple[str, ...]] = {
-    "torch": ("coefficients", "sample_rademacher"),
-    "jax": (),
+    "torch": ("coefficients", "marginal", "sample_rademacher"),
+    "jax": ("marginal", "sharded_marginal"),
     "cupy": ("kernel_source",),
 }
 
