@@ -1,0 +1,534 @@
+r"""The coupled Gaussian conditional path: conditioning on a pair z = (x0, x1).
+
+The paper conditions its path on the data point :math:`x_1` alone, with :math:`x_0` as
+the noise of the conditional flow (Sec. 4). Tong et al. (2024) condition on a *pair*
+:math:`z = (x_0, x_1)` drawn from a coupling :math:`\pi(x_0, x_1)` and add a noise of
+scale :math:`\gamma_t`:
+
+.. math::
+    p_t(x \mid z) = \mathcal N(x \mid \mu_t, \gamma_t^2 I), \qquad
+    \mu_t = \alpha_t x_1 + \sigma_t x_0, \qquad
+    x_t = \mu_t + \gamma_t \varepsilon, \quad \varepsilon \sim \mathcal N(0, I),
+
+with :math:`(\alpha_t, \sigma_t)` any flowspec schedule. The conditional field that
+generates it (Theorem 3 applied to the Gaussian :math:`\mathcal N(\mu_t, \gamma_t^2 I)`) is
+
+.. math::
+    u_t(x \mid z) = \dot\mu_t + \frac{\dot\gamma_t}{\gamma_t}(x - \mu_t),
+    \qquad \dot\mu_t = \dot\alpha_t x_1 + \dot\sigma_t x_0,
+
+and at :math:`x = x_t` it equals the noise-form target
+:math:`\dot\mu_t + \dot\gamma_t \varepsilon`, which has no division. The marginal field
+of eq. 8 with z in place of :math:`x_1` generates the marginal path (Guide, Thm 3).
+
+Special cases: ``NoNoise()`` with any schedule is the paper's path conditioned on
+:math:`x_1` with :math:`x_0` as its noise (:math:`x_t = \psi_t(x_0 \mid x_1)`, the same
+sample and target as :class:`~flowspec.GaussianPath`); ``CondOT()`` with
+``ConstantNoise(s)`` is torchcfm's I-CFM and OT-CFM path; with
+``BrownianBridgeNoise(s)`` its SB-CFM path; ``Cosine()`` with ``ConstantNoise(s)`` its
+"VP" (trigonometric) path.
+
+Shapes as in :mod:`flowspec.paths`: arrays (B, *event), ``t`` a number, 0-d, (B,) or
+(B, 1, ..., 1), per-sample scalars (B,).
+
+References
+----------
+Tong, Fatras, Malkin, Huguet, Zhang, Rector-Brooks, Wolf, Bengio, "Improving and
+generalizing flow-based generative models with minibatch optimal transport", TMLR 2024
+(arXiv:2302.00482).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from . import _xp
+from .paths import GaussianPath
+from .schedules import Coefficients, Schedule
+
+__all__ = [
+    "BrownianBridgeNoise",
+    "ConstantNoise",
+    "CoupledPath",
+    "NoNoise",
+    "NoiseCoefficients",
+    "NoiseScale",
+    "NoisySchedule",
+]
+
+Array = Any
+
+
+class NoiseCoefficients(NamedTuple):
+    r"""The noise scale :math:`\gamma_t`, its derivative and their ratio.
+
+    ``ratio`` is :math:`\dot\gamma_t / \gamma_t` written in a form that is finite
+    wherever the ratio is (0 for a noise scale that is identically zero); ``None``
+    means "compute ``d_gamma / gamma``".
+    """
+
+    gamma: Array | float
+    d_gamma: Array | float
+    ratio: Array | float | None = None
+
+
+class NoiseScale:
+    r"""Base class: ``noise(t) -> NoiseCoefficients(gamma, d_gamma, ratio)``.
+
+    A subclass implements ``_coefficients(xp, t)`` with Array API functions only (as a
+    :class:`~flowspec.schedules.Schedule` does); a coefficient that does not depend on
+    t may be a Python float. Return ``ratio=None`` to have
+    :math:`\dot\gamma_t/\gamma_t` computed by division, or give it in a form without the
+    0/0 of :math:`\gamma_t = 0`.
+
+    Examples
+    --------
+    A noise scale that vanishes at both ends, :math:`\gamma_t = t(1 - t)`:
+
+    >>> import numpy as np
+    >>> from flowspec.coupled_paths import NoiseScale, NoiseCoefficients
+    >>> class Parabola(NoiseScale):
+    ...     def _coefficients(self, xp, t):
+    ...         return NoiseCoefficients(t * (1.0 - t), 1.0 - 2.0 * t)
+    >>> Parabola()(np.array([0.5])).gamma.tolist()
+    [0.25]
+    """
+
+    #: Times in [0, 1] where d_gamma is infinite (the target is infinite there).
+    divergent_at: tuple[float, ...] = ()
+
+    def __call__(self, t: Array | float) -> NoiseCoefficients:
+        if isinstance(t, bool):
+            raise TypeError(f"`t` must be a real number or an array, got {_xp.describe(t)}")
+        if isinstance(t, (int, float)):
+            t = np.asarray(_xp.real_number("t", t), dtype=np.float64)
+        xp = _xp.namespace(t=t)
+        _xp.check_float(xp, "t", t)
+        if _xp.array_api_compat.is_numpy_array(t):
+            _xp._check_host_times("t", t, 0.0, 1.0)
+        return self._arrays(xp, t)
+
+    def _coefficients(self, xp: Any, t: Array) -> NoiseCoefficients:  # pragma: no cover
+        raise NotImplementedError
+
+    def _complete(self, xp: Any, t: Array) -> NoiseCoefficients:
+        """:meth:`_coefficients` with the ratio filled in (by division if not given)."""
+        c = self._coefficients(xp, t)
+        ratio = c.d_gamma / c.gamma if c.ratio is None else c.ratio
+        return NoiseCoefficients(c.gamma, c.d_gamma, ratio)
+
+    def _arrays(self, xp: Any, t: Array) -> NoiseCoefficients:
+        return NoiseCoefficients(
+            *(xp.full_like(t, v) if isinstance(v, float) else v for v in self._complete(xp, t))
+        )
+
+
+def _nonneg(obj: Any, name: str, value: Any) -> None:
+    v = _xp.real_number(name, value)
+    if v < 0.0:
+        raise ValueError(f"`{name}` must be >= 0, got {v!r}")
+    object.__setattr__(obj, name, v)
+
+
+@dataclass(frozen=True)
+class NoNoise(NoiseScale):
+    r""":math:`\gamma_t = 0`: the pair's straight (or scheduled) interpolant, no extra noise.
+
+    The field is :math:`u_t(x \mid z) = \dot\mu_t` for every x (the ratio is 0, not
+    0/0); the density is a point mass, so ``log_prob`` and ``score`` are singular.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from flowspec.coupled_paths import NoNoise
+    >>> NoNoise()(np.array([0.3])).ratio.tolist()
+    [0.0]
+    """
+
+    def _coefficients(self, xp: Any, t: Array) -> NoiseCoefficients:
+        return NoiseCoefficients(0.0, 0.0, 0.0)
+
+
+@dataclass(frozen=True)
+class ConstantNoise(NoiseScale):
+    r""":math:`\gamma_t = s`, constant: torchcfm's I-CFM / OT-CFM noise (its ``sigma``).
+
+    :math:`\dot\gamma_t = 0`, so the field is :math:`\dot\mu_t` for every x, finite on
+    all of [0, 1] (also for s = 0).
+
+    Parameters
+    ----------
+    sigma : float
+        The noise scale s >= 0.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from flowspec.coupled_paths import ConstantNoise
+    >>> c = ConstantNoise(0.1)(np.array([0.0, 1.0]))
+    >>> c.gamma.tolist(), c.d_gamma.tolist()
+    ([0.1, 0.1], [0.0, 0.0])
+    """
+
+    sigma: float = 0.0
+
+    def __post_init__(self) -> None:
+        _nonneg(self, "sigma", self.sigma)
+
+    def _coefficients(self, xp: Any, t: Array) -> NoiseCoefficients:
+        return NoiseCoefficients(self.sigma, 0.0, 0.0)
+
+
+@dataclass(frozen=True)
+class BrownianBridgeNoise(NoiseScale):
+    r""":math:`\gamma_t = s\sqrt{t(1 - t)}`: the Brownian bridge of SB-CFM.
+
+    .. math::
+        \dot\gamma_t = \frac{s(1 - 2t)}{2\sqrt{t(1 - t)}}, \qquad
+        \frac{\dot\gamma_t}{\gamma_t} = \frac{1 - 2t}{2t(1 - t)}.
+
+    The conditional path of the Schrödinger bridge between :math:`\delta_{x_0}` and
+    :math:`\delta_{x_1}` for the reference Brownian motion :math:`s W_t`. At t = 0 and
+    t = 1, :math:`\gamma_t = 0` while :math:`\dot\gamma_t = \pm\infty`: the noise-form
+    target :math:`\dot\mu_t + \dot\gamma_t\varepsilon` diverges there like
+    :math:`t^{-1/2}` (``divergent_at = (0, 1)``), and these functions return what the
+    arithmetic gives (``inf``; ``nan`` where :math:`\varepsilon = 0`). Inside (0, 1)
+    every coefficient is finite; no epsilon is added.
+
+    Parameters
+    ----------
+    sigma : float
+        The diffusion scale s > 0.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from flowspec.coupled_paths import BrownianBridgeNoise
+    >>> c = BrownianBridgeNoise(2.0)(np.array([0.5]))
+    >>> c.gamma.tolist(), c.d_gamma.tolist(), c.ratio.tolist()
+    ([1.0], [0.0], [0.0])
+    """
+
+    sigma: float = 1.0
+    divergent_at = (0.0, 1.0)
+
+    def __post_init__(self) -> None:
+        v = _xp.real_number("sigma", self.sigma)
+        if not v > 0.0:
+            raise ValueError(f"`sigma` must be > 0, got {v!r}")
+        object.__setattr__(self, "sigma", v)
+
+    def _coefficients(self, xp: Any, t: Array) -> NoiseCoefficients:
+        one_minus = 1.0 - t
+        prod = t * one_minus
+        root = xp.sqrt(prod)
+        # 1 - 2t as (1 - t) - t: exact where the subtraction is, no cancellation near 1/2
+        slope = one_minus - t
+        return NoiseCoefficients(
+            self.sigma * root, self.sigma * slope / (2.0 * root), slope / (2.0 * prod)
+        )
+
+
+@dataclass(frozen=True)
+class NoisySchedule(Schedule):
+    r"""The schedule :math:`(\alpha_t, \sqrt{\sigma_t^2 + \gamma_t^2})` of an independent coupling.
+
+    With :math:`x_0 \sim \mathcal N(0, I)` independent of :math:`x_1` (the independent
+    coupling with a Gaussian source) and :math:`\varepsilon \sim \mathcal N(0, I)`,
+    :math:`\sigma_t x_0 + \gamma_t \varepsilon` is one Gaussian noise of scale
+    :math:`\tilde\sigma_t = \sqrt{\sigma_t^2 + \gamma_t^2}`, so the coupled path
+    conditioned on :math:`x_1` alone is the paper's :math:`\mathcal N(\alpha_t x_1,
+    \tilde\sigma_t^2 I)`, and the marginal field of the coupled path is that of
+    ``GaussianPath(NoisySchedule(schedule, noise))`` (its Theorem 3 field is the
+    conditional expectation of :math:`\dot\mu_t + \dot\gamma_t\varepsilon` given
+    :math:`x_t` and :math:`x_1`, since
+    :math:`E[\sigma_t \dot\sigma_t x_0 + \gamma_t\dot\gamma_t\varepsilon \mid n] =
+    \tilde\sigma_t\dot{\tilde\sigma}_t\, n/\tilde\sigma_t^2` for
+    :math:`n = \sigma_t x_0 + \gamma_t\varepsilon`). Its derivative is
+    :math:`\dot{\tilde\sigma}_t = (\sigma_t\dot\sigma_t + \gamma_t\dot\gamma_t)/\tilde\sigma_t`.
+
+    Parameters
+    ----------
+    schedule : Schedule
+    noise : NoiseScale
+
+    Examples
+    --------
+    >>> import numpy as np, flowspec as fs
+    >>> from flowspec.coupled_paths import ConstantNoise, NoisySchedule
+    >>> NoisySchedule(fs.CondOT(), ConstantNoise(0.75))(np.array([0.0])).sigma.tolist()
+    [1.25]
+    """
+
+    schedule: Schedule
+    noise: NoiseScale
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.schedule, Schedule):
+            raise TypeError(f"`schedule` must be a flowspec Schedule, got {_xp.describe(self.schedule)}")
+        if not isinstance(self.noise, NoiseScale):
+            raise TypeError(f"`noise` must be a NoiseScale, got {_xp.describe(self.noise)}")
+
+    @property
+    def divergent_at(self) -> tuple[float, ...]:  # type: ignore[override]
+        return tuple(sorted(set(self.schedule.divergent_at) | set(self.noise.divergent_at)))
+
+    def _coefficients(self, xp: Any, t: Array) -> Coefficients:
+        c = self.schedule(t)
+        n = self.noise._arrays(xp, t)
+        sigma = xp.sqrt(c.sigma * c.sigma + n.gamma * n.gamma)
+        d_sigma = (c.sigma * c.d_sigma + n.gamma * n.d_gamma) / sigma
+        return Coefficients(c.alpha, sigma, c.d_alpha, d_sigma)
+
+
+@dataclass(frozen=True)
+class _Centred(Schedule):
+    r"""The Gaussian :math:`\mathcal N(1 \cdot c, \gamma_t^2 I)` around a centre c, as a schedule.
+
+    With ``x1 = mu_t`` a :class:`~flowspec.GaussianPath` of this schedule has the
+    density, score and Theorem 3 field (minus the drift of the centre) of the coupled path.
+    """
+
+    noise: NoiseScale
+
+    def _coefficients(self, xp: Any, t: Array) -> Coefficients:
+        n = self.noise._complete(xp, t)
+        return Coefficients(1.0, n.gamma, 0.0, n.d_gamma)
+
+
+@dataclass(frozen=True)
+class CoupledPath:
+    r"""The Gaussian path :math:`\mathcal N(\alpha_t x_1 + \sigma_t x_0, \gamma_t^2 I)` conditioned on a pair.
+
+    Parameters
+    ----------
+    schedule : Schedule
+        The interpolant :math:`\mu_t = \alpha_t x_1 + \sigma_t x_0`; ``CondOT()`` gives
+        the straight line :math:`t x_1 + (1 - t) x_0`.
+    noise : NoiseScale
+        :math:`\gamma_t`: :class:`NoNoise`, :class:`ConstantNoise`,
+        :class:`BrownianBridgeNoise` or a user's subclass of :class:`NoiseScale`.
+
+    Examples
+    --------
+    torchcfm's SB-CFM training pair at t = 1/2:
+
+    >>> import numpy as np, flowspec as fs
+    >>> from flowspec.coupled_paths import CoupledPath, BrownianBridgeNoise
+    >>> path = CoupledPath(fs.CondOT(), BrownianBridgeNoise(1.0))
+    >>> x0, x1, eps = np.array([[0.0]]), np.array([[2.0]]), np.array([[1.0]])
+    >>> x_t, u = path.sample_and_target(x0, x1, eps, 0.5)
+    >>> x_t.tolist(), u.tolist()
+    ([[1.5]], [[2.0]])
+    """
+
+    schedule: Schedule
+    noise: NoiseScale
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.schedule, Schedule):
+            raise TypeError(
+                f"`schedule` must be a flowspec Schedule (e.g. fs.CondOT()), got "
+                f"{_xp.describe(self.schedule)}"
+            )
+        if not isinstance(self.noise, NoiseScale):
+            raise TypeError(
+                f"`noise` must be a NoiseScale (NoNoise(), ConstantNoise(s), "
+                f"BrownianBridgeNoise(s) or a subclass), got {_xp.describe(self.noise)}"
+            )
+
+    @property
+    def mean_path(self) -> GaussianPath:
+        r"""The paper's path of the schedule: its sample is :math:`\mu_t`, its target :math:`\dot\mu_t`."""
+        return GaussianPath(self.schedule)
+
+    @property
+    def noise_path(self) -> GaussianPath:
+        r"""A path whose density, score and divergence about the centre ``x1 = mu_t`` are those of
+        :math:`\mathcal N(\mu_t, \gamma_t^2 I)`."""
+        return GaussianPath(_Centred(self.noise))
+
+    def _noise(self, x: Array, t: Any, name: str) -> tuple[Any, NoiseCoefficients]:
+        xp = _xp.namespace(**{name: x})
+        return xp, self.noise._arrays(xp, _xp.time_array(xp, t, x, x_name=name))
+
+    def _check_eps(self, x0: Array, eps: Array) -> None:
+        xp = _xp.namespace(x0=x0, eps=eps)
+        _xp.check_float(xp, "eps", eps, like=("x0", x0))
+        _xp.check_same_shape("x0", x0, "eps", eps)
+
+    def sample(self, x0: Array, x1: Array, eps: Array, t: Array | float) -> Array:
+        r"""A point of the conditional path, :math:`x_t = \alpha_t x_1 + \sigma_t x_0 + \gamma_t\varepsilon`.
+
+        Parameters
+        ----------
+        x0, x1 : array, shape (B, *event)
+            The pair z, drawn from a coupling (:mod:`flowspec.couplings`).
+        eps : array, shape (B, *event)
+            Standard normal noise (ignored in value when :math:`\gamma_t = 0`).
+        t : float or array, shape () or (B,) or (B, 1, ..., 1)
+
+        Returns
+        -------
+        array, shape (B, *event)
+
+        Examples
+        --------
+        >>> import numpy as np, flowspec as fs
+        >>> from flowspec.coupled_paths import CoupledPath, ConstantNoise
+        >>> p = CoupledPath(fs.CondOT(), ConstantNoise(0.5))
+        >>> p.sample(np.zeros((1, 1)), np.ones((1, 1)), np.ones((1, 1)), 0.5).tolist()
+        [[1.0]]
+        """
+        return self.sample_and_target(x0, x1, eps, t)[0]
+
+    def target(self, x0: Array, x1: Array, eps: Array, t: Array | float) -> Array:
+        r"""The regression target in noise form, :math:`\dot\alpha_t x_1 + \dot\sigma_t x_0 + \dot\gamma_t\varepsilon`.
+
+        :math:`\frac{d}{dt} x_t` for fixed :math:`(x_0, x_1, \varepsilon)`; equal to
+        :meth:`velocity` at :math:`x = x_t`. No division: finite wherever the
+        coefficients are (for :class:`BrownianBridgeNoise`, on (0, 1); at t = 0 and 1
+        :math:`\dot\gamma_t` is infinite).
+
+        Returns
+        -------
+        array, shape (B, *event)
+
+        Examples
+        --------
+        >>> import numpy as np, flowspec as fs
+        >>> from flowspec.coupled_paths import CoupledPath, ConstantNoise
+        >>> p = CoupledPath(fs.CondOT(), ConstantNoise(0.5))
+        >>> p.target(np.zeros((1, 1)), np.ones((1, 1)), np.ones((1, 1)), 1.0).tolist()
+        [[1.0]]
+        """
+        return self.sample_and_target(x0, x1, eps, t)[1]
+
+    def sample_and_target(
+        self, x0: Array, x1: Array, eps: Array, t: Array | float
+    ) -> tuple[Array, Array]:
+        r"""``(sample(x0, x1, eps, t), target(x0, x1, eps, t))`` in one call: one training step.
+
+        The mean and its derivative are :class:`~flowspec.GaussianPath`'s sample and
+        target (eq. 11 and eq. 13); the noise adds :math:`\gamma_t\varepsilon` and
+        :math:`\dot\gamma_t\varepsilon`.
+
+        Returns
+        -------
+        x_t, target : array, shape (B, *event)
+
+        Examples
+        --------
+        >>> import numpy as np, flowspec as fs
+        >>> from flowspec.coupled_paths import CoupledPath, NoNoise
+        >>> x_t, u = CoupledPath(fs.CondOT(), NoNoise()).sample_and_target(
+        ...     np.array([[1.0]]), np.array([[3.0]]), np.zeros((1, 1)), 0.25)
+        >>> x_t.tolist(), u.tolist()
+        ([[1.5]], [[2.0]])
+        """
+        mu, d_mu = self.mean_path.sample_and_target(x0, x1, t)
+        self._check_eps(x0, eps)
+        _, n = self._noise(x0, t, "x0")
+        return mu + n.gamma * eps, d_mu + n.d_gamma * eps
+
+    def velocity(self, x: Array, x0: Array, x1: Array, t: Array | float) -> Array:
+        r"""The conditional field in x-form, :math:`u_t(x \mid z) = \dot\mu_t + (\dot\gamma_t/\gamma_t)(x - \mu_t)`.
+
+        Theorem 3 (eq. 15) for the Gaussian :math:`\mathcal N(\mu_t, \gamma_t^2 I)` with
+        a moving centre. The ratio comes from the noise scale in its finite form: 0 for
+        :class:`NoNoise` and :class:`ConstantNoise` (the field is :math:`\dot\mu_t`),
+        :math:`(1-2t)/(2t(1-t))` for :class:`BrownianBridgeNoise`. Singular only where
+        :math:`\gamma_t = 0` with :math:`\dot\gamma_t \ne 0` (the bridge at t = 0 and 1):
+        there it returns what the arithmetic gives.
+
+        Parameters
+        ----------
+        x, x0, x1 : array, shape (B, *event)
+        t : float or array, shape () or (B,) or (B, 1, ..., 1)
+
+        Returns
+        -------
+        array, shape (B, *event)
+
+        Examples
+        --------
+        >>> import numpy as np, flowspec as fs
+        >>> from flowspec.coupled_paths import CoupledPath, BrownianBridgeNoise
+        >>> p = CoupledPath(fs.CondOT(), BrownianBridgeNoise(1.0))
+        >>> p.velocity(np.array([[1.0]]), np.zeros((1, 1)), np.ones((1, 1)), 0.25).tolist()
+        [[2.0]]
+        """
+        self._check_x(x, x0)
+        mu, d_mu = self.mean_path.sample_and_target(x0, x1, t)
+        _, n = self._noise(x, t, "x")
+        return d_mu + n.ratio * (x - mu)
+
+    def _check_x(self, x: Array, x0: Array) -> None:
+        xp = _xp.namespace(x=x, x0=x0)
+        _xp.check_float(xp, "x", x)
+        _xp.check_float(xp, "x0", x0, like=("x", x))
+        _xp.check_batch("x", x)
+        _xp.check_same_shape("x", x, "x0", x0)
+
+    def log_prob(self, x: Array, x0: Array, x1: Array, t: Array | float) -> Array:
+        r"""The log-density of :math:`\mathcal N(x \mid \mu_t, \gamma_t^2 I)` (eq. 10 with this mean and scale).
+
+        Singular where :math:`\gamma_t = 0` (a point mass).
+
+        Returns
+        -------
+        array, shape (B,)
+
+        Examples
+        --------
+        >>> import numpy as np, flowspec as fs
+        >>> from flowspec.coupled_paths import CoupledPath, ConstantNoise
+        >>> lp = CoupledPath(fs.CondOT(), ConstantNoise(1.0)).log_prob(
+        ...     np.zeros((1, 1)), np.zeros((1, 1)), np.zeros((1, 1)), 0.5)
+        >>> bool(np.isclose(lp[0], -0.5 * np.log(2 * np.pi)))
+        True
+        """
+        self._check_x(x, x0)
+        return self.noise_path.log_prob(x, self.mean_path.sample(x0, x1, t), t)
+
+    def score(self, x: Array, x0: Array, x1: Array, t: Array | float) -> Array:
+        r"""The conditional score :math:`\nabla_x \log p_t(x \mid z) = -(x - \mu_t)/\gamma_t^2`.
+
+        Returns
+        -------
+        array, shape (B, *event)
+
+        Examples
+        --------
+        >>> import numpy as np, flowspec as fs
+        >>> from flowspec.coupled_paths import CoupledPath, ConstantNoise
+        >>> CoupledPath(fs.CondOT(), ConstantNoise(0.5)).score(
+        ...     np.ones((1, 1)), np.zeros((1, 1)), np.zeros((1, 1)), 0.5).tolist()
+        [[-4.0]]
+        """
+        self._check_x(x, x0)
+        return self.noise_path.score(x, self.mean_path.sample(x0, x1, t), t)
+
+    def divergence(self, x: Array, x0: Array, x1: Array, t: Array | float) -> Array:
+        r"""The divergence :math:`\nabla_x \cdot u_t(x \mid z) = d\,\dot\gamma_t/\gamma_t` (d event entries).
+
+        Returns
+        -------
+        array, shape (B,)
+
+        Examples
+        --------
+        >>> import numpy as np, flowspec as fs
+        >>> from flowspec.coupled_paths import CoupledPath, BrownianBridgeNoise
+        >>> p = CoupledPath(fs.CondOT(), BrownianBridgeNoise(1.0))
+        >>> p.divergence(np.zeros((1, 2)), np.zeros((1, 2)), np.ones((1, 2)), 0.25).tolist()
+        [2.6666666666666665]
+        """
+        self._check_x(x, x0)
+        self.mean_path.sample(x0, x1, t)  # validates x1 and t against x0
+        xp, n = self._noise(x, t, "x")
+        ratio = xp.reshape(n.ratio, (int(x.shape[0]),))
+        return float(_xp.event_size(x)) * ratio
