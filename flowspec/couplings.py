@@ -28,7 +28,8 @@ References
 ----------
 Tong et al., "Improving and generalizing flow-based generative models with minibatch
 optimal transport", TMLR 2024 (arXiv:2302.00482). Pooladian et al., "Multisample flow
-matching", ICML 2023. Cuturi, "Sinkhorn distances", NeurIPS 2013.
+matching", ICML 2023. Cuturi, "Sinkhorn distances", NeurIPS 2013. Schmitzer, "Stabilized sparse scaling
+algorithms for entropy regularized transport problems", SIAM J. Sci. Comput. 2019.
 """
 
 from __future__ import annotations
@@ -256,7 +257,7 @@ class SinkhornResult(NamedTuple):
     ``plan`` has shape (B0, B1) and sums to 1; ``error`` (0-d, the plan's dtype) is the
     L1 distance of its row sums to the uniform source marginal (its column sums are
     uniform to rounding after the last half-step); ``iterations`` is the number of
-    Sinkhorn iterations run.
+    Sinkhorn iterations run, the warm start's included.
     """
 
     plan: Array
@@ -292,6 +293,7 @@ def sinkhorn(
     max_iter: int = 1000,
     check_every: int = 10,
     on_failure: str = "raise",
+    scaling_stages: int = 8,
 ) -> SinkhornResult:
     r"""The entropic OT plan between two minibatches, by a log-domain Sinkhorn.
 
@@ -310,6 +312,13 @@ def sinkhorn(
         f_i \leftarrow -\varepsilon \log \sum_j b_j e^{(g_j - C_{ij})/\varepsilon},\quad
         g_j \leftarrow -\varepsilon \log \sum_i a_i e^{(f_i - C_{ij})/\varepsilon},\quad
         P_{ij} = a_i b_j e^{(f_i + g_j - C_{ij})/\varepsilon}.
+
+    Before the iterations at ``reg``, an epsilon-scaling warm start runs
+    ``scaling_stages`` stages of ``check_every`` iterations each at regularisations
+    decreasing geometrically from the cost's range :math:`\max C - \min C` to ``reg``
+    (Schmitzer 2019): the fixed point is the same, reached in far fewer iterations
+    when ``reg`` is small against the cost (plain Sinkhorn contracts at a rate that
+    degrades like :math:`e^{-\max C / \varepsilon}`).
 
     Convergence is the L1 error of the row sums, :math:`\sum_i |P_{i\cdot} - a_i|`
     (the column sums are exact after each g update, up to rounding). With a ``tol``,
@@ -330,11 +339,14 @@ def sinkhorn(
         The L1 marginal error to reach (> 0), or None for a fixed number of iterations.
         In float32, rounding leaves an error of a few 1e-7: ask for 1e-5 or more.
     max_iter : int
-        The iteration cap.
+        The cap on the iterations at ``reg`` (after the warm start).
     check_every : int
         Iterations between two reads of the error (with a ``tol``).
     on_failure : {"raise", "warn"}
         What reaching ``max_iter`` without convergence does.
+    scaling_stages : int
+        Stages of the epsilon-scaling warm start (0: none, plain Sinkhorn from zero
+        potentials, as POT's ``sinkhorn_log``).
 
     Returns
     -------
@@ -363,21 +375,39 @@ def sinkhorn(
     if tol is not None:
         tol = _positive("tol", tol)
     max_iter = _count("max_iter", max_iter)
+    if isinstance(scaling_stages, bool) or not isinstance(scaling_stages, numbers.Integral) or (
+        scaling_stages < 0
+    ):
+        raise ValueError(
+            f"`scaling_stages` must be an integer >= 0, got {_xp.describe(scaling_stages)}"
+        )
+    scaling_stages = int(scaling_stages)
     check_every = _count("check_every", check_every)
     if on_failure not in ("raise", "warn"):
         raise ValueError(f"`on_failure` must be 'raise' or 'warn', got {on_failure!r}")
     n0, n1 = int(x0.shape[0]), int(x1.shape[0])
     cost = _cost(xp, x0, x1)
     log_a, log_b = -math.log(n0), -math.log(n1)
-    scaled = cost / eps  # C / reg, once
     g = xp.zeros((n1,), dtype=x0.dtype, device=_xp.device(x0))
-    error = None
     done = 0
+    if scaling_stages:
+        # epsilon-scaling warm start (potentials in cost units): regs from the cost's
+        # range down to reg, geometrically; an array, so nothing is read
+        ratio = xp.maximum((xp.max(cost) - xp.min(cost)) / eps, 1.0) ** (1.0 / scaling_stages)
+        for s in range(scaling_stages):
+            e = eps * ratio ** (scaling_stages - s)
+            for _ in range(check_every):
+                f = -e * _logsumexp(xp, (g[None, :] - cost) / e + log_b, axis=1)
+                g = -e * _logsumexp(xp, (f[:, None] - cost) / e + log_a, axis=0)
+                done += 1
+        g = g / eps
+    scaled = cost / eps  # C / reg, once
+    error = None
     for k in range(1, max_iter + 1):
         # potentials in units of reg: f/reg, g/reg
         f = -_logsumexp(xp, g[None, :] - scaled + log_b, axis=1)
         g = -_logsumexp(xp, f[:, None] - scaled + log_a, axis=0)
-        done = k
+        done += 1
         if tol is not None and (k % check_every == 0 or k == max_iter):
             error = _row_error(xp, f, g, scaled, log_a, log_b)
             value = _read(error)
