@@ -268,7 +268,9 @@ class NoisySchedule(Schedule):
 
     def __post_init__(self) -> None:
         if not isinstance(self.schedule, Schedule):
-            raise TypeError(f"`schedule` must be a flowspec Schedule, got {_xp.describe(self.schedule)}")
+            raise TypeError(
+                f"`schedule` must be a flowspec Schedule, got {_xp.describe(self.schedule)}"
+            )
         if not isinstance(self.noise, NoiseScale):
             raise TypeError(f"`noise` must be a NoiseScale, got {_xp.describe(self.noise)}")
 

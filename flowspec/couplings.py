@@ -375,8 +375,10 @@ def sinkhorn(
     if tol is not None:
         tol = _positive("tol", tol)
     max_iter = _count("max_iter", max_iter)
-    if isinstance(scaling_stages, bool) or not isinstance(scaling_stages, numbers.Integral) or (
-        scaling_stages < 0
+    if (
+        isinstance(scaling_stages, bool)
+        or not isinstance(scaling_stages, numbers.Integral)
+        or (scaling_stages < 0)
     ):
         raise ValueError(
             f"`scaling_stages` must be an integer >= 0, got {_xp.describe(scaling_stages)}"

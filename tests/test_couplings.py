@@ -74,13 +74,11 @@ def test_unequal_batches_give_the_optimal_partial_matching():
         cost = _cost_np(x0, x1)
         if n0 <= n1:
             best = min(
-                sum(cost[k, p[k]] for k in range(n0))
-                for p in itertools.permutations(range(n1), n0)
+                sum(cost[k, p[k]] for k in range(n0)) for p in itertools.permutations(range(n1), n0)
             )
         else:
             best = min(
-                sum(cost[p[k], k] for k in range(n1))
-                for p in itertools.permutations(range(n0), n1)
+                sum(cost[p[k], k] for k in range(n1)) for p in itertools.permutations(range(n0), n1)
             )
         assert cost[i, j].sum() - best <= m * _cost_tol(x0, x1)
         a, b = C.exact_ot_pairs(x0, x1)
@@ -304,7 +302,9 @@ def test_sinkhorn_under_jax_jit():
     np.testing.assert_allclose(np.asarray(p), want.plan, rtol=1e-12, atol=1e-15)
     np.testing.assert_allclose(float(err), float(want.error), rtol=1e-6, atol=1e-15)
     with pytest.raises(TypeError, match="tol=None"):
-        jax.jit(lambda a, b: C.sinkhorn(a, b, 0.5, scaling_stages=0).plan)(jnp.asarray(x0), jnp.asarray(x1))
+        jax.jit(lambda a, b: C.sinkhorn(a, b, 0.5, scaling_stages=0).plan)(
+            jnp.asarray(x0), jnp.asarray(x1)
+        )
 
 
 @pytest.mark.slow
