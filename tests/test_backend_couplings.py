@@ -36,7 +36,8 @@ def _bound(path, x0, x1, eps, t, unit):
     col = (t.shape[0],) + (1,) * (x0.ndim - 1)
     with np.errstate(all="ignore"):
         terms_x = sum(
-            np.abs(np.reshape(a, col) * b) for a, b in ((c.alpha, x1), (c.sigma, x0), (n.gamma, eps))
+            np.abs(np.reshape(a, col) * b)
+            for a, b in ((c.alpha, x1), (c.sigma, x0), (n.gamma, eps))
         )
         terms_u = sum(
             np.abs(np.reshape(a, col) * b)

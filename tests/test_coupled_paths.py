@@ -84,7 +84,7 @@ def test_outputs_keep_namespace_dtype_and_shape(xp, noise):
         x0, x1, eps = (xp.astype(a, getattr(xp, dtype)) for a in _batch(rng, (3, 2, 2), xp))
         t = xp.asarray(np.array([0.2, 0.5, 0.7]), dtype=getattr(xp, dtype))
         path = CoupledPath(fs.CondOT(), noise)
-        for out in path.sample_and_target(x0, x1, eps, t) + (path.velocity(x0, x0, x1, t),):
+        for out in (*path.sample_and_target(x0, x1, eps, t), path.velocity(x0, x0, x1, t)):
             assert out.dtype == x0.dtype and tuple(out.shape) == (3, 2, 2)
             assert type(out) is type(x0)
         if not isinstance(noise, NoNoise) and noise != ConstantNoise(0.0):
@@ -123,7 +123,7 @@ def test_target_is_the_field_at_x_t(x0, x1, eps, t, noise, schedule):
     assert np.all(np.abs(v - u) <= 16 * EPS64 * size)
 
 
-@pytest.mark.parametrize("noise", POSITIVE + [NoNoise()], ids=repr)
+@pytest.mark.parametrize("noise", [*POSITIVE, NoNoise()], ids=repr)
 def test_noise_derivative_by_finite_differences(noise):
     # central differences, h = eps^(1/3): error ~ h^2 |gamma'''| + eps/h |gamma|; on
     # [0.05, 0.95] every gamma here has |gamma'''| <= 40 s, so 100 eps^(2/3) bounds it

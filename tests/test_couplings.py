@@ -103,7 +103,7 @@ def test_exact_ot_matches_pot_emd_cost(n, shape):
 def test_exact_ot_on_every_library(xp):
     rng = np.random.default_rng(1)
     x0, x1 = rng.standard_normal((6, 2, 2)), rng.standard_normal((6, 2, 2))
-    want_i, want_j = C.exact_ot_indices(x0, x1)
+    _want_i, want_j = C.exact_ot_indices(x0, x1)
     a, b = xp.asarray(x0), xp.asarray(x1)
     i, j = C.exact_ot_indices(a, b)
     assert type(i) is type(a)
@@ -197,7 +197,7 @@ def test_sinkhorn_tends_to_the_exact_plan():
 def test_sinkhorn_fails_loudly():
     rng = np.random.default_rng(5)
     x0, x1 = rng.standard_normal((6, 2)), rng.standard_normal((6, 2))
-    with pytest.raises(RuntimeError, match="did not converge.*max_iter=3"):
+    with pytest.raises(RuntimeError, match=r"did not converge.*max_iter=3"):
         C.sinkhorn(x0, x1, 0.01, tol=1e-12, max_iter=3, scaling_stages=0)
     with pytest.warns(RuntimeWarning, match="did not converge"):
         res = C.sinkhorn(

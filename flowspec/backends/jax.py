@@ -53,8 +53,8 @@ from ..schedules import Coefficients
 __all__ = [
     "METHODS",
     "cfm_loss",
-    "coupled_sample_and_target",
     "continuity_residual",
+    "coupled_sample_and_target",
     "divergence",
     "entropic_pairs",
     "euler",

@@ -51,9 +51,9 @@ from ..schedules import Coefficients
 __all__ = [
     "METHODS",
     "cfm_loss",
-    "coupled_sample_and_target",
     "coefficients",
     "continuity_residual",
+    "coupled_sample_and_target",
     "divergence",
     "entropic_pairs",
     "euler",
