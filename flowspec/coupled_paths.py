@@ -43,11 +43,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+import array_api_compat
 import numpy as np
 
-from . import _xp
+from . import validation
 from .paths import GaussianPath
 from .schedules import Coefficients, Schedule
+from .typing import Array
 
 __all__ = [
     "BrownianBridgeNoise",
@@ -58,8 +60,6 @@ __all__ = [
     "NoiseScale",
     "NoisySchedule",
 ]
-
-Array = Any
 
 
 class NoiseCoefficients(NamedTuple):
@@ -102,13 +102,13 @@ class NoiseScale:
 
     def __call__(self, t: Array | float) -> NoiseCoefficients:
         if isinstance(t, bool):
-            raise TypeError(f"`t` must be a real number or an array, got {_xp.describe(t)}")
+            raise TypeError(f"`t` must be a real number or an array, got {validation.describe(t)}")
         if isinstance(t, (int, float)):
-            t = np.asarray(_xp.real_number("t", t), dtype=np.float64)
-        xp = _xp.namespace(t=t)
-        _xp.check_float(xp, "t", t)
-        if _xp.array_api_compat.is_numpy_array(t):
-            _xp._check_host_times("t", t, 0.0, 1.0)
+            t = np.asarray(validation.real_number("t", t), dtype=np.float64)
+        xp = validation.namespace(t=t)
+        validation.check_float(xp, "t", t)
+        if array_api_compat.is_numpy_array(t):
+            validation.check_host_times("t", t, 0.0, 1.0)
         return self._arrays(xp, t)
 
     def _coefficients(self, xp: Any, t: Array) -> NoiseCoefficients:  # pragma: no cover
@@ -127,7 +127,7 @@ class NoiseScale:
 
 
 def _nonneg(obj: Any, name: str, value: Any) -> None:
-    v = _xp.real_number(name, value)
+    v = validation.real_number(name, value)
     if v < 0.0:
         raise ValueError(f"`{name}` must be >= 0, got {v!r}")
     object.__setattr__(obj, name, v)
@@ -216,7 +216,7 @@ class BrownianBridgeNoise(NoiseScale):
     divergent_at = (0.0, 1.0)
 
     def __post_init__(self) -> None:
-        v = _xp.real_number("sigma", self.sigma)
+        v = validation.real_number("sigma", self.sigma)
         if not v > 0.0:
             raise ValueError(f"`sigma` must be > 0, got {v!r}")
         object.__setattr__(self, "sigma", v)
@@ -269,10 +269,10 @@ class NoisySchedule(Schedule):
     def __post_init__(self) -> None:
         if not isinstance(self.schedule, Schedule):
             raise TypeError(
-                f"`schedule` must be a flowspec Schedule, got {_xp.describe(self.schedule)}"
+                f"`schedule` must be a flowspec Schedule, got {validation.describe(self.schedule)}"
             )
         if not isinstance(self.noise, NoiseScale):
-            raise TypeError(f"`noise` must be a NoiseScale, got {_xp.describe(self.noise)}")
+            raise TypeError(f"`noise` must be a NoiseScale, got {validation.describe(self.noise)}")
 
     @property
     def divergent_at(self) -> tuple[float, ...]:  # type: ignore[override]
@@ -334,12 +334,12 @@ class CoupledPath:
         if not isinstance(self.schedule, Schedule):
             raise TypeError(
                 f"`schedule` must be a flowspec Schedule (e.g. fs.CondOT()), got "
-                f"{_xp.describe(self.schedule)}"
+                f"{validation.describe(self.schedule)}"
             )
         if not isinstance(self.noise, NoiseScale):
             raise TypeError(
                 f"`noise` must be a NoiseScale (NoNoise(), ConstantNoise(s), "
-                f"BrownianBridgeNoise(s) or a subclass), got {_xp.describe(self.noise)}"
+                f"BrownianBridgeNoise(s) or a subclass), got {validation.describe(self.noise)}"
             )
 
     @property
@@ -354,13 +354,13 @@ class CoupledPath:
         return GaussianPath(_Centred(self.noise))
 
     def _noise(self, x: Array, t: Any, name: str) -> tuple[Any, NoiseCoefficients]:
-        xp = _xp.namespace(**{name: x})
-        return xp, self.noise._arrays(xp, _xp.time_array(xp, t, x, x_name=name))
+        xp = validation.namespace(**{name: x})
+        return xp, self.noise._arrays(xp, validation.time_array(xp, t, x, x_name=name))
 
     def _check_eps(self, x0: Array, eps: Array) -> None:
-        xp = _xp.namespace(x0=x0, eps=eps)
-        _xp.check_float(xp, "eps", eps, like=("x0", x0))
-        _xp.check_same_shape("x0", x0, "eps", eps)
+        xp = validation.namespace(x0=x0, eps=eps)
+        validation.check_float(xp, "eps", eps, like=("x0", x0))
+        validation.check_same_shape("x0", x0, "eps", eps)
 
     def sample(self, x0: Array, x1: Array, eps: Array, t: Array | float) -> Array:
         r"""A point of the conditional path, :math:`x_t = \alpha_t x_1 + \sigma_t x_0 + \gamma_t\varepsilon`.
@@ -469,11 +469,11 @@ class CoupledPath:
         return d_mu + n.ratio * (x - mu)
 
     def _check_x(self, x: Array, x0: Array) -> None:
-        xp = _xp.namespace(x=x, x0=x0)
-        _xp.check_float(xp, "x", x)
-        _xp.check_float(xp, "x0", x0, like=("x", x))
-        _xp.check_batch("x", x)
-        _xp.check_same_shape("x", x, "x0", x0)
+        xp = validation.namespace(x=x, x0=x0)
+        validation.check_float(xp, "x", x)
+        validation.check_float(xp, "x0", x0, like=("x", x))
+        validation.check_batch("x", x)
+        validation.check_same_shape("x", x, "x0", x0)
 
     def log_prob(self, x: Array, x0: Array, x1: Array, t: Array | float) -> Array:
         r"""The log-density of :math:`\mathcal N(x \mid \mu_t, \gamma_t^2 I)` (eq. 10 with this mean and scale).
@@ -533,4 +533,4 @@ class CoupledPath:
         self.mean_path.sample(x0, x1, t)  # validates x1 and t against x0
         xp, n = self._noise(x, t, "x")
         ratio = xp.reshape(n.ratio, (int(x.shape[0]),))
-        return float(_xp.event_size(x)) * ratio
+        return float(validation.event_size(x)) * ratio

@@ -43,7 +43,8 @@ from typing import Any, NamedTuple
 import array_api_compat
 import numpy as np
 
-from . import _xp
+from . import validation
+from .typing import Array
 
 __all__ = [
     "SinkhornResult",
@@ -57,15 +58,13 @@ __all__ = [
     "sinkhorn",
 ]
 
-Array = Any
-
 
 def _pair_inputs(x0: Array, x1: Array, same_batch: bool = False) -> Any:
-    xp = _xp.namespace(x0=x0, x1=x1)
-    _xp.check_float(xp, "x0", x0)
-    _xp.check_float(xp, "x1", x1, like=("x0", x0))
-    _xp.check_batch("x0", x0)
-    _xp.check_batch("x1", x1)
+    xp = validation.namespace(x0=x0, x1=x1)
+    validation.check_float(xp, "x0", x0)
+    validation.check_float(xp, "x1", x1, like=("x0", x0))
+    validation.check_batch("x0", x0)
+    validation.check_batch("x1", x1)
     if tuple(x0.shape[1:]) != tuple(x1.shape[1:]):
         raise ValueError(
             f"`x0` and `x1` must have the same event shape: got {tuple(x0.shape)} and "
@@ -81,9 +80,9 @@ def _pair_inputs(x0: Array, x1: Array, same_batch: bool = False) -> Any:
             f"`x0` and `x1` must have the same batch size, got {int(x0.shape[0])} and "
             f"{int(x1.shape[0])}"
         )
-    if str(_xp.device(x0)) != str(_xp.device(x1)):
+    if str(validation.device(x0)) != str(validation.device(x1)):
         raise ValueError(
-            f"`x0` and `x1` must be on one device, got {_xp.device(x0)} and {_xp.device(x1)}"
+            f"`x0` and `x1` must be on one device, got {validation.device(x0)} and {validation.device(x1)}"
         )
     return xp
 
@@ -220,7 +219,7 @@ def exact_ot_indices(x0: Array, x1: Array) -> tuple[Array, Array]:
     if not np.all(np.isfinite(cost)):
         raise ValueError("`x0` and `x1` must be finite: their cost matrix has non-finite entries")
     rows, cols = solve(cost)
-    dev = _xp.device(x0)
+    dev = validation.device(x0)
     return (
         xp.asarray(np.ascontiguousarray(rows, dtype=np.int64), device=dev),
         xp.asarray(np.ascontiguousarray(cols, dtype=np.int64), device=dev),
@@ -266,7 +265,7 @@ class SinkhornResult(NamedTuple):
 
 
 def _positive(name: str, value: Any) -> float:
-    v = _xp.real_number(name, value)
+    v = validation.real_number(name, value)
     if not v > 0.0:
         raise ValueError(f"`{name}` must be > 0, got {v!r}")
     return v
@@ -274,7 +273,7 @@ def _positive(name: str, value: Any) -> float:
 
 def _count(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"`{name}` must be an integer >= 1, got {_xp.describe(value)}")
+        raise ValueError(f"`{name}` must be an integer >= 1, got {validation.describe(value)}")
     return int(value)
 
 
@@ -381,7 +380,7 @@ def sinkhorn(
         or (scaling_stages < 0)
     ):
         raise ValueError(
-            f"`scaling_stages` must be an integer >= 0, got {_xp.describe(scaling_stages)}"
+            f"`scaling_stages` must be an integer >= 0, got {validation.describe(scaling_stages)}"
         )
     scaling_stages = int(scaling_stages)
     check_every = _count("check_every", check_every)
@@ -390,7 +389,7 @@ def sinkhorn(
     n0, n1 = int(x0.shape[0]), int(x1.shape[0])
     cost = _cost(xp, x0, x1)
     log_a, log_b = -math.log(n0), -math.log(n1)
-    g = xp.zeros((n1,), dtype=x0.dtype, device=_xp.device(x0))
+    g = xp.zeros((n1,), dtype=x0.dtype, device=validation.device(x0))
     done = 0
     if scaling_stages:
         # epsilon-scaling warm start (potentials in cost units): regs from the cost's
@@ -482,9 +481,9 @@ def draw_rows(plan: Array, u: Array) -> Array:
     >>> draw_rows(np.array([[0.25, 0.25], [0.0, 0.5]]), np.array([0.7, 0.1])).tolist()
     [1, 1]
     """
-    xp = _xp.namespace(plan=plan, u=u)
-    _xp.check_float(xp, "plan", plan)
-    _xp.check_float(xp, "u", u, like=("plan", plan))
+    xp = validation.namespace(plan=plan, u=u)
+    validation.check_float(xp, "plan", plan)
+    validation.check_float(xp, "u", u, like=("plan", plan))
     if plan.ndim != 2:
         raise ValueError(f"`plan` must have shape (B0, B1), got shape {tuple(plan.shape)}")
     if tuple(u.shape) != (int(plan.shape[0]),):

@@ -804,12 +804,12 @@ def coupled_sample_and_target(
     from ..coupled_paths import CoupledPath
 
     if not isinstance(path, CoupledPath):
-        raise TypeError(f"`path` must be a flowspec CoupledPath, got {_xp.describe(path)}")
+        raise TypeError(f"`path` must be a flowspec CoupledPath, got {validation.describe(path)}")
     _check_state("x0", x0)
     for name, a in (("x1", x1), ("eps", eps)):
         _check_jax(name, a)
-        _xp.check_float(jnp, name, a, like=("x0", x0))
-        _xp.check_same_shape("x0", x0, name, a)
+        validation.check_float(jnp, name, a, like=("x0", x0))
+        validation.check_same_shape("x0", x0, name, a)
     tt = _time(t, x0, x_name="x0")
     c = path.schedule._coefficients(jnp, tt)
     n = path.noise._coefficients(jnp, tt)

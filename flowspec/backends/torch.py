@@ -937,7 +937,7 @@ def coupled_sample_and_target(
     from ..coupled_paths import CoupledPath
 
     if not isinstance(path, CoupledPath):
-        raise TypeError(f"`path` must be a flowspec CoupledPath, got {_xp.describe(path)}")
+        raise TypeError(f"`path` must be a flowspec CoupledPath, got {validation.describe(path)}")
     _tensor("x0", x0)
     _like("x0", x0, "x1", x1)
     _like("x0", x0, "eps", eps)
