@@ -38,6 +38,7 @@ from ..ode import euler as ref_euler
 from ..paths import GaussianPath
 from ..schedules import Schedule
 from .adapter import CONVERSIONS, capabilities, to_numpy
+from .coupled import coupled_properties
 from .errors import EPS, ULPS, Measure, compare, tolerance
 
 __all__ = ["Property", "properties"]
@@ -559,6 +560,7 @@ def all_properties() -> list[Property]:
         _shapes(),
         _dtype(),
         _euler(),
+        *coupled_properties(),
     ]
 
 
