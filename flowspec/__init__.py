@@ -6,8 +6,9 @@ against the Python Array API standard: it runs unchanged on NumPy, array-api-str
 PyTorch, JAX and CuPy arrays. Importing flowspec imports no array framework.
 """
 
-from . import backends
+from . import backends, couplings
 from .continuity import continuity_residual
+from .coupled_paths import CoupledPath
 from .likelihood import log_likelihood
 from .losses import cfm_loss
 from .marginal import EmpiricalMarginal
@@ -30,6 +31,7 @@ __all__ = [
     "Coefficients",
     "CondOT",
     "Cosine",
+    "CoupledPath",
     "EmpiricalMarginal",
     "GaussianPath",
     "LinearVP",
@@ -40,6 +42,7 @@ __all__ = [
     "backends",
     "cfm_loss",
     "continuity_residual",
+    "couplings",
     "euler",
     "integrate",
     "log_likelihood",

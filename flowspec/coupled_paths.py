@@ -28,7 +28,7 @@ sample and target as :class:`~flowspec.GaussianPath`); ``CondOT()`` with
 ``BrownianBridgeNoise(s)`` its SB-CFM path; ``Cosine()`` with ``ConstantNoise(s)`` its
 "VP" (trigonometric) path.
 
-Shapes as in :mod:`flowspec.paths`: arrays (B, *event), ``t`` a number, 0-d, (B,) or
+Shapes as in ``flowspec.paths``: arrays (B, *event), ``t`` a number, 0-d, (B,) or
 (B, 1, ..., 1), per-sample scalars (B,).
 
 References

@@ -324,3 +324,16 @@ def test_sinkhorn_under_torch_compile():
     want = C.sinkhorn(x0, x1, 0.5, tol=None, max_iter=2, scaling_stages=0)
     np.testing.assert_allclose(p.numpy(), want.plan, rtol=1e-12, atol=1e-15)
     np.testing.assert_allclose(float(err), float(want.error), rtol=1e-6, atol=1e-15)
+
+
+def test_docs_page_code_runs():
+    # every python block of docs/couplings.md runs (in order, one namespace per block)
+    import re
+    from pathlib import Path
+
+    pytest.importorskip("torch")
+    page = Path(__file__).resolve().parents[1] / "docs" / "couplings.md"
+    blocks = re.findall(r"```python\n(.*?)```", page.read_text(encoding="utf-8"), re.DOTALL)
+    assert len(blocks) >= 4
+    for code in blocks:
+        exec(compile(code, str(page), "exec"), {})
