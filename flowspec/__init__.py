@@ -10,7 +10,7 @@ from . import backends, couplings
 from .continuity import continuity_residual
 from .coupled_paths import CoupledPath
 from .likelihood import log_likelihood
-from .losses import cfm_loss
+from .losses import LossFloor, cfm_loss, cfm_loss_floor
 from .marginal import EmpiricalMarginal
 from .ode import euler, integrate
 from .paths import GaussianPath
@@ -35,12 +35,14 @@ __all__ = [
     "EmpiricalMarginal",
     "GaussianPath",
     "LinearVP",
+    "LossFloor",
     "Polynomial",
     "Schedule",
     "VarianceExploding",
     "VariancePreserving",
     "backends",
     "cfm_loss",
+    "cfm_loss_floor",
     "continuity_residual",
     "couplings",
     "euler",
