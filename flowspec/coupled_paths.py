@@ -46,10 +46,10 @@ from typing import Any, NamedTuple
 import array_api_compat
 import numpy as np
 
-from . import validation
+from . import formulas, validation
 from .paths import GaussianPath
 from .schedules import Coefficients, Schedule
-from .typing import Array
+from .typing import Array, Namespace
 
 __all__ = [
     "BrownianBridgeNoise",
@@ -78,7 +78,7 @@ class NoiseCoefficients(NamedTuple):
 class NoiseScale:
     r"""Base class: ``noise(t) -> NoiseCoefficients(gamma, d_gamma, ratio)``.
 
-    A subclass implements ``_coefficients(xp, t)`` with Array API functions only (as a
+    A subclass implements ``coefficients(xp, t)`` with Array API functions only (as a
     :class:`~flowspec.schedules.Schedule` does); a coefficient that does not depend on
     t may be a Python float. Return ``ratio=None`` to have
     :math:`\dot\gamma_t/\gamma_t` computed by division, or give it in a form without the
@@ -91,7 +91,7 @@ class NoiseScale:
     >>> import numpy as np
     >>> from flowspec.coupled_paths import NoiseScale, NoiseCoefficients
     >>> class Parabola(NoiseScale):
-    ...     def _coefficients(self, xp, t):
+    ...     def coefficients(self, xp, t):
     ...         return NoiseCoefficients(t * (1.0 - t), 1.0 - 2.0 * t)
     >>> Parabola()(np.array([0.5])).gamma.tolist()
     [0.25]
@@ -109,20 +109,53 @@ class NoiseScale:
         validation.check_float(xp, "t", t)
         if array_api_compat.is_numpy_array(t):
             validation.check_host_times("t", t, 0.0, 1.0)
-        return self._arrays(xp, t)
+        return self.arrays(xp, t)
 
-    def _coefficients(self, xp: Any, t: Array) -> NoiseCoefficients:  # pragma: no cover
+    def coefficients(self, xp: Any, t: Array) -> NoiseCoefficients:  # pragma: no cover
+        r"""The noise coefficients at an already validated time array ``t`` of namespace ``xp``.
+
+        The one method a subclass implements: :math:`\gamma_t`, :math:`\dot\gamma_t` and
+        optionally their ratio, each an array of t's shape or a Python float when
+        constant in t. Nothing is validated here; :meth:`__call__` is the validated entry.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from flowspec.coupled_paths import ConstantNoise
+        >>> ConstantNoise(0.1).coefficients(np, np.array([[0.5]])).gamma
+        0.1
+        """
         raise NotImplementedError
 
-    def _complete(self, xp: Any, t: Array) -> NoiseCoefficients:
-        """:meth:`_coefficients` with the ratio filled in (by division if not given)."""
-        c = self._coefficients(xp, t)
+    def complete(self, xp: Any, t: Array) -> NoiseCoefficients:
+        """:meth:`coefficients` with the ratio filled in (``d_gamma / gamma`` if not given).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from flowspec.coupled_paths import NoiseScale, NoiseCoefficients
+        >>> class Linear(NoiseScale):
+        ...     def coefficients(self, xp, t):
+        ...         return NoiseCoefficients(t, 1.0)
+        >>> Linear().complete(np, np.array([0.5])).ratio.tolist()
+        [2.0]
+        """
+        c = self.coefficients(xp, t)
         ratio = c.d_gamma / c.gamma if c.ratio is None else c.ratio
         return NoiseCoefficients(c.gamma, c.d_gamma, ratio)
 
-    def _arrays(self, xp: Any, t: Array) -> NoiseCoefficients:
+    def arrays(self, xp: Any, t: Array) -> NoiseCoefficients:
+        """:meth:`complete` with every constant broadcast to an array like ``t``.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from flowspec.coupled_paths import NoNoise
+        >>> NoNoise().arrays(np, np.array([0.5, 0.7])).gamma.tolist()
+        [0.0, 0.0]
+        """
         return NoiseCoefficients(
-            *(xp.full_like(t, v) if isinstance(v, float) else v for v in self._complete(xp, t))
+            *(xp.full_like(t, v) if isinstance(v, float) else v for v in self.complete(xp, t))
         )
 
 
@@ -148,7 +181,7 @@ class NoNoise(NoiseScale):
     [0.0]
     """
 
-    def _coefficients(self, xp: Any, t: Array) -> NoiseCoefficients:
+    def coefficients(self, xp: Any, t: Array) -> NoiseCoefficients:
         return NoiseCoefficients(0.0, 0.0, 0.0)
 
 
@@ -178,7 +211,7 @@ class ConstantNoise(NoiseScale):
     def __post_init__(self) -> None:
         _nonneg(self, "sigma", self.sigma)
 
-    def _coefficients(self, xp: Any, t: Array) -> NoiseCoefficients:
+    def coefficients(self, xp: Any, t: Array) -> NoiseCoefficients:
         return NoiseCoefficients(self.sigma, 0.0, 0.0)
 
 
@@ -221,7 +254,7 @@ class BrownianBridgeNoise(NoiseScale):
             raise ValueError(f"`sigma` must be > 0, got {v!r}")
         object.__setattr__(self, "sigma", v)
 
-    def _coefficients(self, xp: Any, t: Array) -> NoiseCoefficients:
+    def coefficients(self, xp: Any, t: Array) -> NoiseCoefficients:
         one_minus = 1.0 - t
         prod = t * one_minus
         root = xp.sqrt(prod)
@@ -278,27 +311,31 @@ class NoisySchedule(Schedule):
     def divergent_at(self) -> tuple[float, ...]:  # type: ignore[override]
         return tuple(sorted(set(self.schedule.divergent_at) | set(self.noise.divergent_at)))
 
-    def _coefficients(self, xp: Any, t: Array) -> Coefficients:
-        c = self.schedule(t)
-        n = self.noise._arrays(xp, t)
+    def coefficients(self, xp: Any, t: Array) -> Coefficients:
+        c = self.schedule.arrays(xp, t)
+        n = self.noise.arrays(xp, t)
         sigma = xp.sqrt(c.sigma * c.sigma + n.gamma * n.gamma)
         d_sigma = (c.sigma * c.d_sigma + n.gamma * n.d_gamma) / sigma
         return Coefficients(c.alpha, sigma, c.d_alpha, d_sigma)
 
 
-@dataclass(frozen=True)
-class _Centred(Schedule):
-    r"""The Gaussian :math:`\mathcal N(1 \cdot c, \gamma_t^2 I)` around a centre c, as a schedule.
+def _centred(n: NoiseCoefficients) -> Coefficients:
+    r""":math:`\mathcal N(\mu_t, \gamma_t^2 I)` as the paper's path about the centre ``x1 = mu_t``.
 
-    With ``x1 = mu_t`` a :class:`~flowspec.GaussianPath` of this schedule has the
-    density, score and Theorem 3 field (minus the drift of the centre) of the coupled path.
+    With alpha = 1 and sigma = gamma, :mod:`flowspec.formulas`' density and score of
+    eq. 10 are those of the coupled path (the centre's own motion is added by the caller).
     """
+    return Coefficients(1.0, n.gamma, 0.0, n.d_gamma)
 
-    noise: NoiseScale
 
-    def _coefficients(self, xp: Any, t: Array) -> Coefficients:
-        n = self.noise._complete(xp, t)
-        return Coefficients(1.0, n.gamma, 0.0, n.d_gamma)
+def _ratio_form(n: NoiseCoefficients) -> Coefficients:
+    r"""Coefficients whose ``d_sigma / sigma`` is the noise scale's finite ratio :math:`\dot\gamma_t/\gamma_t`.
+
+    Theorem 3's field and its divergence (eq. 15) depend on sigma only through that
+    ratio; with sigma = 1 and d_sigma = ratio the formulas never form the 0/0 of a
+    vanishing noise scale (NoNoise, ConstantNoise(0)).
+    """
+    return Coefficients(1.0, 1.0, 0.0, n.ratio)
 
 
 @dataclass(frozen=True)
@@ -347,20 +384,32 @@ class CoupledPath:
         r"""The paper's path of the schedule: its sample is :math:`\mu_t`, its target :math:`\dot\mu_t`."""
         return GaussianPath(self.schedule)
 
-    @property
-    def noise_path(self) -> GaussianPath:
-        r"""A path whose density, score and divergence about the centre ``x1 = mu_t`` are those of
-        :math:`\mathcal N(\mu_t, \gamma_t^2 I)`."""
-        return GaussianPath(_Centred(self.noise))
+    def prepare(
+        self, x_name: str, x: Array, x0: Array, x1: Array, t: Any
+    ) -> tuple[Namespace, Coefficients, NoiseCoefficients]:
+        r"""Validate a call and evaluate the schedule and the noise scale at t: ``(xp, c, n)``.
 
-    def _noise(self, x: Array, t: Any, name: str) -> tuple[Any, NoiseCoefficients]:
-        xp = validation.namespace(**{name: x})
-        return xp, self.noise._arrays(xp, validation.time_array(xp, t, x, x_name=name))
+        ``x`` (named ``x_name``: the noise ``eps`` or the point ``x``), ``x0`` and ``x1``
+        must be floating arrays of one namespace, dtype and shape (B, *event); ``t`` is
+        reshaped to (B, 1, ..., 1) against ``x0``. ``c`` are the schedule's coefficients
+        (eq. 11, 13) and ``n`` the noise scale's, ratio included, as arrays of shape
+        (B, 1, ..., 1) or Python floats.
 
-    def _check_eps(self, x0: Array, eps: Array) -> None:
-        xp = validation.namespace(x0=x0, eps=eps)
-        validation.check_float(xp, "eps", eps, like=("x0", x0))
-        validation.check_same_shape("x0", x0, "eps", eps)
+        Examples
+        --------
+        >>> import numpy as np, flowspec as fs
+        >>> from flowspec.coupled_paths import CoupledPath, ConstantNoise
+        >>> p = CoupledPath(fs.CondOT(), ConstantNoise(0.1))
+        >>> xp, c, n = p.prepare("eps", np.zeros((2, 1)), np.zeros((2, 1)), np.ones((2, 1)), 0.5)
+        >>> c.alpha.tolist(), n.gamma
+        ([[0.5], [0.5]], 0.1)
+        """
+        xp, c = self.mean_path.prepare("x0", x0, "x1", x1, t)
+        validation.namespace(x0=x0, **{x_name: x})
+        validation.check_float(xp, x_name, x, like=("x0", x0))
+        validation.check_same_shape(x_name, x, "x0", x0)
+        tt = validation.time_array(xp, t, x0, x_name="x0")
+        return xp, c, self.noise.complete(xp, tt)
 
     def sample(self, x0: Array, x1: Array, eps: Array, t: Array | float) -> Array:
         r"""A point of the conditional path, :math:`x_t = \alpha_t x_1 + \sigma_t x_0 + \gamma_t\varepsilon`.
@@ -431,10 +480,11 @@ class CoupledPath:
         >>> x_t.tolist(), u.tolist()
         ([[1.5]], [[2.0]])
         """
-        mu, d_mu = self.mean_path.sample_and_target(x0, x1, t)
-        self._check_eps(x0, eps)
-        _, n = self._noise(x0, t, "x0")
-        return mu + n.gamma * eps, d_mu + n.d_gamma * eps
+        _, c, n = self.prepare("eps", eps, x0, x1, t)
+        return (
+            formulas.sample(c, x0, x1) + n.gamma * eps,
+            formulas.target(c, x0, x1) + n.d_gamma * eps,
+        )
 
     def velocity(self, x: Array, x0: Array, x1: Array, t: Array | float) -> Array:
         r"""The conditional field in x-form, :math:`u_t(x \mid z) = \dot\mu_t + (\dot\gamma_t/\gamma_t)(x - \mu_t)`.
@@ -463,17 +513,9 @@ class CoupledPath:
         >>> p.velocity(np.array([[1.0]]), np.zeros((1, 1)), np.ones((1, 1)), 0.25).tolist()
         [[2.0]]
         """
-        self._check_x(x, x0)
-        mu, d_mu = self.mean_path.sample_and_target(x0, x1, t)
-        _, n = self._noise(x, t, "x")
-        return d_mu + n.ratio * (x - mu)
-
-    def _check_x(self, x: Array, x0: Array) -> None:
-        xp = validation.namespace(x=x, x0=x0)
-        validation.check_float(xp, "x", x)
-        validation.check_float(xp, "x0", x0, like=("x", x))
-        validation.check_batch("x", x)
-        validation.check_same_shape("x", x, "x0", x0)
+        _, c, n = self.prepare("x", x, x0, x1, t)
+        mu = formulas.sample(c, x0, x1)
+        return formulas.target(c, x0, x1) + formulas.velocity(_ratio_form(n), x, mu)
 
     def log_prob(self, x: Array, x0: Array, x1: Array, t: Array | float) -> Array:
         r"""The log-density of :math:`\mathcal N(x \mid \mu_t, \gamma_t^2 I)` (eq. 10 with this mean and scale).
@@ -493,8 +535,8 @@ class CoupledPath:
         >>> bool(np.isclose(lp[0], -0.5 * np.log(2 * np.pi)))
         True
         """
-        self._check_x(x, x0)
-        return self.noise_path.log_prob(x, self.mean_path.sample(x0, x1, t), t)
+        xp, c, n = self.prepare("x", x, x0, x1, t)
+        return formulas.log_prob(_centred(n), x, formulas.sample(c, x0, x1), xp=xp)
 
     def score(self, x: Array, x0: Array, x1: Array, t: Array | float) -> Array:
         r"""The conditional score :math:`\nabla_x \log p_t(x \mid z) = -(x - \mu_t)/\gamma_t^2`.
@@ -511,8 +553,8 @@ class CoupledPath:
         ...     np.ones((1, 1)), np.zeros((1, 1)), np.zeros((1, 1)), 0.5).tolist()
         [[-4.0]]
         """
-        self._check_x(x, x0)
-        return self.noise_path.score(x, self.mean_path.sample(x0, x1, t), t)
+        _, c, n = self.prepare("x", x, x0, x1, t)
+        return formulas.score(_centred(n), x, formulas.sample(c, x0, x1))
 
     def divergence(self, x: Array, x0: Array, x1: Array, t: Array | float) -> Array:
         r"""The divergence :math:`\nabla_x \cdot u_t(x \mid z) = d\,\dot\gamma_t/\gamma_t` (d event entries).
@@ -529,8 +571,5 @@ class CoupledPath:
         >>> p.divergence(np.zeros((1, 2)), np.zeros((1, 2)), np.ones((1, 2)), 0.25).tolist()
         [2.6666666666666665]
         """
-        self._check_x(x, x0)
-        self.mean_path.sample(x0, x1, t)  # validates x1 and t against x0
-        xp, n = self._noise(x, t, "x")
-        ratio = xp.reshape(n.ratio, (int(x.shape[0]),))
-        return float(validation.event_size(x)) * ratio
+        xp, _, n = self.prepare("x", x, x0, x1, t)
+        return formulas.divergence(_ratio_form(n), x, xp=xp)

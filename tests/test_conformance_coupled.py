@@ -92,13 +92,11 @@ def test_the_reference_passes(adapter):
 class Softened(NoiseScale):
     """torchcfm's SB ratio (1 - 2t) / (2 t (1 - t) + 1e-8): a mutant of the bridge."""
 
-    def _coefficients(self, xp, t):
+    def coefficients(self, xp, t):
         root = xp.sqrt(t * (1.0 - t))
         ratio = (1.0 - 2.0 * t) / (2.0 * t * (1.0 - t) + 1e-8)
         return (
-            BrownianBridgeNoise(1.0)
-            ._coefficients(xp, t)
-            ._replace(d_gamma=ratio * root, ratio=ratio)
+            BrownianBridgeNoise(1.0).coefficients(xp, t)._replace(d_gamma=ratio * root, ratio=ratio)
         )
 
 

@@ -46,7 +46,7 @@ class Parabola(NoiseScale):
     def __init__(self, s: float = 0.7) -> None:
         self.s = s
 
-    def _coefficients(self, xp, t):
+    def coefficients(self, xp, t):
         return NoiseCoefficients(self.s * t * (1.0 - t), self.s * (1.0 - 2.0 * t))
 
 
@@ -277,7 +277,7 @@ def test_independent_coupling_marginal_is_a_gaussian_path(schedule, noise):
 def test_validation_names_the_argument():
     path = CoupledPath(fs.CondOT(), ConstantNoise(0.1))
     x = np.zeros((2, 3))
-    with pytest.raises(ValueError, match="`x0` and `eps`"):
+    with pytest.raises(ValueError, match="`eps` and `x0`"):
         path.sample(x, x, np.zeros((2, 2)), 0.5)
     with pytest.raises(TypeError, match="`eps`"):
         path.sample(x, x, np.zeros((2, 3), dtype=np.float32), 0.5)

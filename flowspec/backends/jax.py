@@ -791,8 +791,8 @@ def coupled_sample_and_target(
         validation.check_float(jnp, name, a, like=("x0", x0))
         validation.check_same_shape("x0", x0, name, a)
     tt = _time(t, x0, x_name="x0")
-    c = path.schedule._coefficients(jnp, tt)
-    n = path.noise._coefficients(jnp, tt)
+    c = path.schedule.coefficients(jnp, tt)
+    n = path.noise.coefficients(jnp, tt)
     return (
         c.alpha * x1 + c.sigma * x0 + n.gamma * eps,
         c.d_alpha * x1 + c.d_sigma * x0 + n.d_gamma * eps,

@@ -924,8 +924,8 @@ def coupled_sample_and_target(
     _like("x0", x0, "x1", x1)
     _like("x0", x0, "eps", eps)
     tt = _time(t, x0, x_name="x0")
-    c = path.schedule._coefficients(_ns, tt)
-    n = path.noise._coefficients(_ns, tt)
+    c = path.schedule.coefficients(_ns, tt)
+    n = path.noise.coefficients(_ns, tt)
     x_t = _combine(c.alpha, x1, c.sigma, x0)
     u = _combine(c.d_alpha, x1, c.d_sigma, x0)
     for out, g in ((x_t, n.gamma), (u, n.d_gamma)):
