@@ -414,6 +414,8 @@ class CoupledPath:
     def sample(self, x0: Array, x1: Array, eps: Array, t: Array | float) -> Array:
         r"""A point of the conditional path, :math:`x_t = \alpha_t x_1 + \sigma_t x_0 + \gamma_t\varepsilon`.
 
+        The conditional flow of eq. 11 plus the noise :math:`\gamma_t\varepsilon`.
+
         Parameters
         ----------
         x0, x1 : array, shape (B, *event)
@@ -439,7 +441,8 @@ class CoupledPath:
     def target(self, x0: Array, x1: Array, eps: Array, t: Array | float) -> Array:
         r"""The regression target in noise form, :math:`\dot\alpha_t x_1 + \dot\sigma_t x_0 + \dot\gamma_t\varepsilon`.
 
-        :math:`\frac{d}{dt} x_t` for fixed :math:`(x_0, x_1, \varepsilon)`; equal to
+        :math:`\frac{d}{dt} x_t` for fixed :math:`(x_0, x_1, \varepsilon)` (eq. 13 plus
+        :math:`\dot\gamma_t\varepsilon`); equal to
         :meth:`velocity` at :math:`x = x_t`. No division: finite wherever the
         coefficients are (for :class:`BrownianBridgeNoise`, on (0, 1); at t = 0 and 1
         :math:`\dot\gamma_t` is infinite).
@@ -541,6 +544,9 @@ class CoupledPath:
     def score(self, x: Array, x0: Array, x1: Array, t: Array | float) -> Array:
         r"""The conditional score :math:`\nabla_x \log p_t(x \mid z) = -(x - \mu_t)/\gamma_t^2`.
 
+        The gradient of :meth:`log_prob` (the Gaussian of eq. 10 with mean
+        :math:`\mu_t` and scale :math:`\gamma_t`). Singular where :math:`\gamma_t = 0`.
+
         Returns
         -------
         array, shape (B, *event)
@@ -558,6 +564,9 @@ class CoupledPath:
 
     def divergence(self, x: Array, x0: Array, x1: Array, t: Array | float) -> Array:
         r"""The divergence :math:`\nabla_x \cdot u_t(x \mid z) = d\,\dot\gamma_t/\gamma_t` (d event entries).
+
+        The field of :meth:`velocity` (eq. 15) is affine in x with Jacobian
+        :math:`(\dot\gamma_t/\gamma_t) I`; the ratio in its finite form.
 
         Returns
         -------
