@@ -51,7 +51,7 @@ def log_likelihood(
     log_p0 : callable
         ``log_p0(x) -> (B,)``: the log-density at the grid's last time (the source,
         e.g. the standard normal).
-    time_grid : sequence of float, NumPy array, or 1-D array of ``x1``'s namespace
+    time_grid : sequence of float, NumPy array, or 1-D array of x1's namespace
         At least two times, strictly decreasing, inside [0, 1]; for the likelihood of
         data it runs from 1 down to 0 (a grid [t_a, ..., t_b] gives
         :math:`\log p_{t_a}` from :math:`\log p_{t_b}` = ``log_p0``, e.g. t_a = 1 - 1e-5

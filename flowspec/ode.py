@@ -123,7 +123,7 @@ def euler(
 
     Returns
     -------
-    array, shape (B, *event), or (steps + 1, B, *event) with ``return_path``
+    array, shape (B, *event), or (steps + 1, B, *event) with return_path
 
     Examples
     --------
@@ -193,7 +193,7 @@ def integrate(
         ``field(t, x)``, t of shape (B,).
     x0 : array, shape (B, *event)
         The state at ``time_grid[0]``.
-    time_grid : sequence of float, NumPy array, or 1-D array of ``x0``'s namespace
+    time_grid : sequence of float, NumPy array, or 1-D array of x0's namespace
         At least two strictly monotone times. Host grids are validated; a grid on a
         device (or traced) is used as given, its values never read.
     method : {"euler", "midpoint", "heun", "rk4"}
@@ -202,7 +202,7 @@ def integrate(
 
     Returns
     -------
-    array, shape (B, *event), or (len(time_grid), B, *event) with ``return_path``
+    array, shape (B, *event), or (len(time_grid), B, *event) with return_path
 
     Examples
     --------

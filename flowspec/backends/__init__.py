@@ -60,7 +60,7 @@ def get(name: str) -> ModuleType:
     if importlib.util.find_spec(NAMES[name]) is None:
         raise ImportError(
             f"the {name!r} backend needs {NAMES[name]!r}, which is not installed "
-            f"(pip install 'flowspec[{name}]')"
+            f'(pip install ".[{name}]" in a checkout of flowspec)'
         )
     if not _module_exists(name):
         raise ImportError(f"this version of flowspec has no {name!r} backend module")

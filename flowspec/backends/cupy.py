@@ -102,7 +102,7 @@ def sample_and_target(path: Any, x0: Array, x1: Array, t: Array | float) -> tupl
     .. math:: x_t = \alpha_t x_1 + \sigma_t x_0, \qquad
               \text{target} = \dot\alpha_t x_1 + \dot\sigma_t x_0
 
-    (paper eq. 11 and the x0-form of eq. 13; eq. 22-23 for the OT path). Same
+    (paper eq. 11 and the target of eq. 14; eq. 22-23 for the OT path). Same
     validation and result as ``path.sample_and_target(x0, x1, t)``: the kernel is
     compiled without multiply-add contraction, so it rounds exactly as the Array API
     path does on the same coefficients.

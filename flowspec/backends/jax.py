@@ -146,7 +146,7 @@ def sample(path: GaussianPath, x0: Array, x1: Array, t: Array | float) -> Array:
 
 
 def target(path: GaussianPath, x0: Array, x1: Array, t: Array | float) -> Array:
-    r""":meth:`flowspec.GaussianPath.target`: :math:`\dot\alpha_t x_1 + \dot\sigma_t x_0` (eq. 13, 23)."""
+    r""":meth:`flowspec.GaussianPath.target`: :math:`\dot\alpha_t x_1 + \dot\sigma_t x_0` (the target of eq. 14; eq. 23 for OT)."""
     c = _prepare(path, "x0", x0, "x1", x1, t)
     return formulas.target(c, x0, x1)
 
@@ -218,7 +218,7 @@ def sample_time(
 ) -> Array:
     r"""Times :math:`t \sim \mathcal U[\text{low}, \text{high})`, one per sample, shape (B,).
 
-    The paper trains on :math:`t \sim \mathcal U[0, 1]` (Algorithm of Sec. 4; eq. 9);
+    The paper trains on :math:`t \sim \mathcal U[0, 1]` (eq. 5 and 9);
     for schedules that are singular at t = 1 (VP, LinearVP) pass ``high = 1 - eps``.
 
     Parameters
@@ -403,7 +403,7 @@ def euler(
 
     Returns
     -------
-    JAX array, shape (B, *event), or (steps + 1, B, *event) with ``return_path``
+    JAX array, shape (B, *event), or (steps + 1, B, *event) with return_path
 
     Examples
     --------
@@ -460,13 +460,13 @@ def integrate(
     field : callable
         ``field(t, x)`` with t of shape (B,).
     x0 : JAX array, shape (B, *event)
-    time_grid : sequence of float, NumPy array or 1-D JAX array of ``x0``'s dtype
+    time_grid : sequence of float, NumPy array or 1-D JAX array of x0's dtype
     method : {"euler", "midpoint", "heun", "rk4"}
     return_path : bool
 
     Returns
     -------
-    JAX array, shape (B, *event), or (len(time_grid), B, *event) with ``return_path``
+    JAX array, shape (B, *event), or (len(time_grid), B, *event) with return_path
 
     Examples
     --------
@@ -689,7 +689,7 @@ def log_likelihood(
         callable ``divergence(t, x) -> (B,)`` as in the reference. Hutchinson draws its
         ``n_probes`` Rademacher probes once from ``key`` and keeps them for the whole
         solve (the estimate of log p is then unbiased).
-    key : jax.random key, required for ``"hutchinson"``
+    key : jax.random key, required for "hutchinson"
     n_probes : int
 
     Returns

@@ -211,7 +211,7 @@ def sample(path: GaussianPath, x0: Tensor, x1: Tensor, t: Any) -> Tensor:
 
 
 def target(path: GaussianPath, x0: Tensor, x1: Tensor, t: Any) -> Tensor:
-    r"""The CFM target :math:`\dot\alpha_t x_1 + \dot\sigma_t x_0` (eq. 13; eq. 23 for OT), fused.
+    r"""The CFM target :math:`\dot\alpha_t x_1 + \dot\sigma_t x_0` (the target of eq. 14; eq. 23 for OT), fused.
 
     Same contract as :meth:`flowspec.GaussianPath.target`, for torch tensors.
 
@@ -227,7 +227,7 @@ def target(path: GaussianPath, x0: Tensor, x1: Tensor, t: Any) -> Tensor:
 
 
 def sample_and_target(path: GaussianPath, x0: Tensor, x1: Tensor, t: Any) -> tuple[Tensor, Tensor]:
-    r"""``(x_t, target)`` of the CFM training step (eq. 9 reparameterised as eq. 13), fused.
+    r"""``(x_t, target)`` of the CFM training step (eq. 9 reparameterised as eq. 14), fused.
 
     .. math:: x_t = \alpha_t x_1 + \sigma_t x_0, \qquad u = \dot\alpha_t x_1 + \dot\sigma_t x_0
 
