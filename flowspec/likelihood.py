@@ -15,7 +15,8 @@ from collections.abc import Callable
 from typing import Any
 
 from . import validation
-from .ode import METHODS, Method, check_state, grid_times, step
+from .ode import Method, check_state, grid_times, step
+from .tableaus import tableau
 from .typing import Array
 
 __all__ = ["log_likelihood"]
@@ -92,11 +93,11 @@ def log_likelihood(
             f"`divergence` must be a callable divergence(t, x) in the core (names such as "
             f"{divergence!r} are understood by the torch and JAX backends), got {divergence!r}"
         )
-    for name, fn in (("log_p0", log_p0), ("divergence", divergence)):
-        if not callable(fn):
-            raise TypeError(f"`{name}` must be a callable, got {validation.describe(fn)}")
-    if method not in METHODS:
-        raise ValueError(f"`method` must be one of {tuple(METHODS)}, got {method!r}")
+    if not callable(log_p0):
+        raise TypeError(f"`log_p0` must be a callable, got {validation.describe(log_p0)}")
+    if divergence is None or not callable(divergence):
+        raise TypeError(f"`divergence` must be a callable, got {validation.describe(divergence)}")
+    tableau(method)
     xp = check_state(field, x1, method, name="x1")
     grid = grid_times(xp, time_grid, x1, x_name="x1")
     if isinstance(grid[0], float):

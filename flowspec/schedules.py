@@ -112,7 +112,7 @@ class Schedule:
         r"""The coefficients at an already validated time array ``t`` of namespace ``xp``.
 
         The one method a subclass implements (paper Sec. 4: :math:`\alpha_t`,
-        :math:`\sigma_t` of eq. 10 and their derivatives, the coefficients of eq. 13).
+        :math:`\sigma_t` of eq. 10 and their derivatives, the coefficients of the target of eq. 14).
         Each field is an array of t's shape and dtype computed with standard Array API
         functions of ``xp`` only, or a Python float for a coefficient that is constant in
         t (``CondOT``'s derivatives, ``VarianceExploding``'s alpha): that spares the
