@@ -67,8 +67,8 @@ CONTRACT: dict[str, Parameters | None] = {
 
 #: Names a backend exports beyond the contract (documented on its page).
 EXTRAS: dict[str, tuple[str, ...]] = {
-    "torch": ("coefficients", "sample_rademacher"),
-    "jax": (),
+    "torch": ("coefficients", "sample_rademacher", "coupled_sample_and_target", "entropic_pairs"),
+    "jax": ("coupled_sample_and_target", "entropic_pairs"),
     "cupy": ("kernel_source",),
 }
 
