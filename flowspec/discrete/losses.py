@@ -154,6 +154,7 @@ def generalized_kl(
     stayed = x == x1
     away = xp.sum(xp.where(on_x, xp.zeros_like(p), p), axis=-1)
     bracket = xp.where(stayed, away, -_at(xp, log_p, on_x1) - p_x)
-    weighted = schedule.jump(tt) * bracket
-    per_token = xp.where(bracket == 0.0, xp.zeros_like(weighted), weighted)
+    exact = bracket == 0.0
+    # 0 where the bracket vanishes (an exact model), even where the weight is inf (t = 1)
+    per_token = xp.where(exact, xp.zeros_like(bracket), schedule.jump(tt)) * bracket
     return _reduce(xp, per_token, reduction)

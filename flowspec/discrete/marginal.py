@@ -157,7 +157,7 @@ class EmpiricalMarginal:
             part = xp.sum(xp.exp(lp - shift[:, None]), axis=1)
             run_sum = part if run_sum is None else run_sum * xp.exp(run_max - shift) + part
             run_max = new
-        return _finite(xp, run_max) + xp.log(run_sum) - math.log(self._n)
+        return _finite(xp, run_max) + safe_log(xp, run_sum) - math.log(self._n)
 
     def posterior(self, x: Array, t: Array | float) -> Array:
         r"""Posterior weights :math:`w_n(x, t)` over the data sequences, shape (B, N).

@@ -74,7 +74,8 @@ def _rate_from_probs(xp: Any, jump: Array, p: Array, x: Array) -> Array:
     c = xp.expand_dims(jump, axis=-1)
     # a jump towards a value of zero posterior probability has rate 0 for every finite
     # time and so in the limit t -> 1 as well: where p = 0 the rate is 0, never inf * 0
-    off = xp.where(on_x | (p == 0.0), xp.zeros_like(p), c * p)
+    still = on_x | (p == 0.0)
+    off = xp.where(still, xp.zeros_like(p), c) * xp.where(still, xp.zeros_like(p), p)
     diagonal = 0.0 - xp.sum(off, axis=-1, keepdims=True)
     return xp.where(on_x, diagonal, off)
 

@@ -103,11 +103,12 @@ class KappaSchedule:
 
 
 def _divide(xp: Any, num: Array, den: Array) -> Array:
-    """``num / den`` with ``num / 0 = inf`` for num > 0 (no NumPy divide warning)."""
+    """``num / den`` with ``num / 0 = +-inf`` and ``0 / 0 = nan`` (no NumPy warning)."""
     zero = den == 0.0
     safe = xp.where(zero, xp.ones_like(den), den)
     inf = xp.full_like(num, math.inf)
-    return xp.where(zero, xp.where(num > 0.0, inf, num * inf), num / safe)
+    limit = xp.where(num > 0.0, inf, xp.where(num < 0.0, -inf, xp.full_like(num, math.nan)))
+    return xp.where(zero, limit, num / safe)
 
 
 @dataclass(frozen=True)
