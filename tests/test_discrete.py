@@ -138,7 +138,9 @@ def test_conditional_log_prob_against_enumeration(xp, name, mask):
         k, _ = ref.kappa(name, t)
         xs = np.array(ref.states(vocab, length))
         want = np.array([ref.conditional_prob(tuple(s), x1, k, p0) for s in xs])
-        tt = as_xp(xp, np.full(9, t))  # a float64 array: a Python float follows torch's default dtype
+        tt = as_xp(
+            xp, np.full(9, t)
+        )  # a float64 array: a Python float follows torch's default dtype
         got = np.exp(to_numpy(path.log_prob(as_xp(xp, xs), as_xp(xp, np.tile(x1, (9, 1))), tt)))
         # one log and one exp per token of probabilities O(1): a few ulps
         np.testing.assert_allclose(got, want, rtol=16 * EPS64, atol=16 * EPS64)
@@ -179,7 +181,9 @@ def test_conditional_rate_against_reference(xp, name):
     x = rng.integers(0, vocab, (5, 3))
     x1 = rng.integers(0, vocab, (5, 3))
     t = rng.uniform(0.05, 0.95, 5)
-    got = to_numpy(fd.conditional_rate(SCHEDULES[name], as_xp(xp, x), as_xp(xp, x1), as_xp(xp, t), vocab))
+    got = to_numpy(
+        fd.conditional_rate(SCHEDULES[name], as_xp(xp, x), as_xp(xp, x1), as_xp(xp, t), vocab)
+    )
     for b in range(5):
         k, dk = ref.kappa(name, t[b])
         post = np.eye(vocab)[x1[b]]
@@ -196,11 +200,15 @@ def test_posterior_to_rate_from_logits_and_probs(xp, seed, scale):
     x = rng.integers(0, vocab, (4, 3))
     t = rng.uniform(0.0, 0.99, 4)
     sched = fd.Cosine()
-    from_logits = to_numpy(fd.posterior_to_rate(sched, as_xp(xp, x), as_xp(xp, t), logits=as_xp(xp, logits)))
+    from_logits = to_numpy(
+        fd.posterior_to_rate(sched, as_xp(xp, x), as_xp(xp, t), logits=as_xp(xp, logits))
+    )
     assert np.all(np.isfinite(from_logits))  # no overflow for logits of size 500 * N(0, 1)
     shifted = logits - logits.max(axis=-1, keepdims=True)
     probs = np.exp(shifted) / np.exp(shifted).sum(axis=-1, keepdims=True)
-    from_probs = to_numpy(fd.posterior_to_rate(sched, as_xp(xp, x), as_xp(xp, t), probs=as_xp(xp, probs)))
+    from_probs = to_numpy(
+        fd.posterior_to_rate(sched, as_xp(xp, x), as_xp(xp, t), probs=as_xp(xp, probs))
+    )
     jump = (math.pi / 2) * np.tan(math.pi * t / 2)
     for b in range(4):
         k, dk = ref.kappa("cosine", t[b])
@@ -279,8 +287,21 @@ def test_cross_entropy_against_reference(xp, seed):
     # log-sum-exp of V terms of size <= 25: a few ulps of the largest logit per token
     tol = 16 * vocab * EPS64 * 25 * 3
     np.testing.assert_allclose(got, want, atol=tol)
-    assert abs(float(to_numpy(fd.cross_entropy(as_xp(xp, x1), logits=as_xp(xp, logits)))) - want.mean()) < tol
-    assert abs(float(to_numpy(fd.cross_entropy(as_xp(xp, x1), logits=as_xp(xp, logits), reduction="sum"))) - want.sum()) < 4 * tol
+    assert (
+        abs(
+            float(to_numpy(fd.cross_entropy(as_xp(xp, x1), logits=as_xp(xp, logits)))) - want.mean()
+        )
+        < tol
+    )
+    assert (
+        abs(
+            float(
+                to_numpy(fd.cross_entropy(as_xp(xp, x1), logits=as_xp(xp, logits), reduction="sum"))
+            )
+            - want.sum()
+        )
+        < 4 * tol
+    )
     probs = np.exp(logits - logits.max(-1, keepdims=True))
     probs /= probs.sum(-1, keepdims=True)
     got_p = to_numpy(fd.cross_entropy(as_xp(xp, x1), probs=as_xp(xp, probs), reduction="none"))
@@ -309,7 +330,12 @@ def test_generalized_kl_against_bregman_reference(xp, name, seed):
     t = rng.uniform(0.0, 0.95, 4)
     got = to_numpy(
         fd.generalized_kl(
-            SCHEDULES[name], as_xp(xp, x1), as_xp(xp, x), as_xp(xp, t), logits=as_xp(xp, logits), reduction="none"
+            SCHEDULES[name],
+            as_xp(xp, x1),
+            as_xp(xp, x),
+            as_xp(xp, t),
+            logits=as_xp(xp, logits),
+            reduction="none",
         )
     )
     want = np.zeros(4)
@@ -343,7 +369,9 @@ def test_generalized_kl_matches_flow_matchings_formula_and_is_infinite_at_one_on
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         at_one = fd.generalized_kl(fd.Linear(), x1, x1, 1.0, probs=probs, reduction="none")
-        exact = fd.generalized_kl(fd.Linear(), x1, x1, 1.0, probs=np.eye(vocab)[x1], reduction="none")
+        exact = fd.generalized_kl(
+            fd.Linear(), x1, x1, 1.0, probs=np.eye(vocab)[x1], reduction="none"
+        )
     assert np.all(at_one == math.inf)
     np.testing.assert_array_equal(exact, 0.0)
 
@@ -368,7 +396,9 @@ def test_losses_keep_dtype(xp):
     for dtype in (xp.float32, xp.float64):
         logits = xp.zeros((2, 3, 4), dtype=dtype)
         assert fd.cross_entropy(x1, logits=logits).dtype == dtype
-        out = fd.generalized_kl(fd.Linear(), x1, x1, xp.asarray([0.5, 0.25], dtype=dtype), logits=logits)
+        out = fd.generalized_kl(
+            fd.Linear(), x1, x1, xp.asarray([0.5, 0.25], dtype=dtype), logits=logits
+        )
         assert out.dtype == dtype and tuple(out.shape) == ()
 
 
@@ -405,7 +435,9 @@ def test_marginal_against_enumeration(xp, name, mask):
                     want_rate = ref.rate_from_denoiser(tuple(xs[j]), post, k, dk)
                     np.testing.assert_allclose(rate[j], want_rate, atol=32 * EPS64 / (1 - k))
     # at t = 1 the marginal is the data distribution (duplicates counted)
-    got1 = np.exp(to_numpy(m.log_prob(as_xp(xp, np.array([[0, 1], [2, 2], [3, 3]])), as_xp(xp, np.ones(3)))))
+    got1 = np.exp(
+        to_numpy(m.log_prob(as_xp(xp, np.array([[0, 1], [2, 2], [3, 3]])), as_xp(xp, np.ones(3))))
+    )
     np.testing.assert_allclose(got1, [0.4, 0.2, 0.0], atol=8 * EPS64)
 
 
@@ -416,7 +448,9 @@ def test_marginal_posterior_weights():
     x = np.array([[0, 1], [2, 2]])
     w = m.posterior(x, 0.5)
     for b in range(2):
-        cond = np.array([ref.conditional_prob(tuple(x[b]), tuple(d), 0.5, [1 / 3] * 3) for d in data])
+        cond = np.array(
+            [ref.conditional_prob(tuple(x[b]), tuple(d), 0.5, [1 / 3] * 3) for d in data]
+        )
         np.testing.assert_allclose(w[b], cond / cond.sum(), atol=8 * EPS64)
 
 

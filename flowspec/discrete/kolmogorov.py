@@ -20,6 +20,7 @@ the diagonal :math:`u^i_t(x^i, x)`).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -46,7 +47,8 @@ def kolmogorov_residual(
     It vanishes when ``rate`` generates ``log_prob``. Only the neighbours of ``x`` are
     evaluated (B L V states, one batched call of each callable), so the state space
     need not be enumerated; ``x`` must lie where :math:`p_t(x) > 0` (elsewhere the
-    log form is ``nan``).
+    log form is ``nan``). Neighbours with :math:`p_t = 0` contribute nothing, whatever
+    ``rate`` returns for them.
 
     The time derivative is a central difference with step :math:`h = \epsilon^{1/3}`,
     :math:`\epsilon` the machine epsilon of the floating dtype, divided by the step
@@ -124,5 +126,9 @@ def kolmogorov_residual(
     target = _checks.one_hot(xp, xp.reshape(x, (batch, 1, 1, d)), vocab, dtype)  # (B,1,1,d,V)
     u_in = xp.sum(xp.sum(u_n * own * target, axis=4), axis=3)  # (B, d, V)
     ratio = xp.exp(lp_n - xp.reshape(lp_x, (batch, 1, 1)))
-    inflow = xp.sum(xp.reshape(u_in * ratio, (batch, -1)), axis=1)
+    # a neighbour of probability 0 sends no mass, whatever its rate (which may be nan
+    # there: the posterior of a state off the support is 0 / 0)
+    empty = lp_n == -math.inf
+    flow = xp.where(empty, xp.zeros_like(ratio), u_in) * ratio
+    inflow = xp.sum(xp.reshape(flow, (batch, -1)), axis=1)
     return dt_log_p - inflow
