@@ -8,15 +8,14 @@ from typing import Any
 import array_api_compat
 import numpy as np
 
-from .. import _xp
-
-Array = Any
+from .. import validation
+from ..typing import Array
 
 
 def vocab_size(name: str, value: Any) -> int:
     """A vocabulary size: an integer >= 1."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"`{name}` must be an integer >= 1, got {_xp.describe(value)}")
+        raise ValueError(f"`{name}` must be an integer >= 1, got {validation.describe(value)}")
     return int(value)
 
 
@@ -27,7 +26,9 @@ def check_tokens(xp: Any, name: str, x: Array, vocab: int | None = None) -> None
     values are never read.
     """
     if not xp.isdtype(x.dtype, "integral"):
-        raise TypeError(f"`{name}` must be an integer array of tokens, got {_xp.describe(x)}")
+        raise TypeError(
+            f"`{name}` must be an integer array of tokens, got {validation.describe(x)}"
+        )
     if x.ndim < 2:
         raise ValueError(
             f"`{name}` must be batch-first with shape (B, *event), at least 2-D, got shape "
@@ -42,7 +43,7 @@ def check_tokens(xp: Any, name: str, x: Array, vocab: int | None = None) -> None
 
 
 def check_same_shape(name_a: str, a: Array, name_b: str, b: Array) -> None:
-    _xp.check_same_shape(name_a, a, name_b, b)
+    validation.check_same_shape(name_a, a, name_b, b)
 
 
 def float_dtype(xp: Any, *candidates: Any) -> Any:
@@ -59,13 +60,13 @@ def float_dtype(xp: Any, *candidates: Any) -> Any:
 
 def times(xp: Any, t: Any, x: Array, dtype: Any, name: str = "t", x_name: str = "x") -> Array:
     """``t`` reshaped to (B, 1, ..., 1) against the token array ``x``, in ``dtype``."""
-    like = xp.zeros(tuple(x.shape), dtype=dtype, device=_xp.device(x))
-    return _xp.time_array(xp, t, like, name=name, x_name=x_name)
+    like = xp.zeros(tuple(x.shape), dtype=dtype, device=validation.device(x))
+    return validation.time_array(xp, t, like, name=name, x_name=x_name)
 
 
 def one_hot(xp: Any, x: Array, vocab: int, dtype: Any) -> Array:
     """(…, V) one-hot encoding of the integer array ``x``."""
-    values = xp.arange(vocab, device=_xp.device(x))
+    values = xp.arange(vocab, device=validation.device(x))
     return xp.astype(xp.expand_dims(x, axis=-1) == values, dtype)
 
 

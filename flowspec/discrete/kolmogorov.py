@@ -22,14 +22,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
 
-from .. import _xp
+from .. import validation
+from ..typing import Array
 from . import _checks
 
 __all__ = ["kolmogorov_residual"]
-
-Array = Any
 
 
 def kolmogorov_residual(
@@ -86,9 +84,11 @@ def kolmogorov_residual(
     """
     for name, fn in (("log_prob", log_prob), ("rate", rate)):
         if not callable(fn):
-            raise TypeError(f"`{name}` must be a callable {name}(t, x), got {_xp.describe(fn)}")
+            raise TypeError(
+                f"`{name}` must be a callable {name}(t, x), got {validation.describe(fn)}"
+            )
     vocab = _checks.vocab_size("vocab_size", vocab_size)
-    xp = _xp.namespace(x=x, t=t)
+    xp = validation.namespace(x=x, t=t)
     _checks.check_tokens(xp, "x", x, vocab)
     dtype = _checks.float_dtype(xp, t)
     batch = int(x.shape[0])
@@ -97,18 +97,20 @@ def kolmogorov_residual(
     h = float(xp.finfo(dtype).eps) ** (1.0 / 3.0)
 
     def lp(tt: Array, xx: Array) -> Array:
-        return _xp.check_output("log_prob(t, x)", log_prob(tt, xx), xp, (xx.shape[0],), dtype)
+        return validation.check_output(
+            "log_prob(t, x)", log_prob(tt, xx), xp, (xx.shape[0],), dtype
+        )
 
     def rt(tt: Array, xx: Array) -> Array:
         shape = (*tuple(xx.shape), vocab)
-        return _xp.check_output("rate(t, x)", rate(tt, xx), xp, shape, dtype)
+        return validation.check_output("rate(t, x)", rate(tt, xx), xp, shape, dtype)
 
     t_plus, t_minus = tb + h, tb - h
     dt_log_p = (lp(t_plus, x) - lp(t_minus, x)) / (t_plus - t_minus)
 
     # the B L V neighbours x^{i <- v}, batched as (B, L, V, L) -> (B L V, *event)
-    d = _xp.event_size(x)
-    dev = _xp.device(x)
+    d = validation.event_size(x)
+    dev = validation.device(x)
     flat = xp.reshape(x, (batch, 1, 1, d))
     position = xp.reshape(xp.arange(d, device=dev), (1, d, 1, 1)) == xp.reshape(
         xp.arange(d, device=dev), (1, 1, 1, d)

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from .. import _xp
+from .. import validation
+from ..typing import Array
 from . import _checks
 from .rates import _one_posterior, log_posterior
 from .schedules import KappaSchedule
 
 __all__ = ["cross_entropy", "generalized_kl"]
 
-Array = Any
 _REDUCTIONS = ("mean", "sum", "none")
 
 
@@ -36,9 +36,9 @@ def _prepare(
     if reduction not in _REDUCTIONS:
         raise ValueError(f"`reduction` must be one of {_REDUCTIONS}, got {reduction!r}")
     name, value = _one_posterior(probs, logits)
-    xp = _xp.namespace(x1=x1, **{name: value}, **extra)
+    xp = validation.namespace(x1=x1, **{name: value}, **extra)
     _checks.check_tokens(xp, "x1", x1)
-    _xp.check_float(xp, name, value)
+    validation.check_float(xp, name, value)
     vocab = _checks.check_last_axis(name, value, "x1", x1)
     _checks.check_tokens(xp, "x1", x1, vocab)
     return xp, name, value, vocab

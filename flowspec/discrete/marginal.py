@@ -23,14 +23,14 @@ from typing import Any
 
 import array_api_compat
 
-from .. import _xp
+from .. import validation
+from ..typing import Array
 from . import _checks
 from .paths import MixturePath
 from .rates import _rate_from_probs, safe_log
 
 __all__ = ["EmpiricalMarginal"]
 
-Array = Any
 #: Default number of (query, data sequence) pairs per streamed block.
 _BLOCK_PAIRS = 1 << 16
 
@@ -68,9 +68,9 @@ class EmpiricalMarginal:
     def __init__(self, path: MixturePath, data: Array, chunk_size: int | None = None) -> None:
         if not isinstance(path, MixturePath):
             raise TypeError(
-                f"`path` must be a flowspec.discrete.MixturePath, got {_xp.describe(path)}"
+                f"`path` must be a flowspec.discrete.MixturePath, got {validation.describe(path)}"
             )
-        xp = _xp.namespace(data=data)
+        xp = validation.namespace(data=data)
         _checks.check_tokens(xp, "data", data, path.vocab_size)
         if int(data.shape[0]) < 1:
             raise ValueError("`data` must hold at least one sequence, got N = 0")
@@ -80,7 +80,7 @@ class EmpiricalMarginal:
             or chunk_size < 1
         ):
             raise ValueError(
-                f"`chunk_size` must be None or an integer >= 1, got {_xp.describe(chunk_size)}"
+                f"`chunk_size` must be None or an integer >= 1, got {validation.describe(chunk_size)}"
             )
         object.__setattr__(self, "path", path)
         object.__setattr__(self, "_data", xp.asarray(data, copy=True))
@@ -100,11 +100,11 @@ class EmpiricalMarginal:
         return xp.asarray(self._data, copy=True)
 
     def _prepare(self, x: Array, t: Any) -> tuple[Any, Any, Array, Array]:
-        xp = _xp.namespace(x=x, t=t)
+        xp = validation.namespace(x=x, t=t)
         if array_api_compat.array_namespace(self._data) is not xp:
             raise TypeError(
                 "`x` and the marginal's `data` must come from one library: `x` is "
-                f"{_xp.describe(x)} but `data` is {_xp.describe(self._data)}"
+                f"{validation.describe(x)} but `data` is {validation.describe(self._data)}"
             )
         _checks.check_tokens(xp, "x", x, self.path.vocab_size)
         if tuple(x.shape[1:]) != tuple(self._data.shape[1:]):

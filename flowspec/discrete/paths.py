@@ -20,14 +20,13 @@ import math
 import numbers
 from typing import Any
 
-from .. import _xp
+from .. import validation
+from ..typing import Array
 from . import _checks
 from .rates import _check_schedule, conditional_rate, posterior_to_rate, safe_log
 from .schedules import KappaSchedule
 
 __all__ = ["MixturePath"]
-
-Array = Any
 
 
 class MixturePath:
@@ -72,7 +71,7 @@ class MixturePath:
             ):
                 raise ValueError(
                     f"`mask_token` must be None or an integer in [0, {vocab}), got "
-                    f"{_xp.describe(mask_token)}"
+                    f"{validation.describe(mask_token)}"
                 )
             mask_token = int(mask_token)
         object.__setattr__(self, "schedule", schedule)
@@ -105,29 +104,33 @@ class MixturePath:
         Uniform source: ``floor(u V)`` (clipped to V - 1 against rounding of ``u V``);
         mask source: the mask token everywhere.
         """
-        xp = _xp.namespace(u=u)
-        _xp.check_float(xp, "u", u)
-        _xp.check_batch("u", u)
+        xp = validation.namespace(u=u)
+        validation.check_float(xp, "u", u)
+        validation.check_batch("u", u)
         if self.mask_token is not None:
-            return xp.full(tuple(u.shape), self.mask_token, dtype=xp.int64, device=_xp.device(u))
+            return xp.full(
+                tuple(u.shape), self.mask_token, dtype=xp.int64, device=validation.device(u)
+            )
         idx = xp.astype(xp.floor(u * float(self.vocab_size)), xp.int64)
         return xp.clip(idx, 0, self.vocab_size - 1)
 
     def source_log_prob(self, x: Array, dtype: Any = None) -> Array:
         """Per-token log-probability of the source, shape of ``x`` (-inf off the mask)."""
-        xp = _xp.namespace(x=x)
+        xp = validation.namespace(x=x)
         _checks.check_tokens(xp, "x", x, self.vocab_size)
         dtype = _checks.float_dtype(xp) if dtype is None else dtype
         if self.mask_token is None:
             return xp.full(
-                tuple(x.shape), -math.log(self.vocab_size), dtype=dtype, device=_xp.device(x)
+                tuple(x.shape), -math.log(self.vocab_size), dtype=dtype, device=validation.device(x)
             )
-        zero = xp.zeros(tuple(x.shape), dtype=dtype, device=_xp.device(x))
+        zero = xp.zeros(tuple(x.shape), dtype=dtype, device=validation.device(x))
         return xp.where(x == self.mask_token, zero, zero - math.inf)
 
     def _source_prob(self, xp: Any, x: Array, dtype: Any) -> Array:
         if self.mask_token is None:
-            return xp.full(tuple(x.shape), 1.0 / self.vocab_size, dtype=dtype, device=_xp.device(x))
+            return xp.full(
+                tuple(x.shape), 1.0 / self.vocab_size, dtype=dtype, device=validation.device(x)
+            )
         return xp.astype(x == self.mask_token, dtype)
 
     # -- the path -------------------------------------------------------------------
@@ -147,13 +150,13 @@ class MixturePath:
         -------
         integer array, shape (B, *event), dtype of ``x1``
         """
-        xp = _xp.namespace(x0=x0, x1=x1, t=t, u=u)
+        xp = validation.namespace(x0=x0, x1=x1, t=t, u=u)
         _checks.check_tokens(xp, "x1", x1, self.vocab_size)
         _checks.check_tokens(xp, "x0", x0, self.vocab_size)
         _checks.check_same_shape("x0", x0, "x1", x1)
-        _xp.check_float(xp, "u", u)
+        validation.check_float(xp, "u", u)
         _checks.check_same_shape("u", u, "x1", x1)
-        tt = _xp.time_array(xp, t, u, x_name="u")
+        tt = validation.time_array(xp, t, u, x_name="u")
         kappa = self.schedule(tt).kappa
         return xp.where(u < kappa, x1, xp.astype(x0, x1.dtype))
 
@@ -165,7 +168,7 @@ class MixturePath:
         :math:`p_t(x \mid x_0, x_1)`. ``-inf`` off the support. A Python-number ``t`` is
         evaluated in the namespace's default floating dtype.
         """
-        xp = _xp.namespace(x=x, x1=x1, t=t, x0=x0)
+        xp = validation.namespace(x=x, x1=x1, t=t, x0=x0)
         _checks.check_tokens(xp, "x", x, self.vocab_size)
         _checks.check_tokens(xp, "x1", x1, self.vocab_size)
         _checks.check_same_shape("x", x, "x1", x1)

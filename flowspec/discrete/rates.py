@@ -23,20 +23,19 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from .. import _xp
+from .. import validation
+from ..typing import Array
 from . import _checks
 from .schedules import KappaSchedule, _divide
 
 __all__ = ["conditional_rate", "log_posterior", "posterior_to_rate", "rate_to_posterior"]
-
-Array = Any
 
 
 def _check_schedule(schedule: Any) -> None:
     if not isinstance(schedule, KappaSchedule):
         raise TypeError(
             "`schedule` must be a flowspec.discrete.KappaSchedule (Linear, Polynomial, "
-            f"Cosine, ...), got {_xp.describe(schedule)}"
+            f"Cosine, ...), got {validation.describe(schedule)}"
         )
 
 
@@ -125,9 +124,9 @@ def posterior_to_rate(
     """
     _check_schedule(schedule)
     name, value = _one_posterior(probs, logits)
-    xp = _xp.namespace(x=x, t=t, **{name: value})
+    xp = validation.namespace(x=x, t=t, **{name: value})
     _checks.check_tokens(xp, "x", x)
-    _xp.check_float(xp, name, value)
+    validation.check_float(xp, name, value)
     vocab = _checks.check_last_axis(name, value, "x", x)
     _checks.check_tokens(xp, "x", x, vocab)
     tt = _checks.times(xp, t, x, value.dtype)
@@ -169,7 +168,7 @@ def conditional_rate(
     """
     _check_schedule(schedule)
     vocab = _checks.vocab_size("vocab_size", vocab_size)
-    xp = _xp.namespace(x=x, x1=x1, t=t)
+    xp = validation.namespace(x=x, x1=x1, t=t)
     _checks.check_tokens(xp, "x", x, vocab)
     _checks.check_tokens(xp, "x1", x1, vocab)
     _checks.check_same_shape("x", x, "x1", x1)
@@ -210,8 +209,8 @@ def rate_to_posterior(schedule: KappaSchedule, rate: Array, x: Array, t: Array |
     [[[0.5, 0.25, 0.25]]]
     """
     _check_schedule(schedule)
-    xp = _xp.namespace(rate=rate, x=x, t=t)
-    _xp.check_float(xp, "rate", rate)
+    xp = validation.namespace(rate=rate, x=x, t=t)
+    validation.check_float(xp, "rate", rate)
     _checks.check_tokens(xp, "x", x)
     vocab = _checks.check_last_axis("rate", rate, "x", x)
     _checks.check_tokens(xp, "x", x, vocab)

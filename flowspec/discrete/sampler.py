@@ -21,12 +21,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from .. import _xp
+from .. import validation
+from ..typing import Array
 from . import _checks
 
 __all__ = ["categorical", "euler", "jump_probabilities", "jump_step"]
-
-Array = Any
 
 
 def categorical(probs: Array, u: Array) -> Array:
@@ -55,9 +54,9 @@ def categorical(probs: Array, u: Array) -> Array:
     >>> fd.categorical(p, np.array([0.1, 0.25, 0.9])).tolist()
     [0, 2, 2]
     """
-    xp = _xp.namespace(probs=probs, u=u)
-    _xp.check_float(xp, "probs", probs)
-    _xp.check_float(xp, "u", u, like=("probs", probs))
+    xp = validation.namespace(probs=probs, u=u)
+    validation.check_float(xp, "probs", probs)
+    validation.check_float(xp, "u", u, like=("probs", probs))
     if probs.ndim < 1 or tuple(probs.shape[:-1]) != tuple(u.shape):
         raise ValueError(
             f"`probs` must have shape (*u.shape, V) = {tuple(u.shape)} + (V,), got shape "
@@ -97,13 +96,13 @@ def jump_probabilities(x: Array, rate: Array, h: float | Array) -> Array:
     >>> fd.jump_probabilities(np.array([[0]]), u, 0.5).round(12).tolist()
     [[[0.0, 0.333333333333, 0.666666666667]]]
     """
-    xp = _xp.namespace(x=x, rate=rate, h=h)
+    xp = validation.namespace(x=x, rate=rate, h=h)
     _checks.check_tokens(xp, "x", x)
-    _xp.check_float(xp, "rate", rate)
+    validation.check_float(xp, "rate", rate)
     vocab = _checks.check_last_axis("rate", rate, "x", x)
     _checks.check_tokens(xp, "x", x, vocab)
     if not hasattr(h, "shape"):
-        h = _xp.real_number("h", h)
+        h = validation.real_number("h", h)
         if not h > 0.0:
             raise ValueError(f"`h` must be > 0, got {h!r}")
     return _probabilities(xp, x, rate, h, vocab)
@@ -136,7 +135,7 @@ def jump_step(x: Array, rate: Array, h: float | Array, u: Array) -> Array:
     """
     probs = jump_probabilities(x, rate, h)
     _checks.check_same_shape("u", u, "x", x)
-    xp = _xp.namespace(x=x, u=u)
+    xp = validation.namespace(x=x, u=u)
     return xp.astype(categorical(probs, u), x.dtype)
 
 
@@ -187,13 +186,13 @@ def euler(
     [0, 1]
     """
     if not callable(rate):
-        raise TypeError(f"`rate` must be a callable rate(t, x), got {_xp.describe(rate)}")
-    times, h = _xp.euler_times(steps, t0, t1)
+        raise TypeError(f"`rate` must be a callable rate(t, x), got {validation.describe(rate)}")
+    times, h = validation.euler_times(steps, t0, t1)
     if not h > 0.0 or times[0] < 0.0 or t1 > 1.0:
         raise ValueError(f"`t0` and `t1` must satisfy 0 <= t0 < t1 <= 1, got t0={t0!r}, t1={t1!r}")
-    xp = _xp.namespace(x0=x0, u=u)
+    xp = validation.namespace(x0=x0, u=u)
     _checks.check_tokens(xp, "x0", x0)
-    _xp.check_float(xp, "u", u)
+    validation.check_float(xp, "u", u)
     expected = (len(times), *tuple(x0.shape))
     if tuple(u.shape) != expected:
         raise ValueError(
@@ -203,11 +202,11 @@ def euler(
     x = xp.asarray(x0, copy=True)
     states = [x]
     for k, t in enumerate(times):
-        tb = xp.full((batch,), t, dtype=u.dtype, device=_xp.device(x0))
+        tb = xp.full((batch,), t, dtype=u.dtype, device=validation.device(x0))
         out = rate(tb, x)
         shape = getattr(out, "shape", ())
         width = int(shape[-1]) if len(shape) == x.ndim + 1 else 0
-        values = _xp.check_output("rate(t, x)", out, xp, (*tuple(x.shape), width), u.dtype)
+        values = validation.check_output("rate(t, x)", out, xp, (*tuple(x.shape), width), u.dtype)
         vocab = int(values.shape[-1])
         probs = _probabilities(xp, x, values, h, vocab)
         x = xp.astype(categorical(probs, u[k, ...]), x0.dtype)

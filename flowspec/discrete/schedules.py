@@ -26,11 +26,10 @@ from typing import Any, NamedTuple
 import array_api_compat
 import numpy as np
 
-from .. import _xp
+from .. import validation
+from ..typing import Array
 
 __all__ = ["Cosine", "KappaCoefficients", "KappaSchedule", "Linear", "Polynomial"]
-
-Array = Any
 
 
 class KappaCoefficients(NamedTuple):
@@ -73,13 +72,13 @@ class KappaSchedule:
 
     def __call__(self, t: Array | float) -> KappaCoefficients:
         if isinstance(t, bool):
-            raise TypeError(f"`t` must be a real number or an array, got {_xp.describe(t)}")
+            raise TypeError(f"`t` must be a real number or an array, got {validation.describe(t)}")
         if isinstance(t, numbers.Real):
-            t = np.asarray(_xp.real_number("t", t), dtype=np.float64)
-        xp = _xp.namespace(t=t)
-        _xp.check_float(xp, "t", t)
+            t = np.asarray(validation.real_number("t", t), dtype=np.float64)
+        xp = validation.namespace(t=t)
+        validation.check_float(xp, "t", t)
         if array_api_compat.is_numpy_array(t):
-            _xp._check_host_times("t", np.asarray(t), 0.0, 1.0)
+            validation.check_host_times("t", np.asarray(t), 0.0, 1.0)
         return self._coefficients(xp, t)
 
     def jump(self, t: Array | float) -> Array:
@@ -154,7 +153,7 @@ class Polynomial(KappaSchedule):
     n: float = 1.0
 
     def __post_init__(self) -> None:
-        n = _xp.real_number("n", self.n)
+        n = validation.real_number("n", self.n)
         if not n > 0.0:
             raise ValueError(f"`n` must be > 0, got {n!r}")
         object.__setattr__(self, "n", n)
