@@ -48,7 +48,7 @@ def test_discrete_page_code_runs():
     pytest.importorskip("flow_matching", reason="the page's findings run flow_matching")
     namespace: dict[str, object] = {}
     for code in blocks:
-        exec(compile(code, str(PAGE), "exec"), namespace)  # noqa: S102
+        exec(compile(code, str(PAGE), "exec"), namespace)
 
 
 DISCRETE_MODULES = [
