@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import validation
-from .ode import METHODS, Method, _check_state, _grid, _step
+from .ode import METHODS, Method, check_state, grid_times, step
 from .typing import Array
 
 __all__ = ["log_likelihood"]
@@ -97,8 +97,8 @@ def log_likelihood(
             raise TypeError(f"`{name}` must be a callable, got {validation.describe(fn)}")
     if method not in METHODS:
         raise ValueError(f"`method` must be one of {tuple(METHODS)}, got {method!r}")
-    xp = _check_state(field, x1, method, name="x1")
-    grid = _grid(xp, time_grid, x1, x_name="x1")
+    xp = check_state(field, x1, method, name="x1")
+    grid = grid_times(xp, time_grid, x1, x_name="x1")
     if isinstance(grid[0], float):
         validation.check_data_to_noise("time_grid", grid[0], grid[-1], time_grid)
 
@@ -115,7 +115,7 @@ def log_likelihood(
     flat = xp.reshape(x1, (batch, size))
     z = xp.concat([flat, xp.zeros_like(flat[:, :1])], axis=1)
     for k in range(len(grid) - 1):
-        z = _step(augmented, xp, method, grid[k], grid[k + 1] - grid[k], z)
+        z = step(augmented, xp, method, grid[k], grid[k + 1] - grid[k], z)
     x0 = xp.reshape(z[:, :size], shape)
     lp0 = validation.check_output("log_p0(x)", log_p0(x0), xp, (batch,), x1.dtype)
     return lp0 + z[:, size]

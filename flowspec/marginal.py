@@ -229,7 +229,7 @@ class EmpiricalMarginal:
                 f"shape {tuple(x.shape)}"
             )
         tt = _xp.time_array(xp, t, x)
-        c = self.path.schedule._arrays(xp, tt)
+        c = self.path.schedule.arrays(xp, tt)
         batch = int(x.shape[0])
         flat = xp.reshape(x, (batch, self._size))
         return xp, flat, tt, c

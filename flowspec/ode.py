@@ -18,7 +18,7 @@ import array_api_compat
 from . import validation
 from .typing import Array, Field
 
-__all__ = ["METHODS", "euler", "integrate"]
+__all__ = ["METHODS", "check_state", "euler", "grid_times", "integrate", "step"]
 
 Method = Literal["euler", "midpoint", "heun", "rk4"]
 
@@ -36,8 +36,22 @@ def _call(field: Field, xp: Any, t: Any, x: Array) -> Array:
     return validation.check_output("field(t, x)", field(tb, x), xp, tuple(x.shape), x.dtype)
 
 
-def _step(field: Field, xp: Any, method: str, t: Any, h: Any, x: Array) -> Array:
-    """One step of ``method`` from (t, x) with step h (floats or 0-d arrays)."""
+def step(field: Field, xp: Any, method: str, t: Any, h: Any, x: Array) -> Array:
+    """One step of ``method`` from (t, x) with step h (floats or 0-d arrays of ``xp``).
+
+    The seam of every loop over a grid (:func:`integrate`, the likelihood's augmented
+    system): ``field`` is evaluated at (B,) times and its output checked. Inputs are
+    not validated here (see :func:`check_state` and :func:`grid_times`).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from flowspec.ode import check_state, step
+    >>> field, x = (lambda t, x: -x), np.ones((1, 1))
+    >>> xp = check_state(field, x, "euler")
+    >>> step(field, xp, "euler", 0.0, 0.5, x).tolist()
+    [[0.5]]
+    """
     k1 = _call(field, xp, t, x)
     if method == "euler":
         return x + h * k1
@@ -52,7 +66,22 @@ def _step(field: Field, xp: Any, method: str, t: Any, h: Any, x: Array) -> Array
     return x + (h / 6.0) * (k1 + 2.0 * k2 + 2.0 * k3 + k4)
 
 
-def _check_state(field: Any, x0: Any, method: str, name: str = "x0") -> Any:
+def check_state(field: Any, x0: Any, method: str, name: str = "x0") -> Any:
+    """Validate a solver's field, initial state ``x0`` (named ``name``) and method name.
+
+    Returns the namespace of ``x0``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from flowspec.ode import check_state
+    >>> check_state(lambda t, x: x, np.zeros((2, 1)), "rk4").__name__
+    'array_api_compat.numpy'
+    >>> check_state(lambda t, x: x, np.zeros((2, 1)), "rk5")
+    Traceback (most recent call last):
+    ...
+    ValueError: `method` must be one of ('euler', 'midpoint', 'heun', 'rk4'), got 'rk5'
+    """
     if not callable(field):
         raise TypeError(f"`field` must be a callable field(t, x), got {validation.describe(field)}")
     if method not in METHODS:
@@ -102,19 +131,31 @@ def euler(
     >>> fs.euler(lambda t, x: np.ones_like(x), np.zeros((2, 1)), steps=4).tolist()
     [[1.0], [1.0]]
     """
-    xp = _check_state(field, x0, "euler")
+    xp = check_state(field, x0, "euler")
     times, h = validation.euler_times(steps, t0, t1)
     x = x0
     states = [x0]
     for t in times:
-        x = _step(field, xp, "euler", t, h, x)
+        x = step(field, xp, "euler", t, h, x)
         if return_path:
             states.append(x)
     return xp.stack(states, axis=0) if return_path else x
 
 
-def _grid(xp: Any, time_grid: Any, x0: Array, x_name: str = "x0") -> list[Any]:
-    """The grid as a list of floats (host grids, validated) or of 0-d arrays."""
+def grid_times(xp: Any, time_grid: Any, x0: Array, x_name: str = "x0") -> list[Any]:
+    """A solver's ``time_grid`` as a list of Python floats (host grids, validated) or of 0-d arrays.
+
+    Host grids (sequences, NumPy arrays) are validated by value
+    (:func:`flowspec.validation.host_grid`); a grid of ``x0``'s namespace is checked
+    by shape and dtype only and split into 0-d arrays, its values never read.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from flowspec.ode import grid_times
+    >>> grid_times(np, [0, 0.5, 1], np.zeros((1, 1)))
+    [0.0, 0.5, 1.0]
+    """
     if array_api_compat.is_array_api_obj(time_grid) and not array_api_compat.is_numpy_array(
         time_grid
     ):
@@ -170,12 +211,12 @@ def integrate(
     >>> bool(abs(float(x[0, 0]) - np.exp(-1.0)) < 1e-6)  # rk4: error ~ h^4 / 120
     True
     """
-    xp = _check_state(field, x0, method)
-    grid = _grid(xp, time_grid, x0)
+    xp = check_state(field, x0, method)
+    grid = grid_times(xp, time_grid, x0)
     x = x0
     states = [x0]
     for k in range(len(grid) - 1):
-        x = _step(field, xp, method, grid[k], grid[k + 1] - grid[k], x)
+        x = step(field, xp, method, grid[k], grid[k + 1] - grid[k], x)
         if return_path:
             states.append(x)
     return xp.stack(states, axis=0) if return_path else x

@@ -158,7 +158,7 @@ def test_buffered_solver_with_a_device_style_grid_matches_the_reference_arithmet
     got = L.run_solver(L.emulate, XP, _field, x0, L.solver_plan(XP, method, grid, x0), False)
     want = x0
     for k in range(len(grid) - 1):
-        want = ode._step(_field, XP, method, grid[k], grid[k + 1] - grid[k], want)
+        want = ode.step(_field, XP, method, grid[k], grid[k + 1] - grid[k], want)
     np.testing.assert_array_equal(got, want)
 
 
@@ -358,8 +358,8 @@ def test_residual_with_only_one_analytic_part_agrees_with_the_reference():
 class _WrongDerivative(fs.CondOT):
     """CondOT with d_sigma off by 10%: the residual must notice."""
 
-    def _coefficients(self, xp, t):
-        c = super()._coefficients(xp, t)
+    def coefficients(self, xp, t):
+        c = super().coefficients(xp, t)
         return fs.Coefficients(c.alpha, c.sigma, c.d_alpha, 1.1 * c.d_sigma)
 
 

@@ -257,7 +257,7 @@ def sample_and_target(launch: Launch, path: Any, x0: Array, x1: Array, t: Any) -
 
     if not isinstance(path, GaussianPath):
         raise TypeError(f"`path` must be a flowspec GaussianPath, got {validation.describe(path)}")
-    xp, c = path._prepare("x0", x0, "x1", x1, t)
+    xp, c = path.prepare("x0", x0, "x1", x1, t)
     batch = int(x0.shape[0])
     coefficients = [per_sample(xp, v, batch, x0) for v in c]
     n = max(validation.event_size(x0), 1)
@@ -545,7 +545,7 @@ def marginal_quantity(
         raise ValueError(f"`chunk` must be an integer >= 1, got {validation.describe(chunk)}")
     batch, d = int(x.shape[0]), validation.event_size(x)
     tt = validation.time_array(xp, t, x)
-    c = path.schedule._arrays(xp, tt)
+    c = path.schedule.arrays(xp, tt)
     col = [xp.reshape(per_sample(xp, v, batch, x), (batch, 1)) for v in c]
     alpha, sigma, d_alpha, d_sigma = col
     xf = xp.reshape(x, (batch, d))

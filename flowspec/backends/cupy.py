@@ -38,7 +38,7 @@ import cupy
 
 from .. import validation
 from ..continuity import continuity_residual as _reference_residual
-from ..ode import _check_state, _grid
+from ..ode import check_state, grid_times
 from ..typing import Array, Field
 from . import _cupy_logic as _logic
 
@@ -152,7 +152,7 @@ def euler(
     -------
     cupy.ndarray, shape (B, *event), or (steps + 1, B, *event) with ``return_path``
     """
-    xp = _check_state(field, x0, "euler")
+    xp = check_state(field, x0, "euler")
     _require_cupy("x0", x0)
     with x0.device:
         plan = _logic.euler_plan(xp, t0, t1, steps, x0)
@@ -178,9 +178,9 @@ def integrate(
     -------
     cupy.ndarray, shape (B, *event), or (len(time_grid), B, *event) with ``return_path``
     """
-    xp = _check_state(field, x0, method)
+    xp = check_state(field, x0, method)
     _require_cupy("x0", x0)
-    grid = _grid(xp, time_grid, x0)
+    grid = grid_times(xp, time_grid, x0)
     with x0.device:
         plan = _logic.solver_plan(xp, method, grid, x0)
         return _logic.run_solver(_launch, xp, field, x0, plan, bool(return_path))

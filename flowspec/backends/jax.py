@@ -17,7 +17,8 @@ What the backend adds to the core:
 - :func:`sample_time` and :func:`sample_noise` driven by ``jax.random`` keys.
 
 The schedule coefficients come from the core's schedules
-(``schedule._arrays(jax.numpy, t)``); nothing here re-derives a formula.
+(``schedule.arrays(jax.numpy, t)``) and every path quantity from the core's
+:mod:`flowspec.formulas`; nothing here re-derives a formula.
 
 Examples
 --------
@@ -34,7 +35,6 @@ True
 
 from __future__ import annotations
 
-import math
 import numbers
 from collections.abc import Callable
 from typing import Any, Literal
@@ -44,8 +44,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .. import formulas, validation
 from .. import losses as _losses
-from .. import validation
 from ..ode import METHODS
 from ..paths import GaussianPath
 from ..schedules import Coefficients
@@ -93,28 +93,15 @@ def _check_state(name: str, x: Any) -> None:
 
 
 def _time(t: Any, x: Array, name: str = "t", x_name: str = "x") -> Array:
-    """``t`` as a (B, 1, ..., 1) array of ``x``'s dtype (host values checked in [0, 1]).
+    """``t`` as a (B, 1, ..., 1) array of ``x``'s dtype: :func:`flowspec.validation.time_array`.
 
-    A Python number becomes a constant of ``x``'s dtype without a device argument, so
-    that under ``jax.jit`` it follows ``x``'s sharding; arrays go through the core's
-    :func:`flowspec.validation.time_array` (shape and dtype checks only).
+    With the placement policy ``device=None``: a Python number becomes a constant
+    created without a device argument, so that under ``jax.jit`` it follows ``x``'s
+    sharding. An array must be a JAX array.
     """
-    if isinstance(t, numbers.Real) and not isinstance(t, bool):
-        value = validation.real_number(name, t)
-        validation.check_host_times(name, np.asarray(value), 0.0, 1.0)
-        return jnp.full((int(x.shape[0]),) + (1,) * (x.ndim - 1), value, dtype=x.dtype)
     if not isinstance(t, bool) and array_api_compat.is_array_api_obj(t):
         _check_jax(name, t)
-        if t.ndim == 0 and _weak(t) and jnp.issubdtype(t.dtype, jnp.floating):
-            # a weakly typed scalar is how JAX carries a Python float through jit (it
-            # becomes float64 under x64): it takes x's dtype, as the Python number would
-            t = t.astype(x.dtype)
-    return validation.time_array(jnp, t, x, name=name, x_name=x_name)
-
-
-def _weak(t: Array) -> bool:
-    aval = getattr(t, "aval", None)
-    return bool(getattr(aval, "weak_type", getattr(t, "weak_type", False)))
+    return validation.time_array(jnp, t, x, name=name, x_name=x_name, device=None)
 
 
 def _check_path(path: Any) -> None:
@@ -131,7 +118,7 @@ def _prepare(path: Any, a_name: str, a: Any, b_name: str, b: Any, t: Any) -> Coe
     _check_jax(b_name, b)
     validation.check_float(jnp, b_name, b, like=(a_name, a))
     validation.check_same_shape(a_name, a, b_name, b)
-    return path.schedule._arrays(jnp, _time(t, a, x_name=a_name))
+    return path.schedule.arrays(jnp, _time(t, a, x_name=a_name))
 
 
 def _per_sample(x: Array) -> Array:
@@ -153,13 +140,13 @@ def sample(path: GaussianPath, x0: Array, x1: Array, t: Array | float) -> Array:
     [[0.5, 0.5]]
     """
     c = _prepare(path, "x0", x0, "x1", x1, t)
-    return c.alpha * x1 + c.sigma * x0
+    return formulas.sample(c, x0, x1)
 
 
 def target(path: GaussianPath, x0: Array, x1: Array, t: Array | float) -> Array:
     r""":meth:`flowspec.GaussianPath.target`: :math:`\dot\alpha_t x_1 + \dot\sigma_t x_0` (eq. 13, 23)."""
     c = _prepare(path, "x0", x0, "x1", x1, t)
-    return c.d_alpha * x1 + c.d_sigma * x0
+    return formulas.target(c, x0, x1)
 
 
 def sample_and_target(
@@ -167,38 +154,31 @@ def sample_and_target(
 ) -> tuple[Array, Array]:
     r""":meth:`flowspec.GaussianPath.sample_and_target`: ``(x_t, target)`` with one schedule call."""
     c = _prepare(path, "x0", x0, "x1", x1, t)
-    return c.alpha * x1 + c.sigma * x0, c.d_alpha * x1 + c.d_sigma * x0
+    return formulas.sample(c, x0, x1), formulas.target(c, x0, x1)
 
 
 def velocity(path: GaussianPath, x: Array, x1: Array, t: Array | float) -> Array:
     r""":meth:`flowspec.GaussianPath.velocity`, Theorem 3 (eq. 15):
     :math:`\frac{\dot\sigma_t}{\sigma_t}(x - \alpha_t x_1) + \dot\alpha_t x_1`."""
     c = _prepare(path, "x", x, "x1", x1, t)
-    return (c.d_sigma / c.sigma) * (x - c.alpha * x1) + c.d_alpha * x1
+    return formulas.velocity(c, x, x1)
 
 
 def log_prob(path: GaussianPath, x: Array, x1: Array, t: Array | float) -> Array:
     r""":meth:`flowspec.GaussianPath.log_prob`: :math:`\log \mathcal N(x \mid \alpha_t x_1, \sigma_t^2 I)`, shape (B,)."""
     c = _prepare(path, "x", x, "x1", x1, t)
-    d = validation.event_size(x)
-    r = jnp.reshape(x - c.alpha * x1, (x.shape[0], -1))
-    sigma = _per_sample(c.sigma)
-    return (
-        -0.5 * jnp.sum(r * r, axis=1) / (sigma * sigma)
-        - d * jnp.log(sigma)
-        - 0.5 * d * math.log(2 * math.pi)
-    )
+    return formulas.log_prob(c, x, x1, xp=jnp)
 
 
 def score(path: GaussianPath, x: Array, x1: Array, t: Array | float) -> Array:
     r""":meth:`flowspec.GaussianPath.score`: :math:`-(x - \alpha_t x_1)/\sigma_t^2`."""
     c = _prepare(path, "x", x, "x1", x1, t)
-    return -(x - c.alpha * x1) / (c.sigma * c.sigma)
+    return formulas.score(c, x, x1)
 
 
 def _path_divergence(path: GaussianPath, x: Array, x1: Array, t: Array | float) -> Array:
     c = _prepare(path, "x", x, "x1", x1, t)
-    return validation.event_size(x) * _per_sample(c.d_sigma / c.sigma)
+    return formulas.divergence(c, x, xp=jnp)
 
 
 def cfm_loss(v: Array, u: Array, reduction: Literal["mean", "sum", "none"] = "mean") -> Array:
@@ -308,7 +288,7 @@ def _call(field: Field, t: Array, x: Array) -> Array:
 def _rk_step(f: Callable[[Array, Any], Any], method: str, s: dict[str, Array], x: Any) -> Any:
     """One step of ``method`` on a pytree state; ``s`` holds the step's times and factors.
 
-    The arithmetic is the core's ``flowspec.ode._step`` term by term; the stage times
+    The arithmetic is the core's ``flowspec.ode.step`` term by term; the stage times
     and the factors h, h/2, h/6 are precomputed (in float64 on the host for host grids).
     """
     add = jax.tree_util.tree_map

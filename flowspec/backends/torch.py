@@ -18,7 +18,7 @@ becomes a function taking the path first):
   :func:`sample_rademacher` that take a ``torch.Generator`` and respect device and
   dtype.
 
-The coefficients come from the core's schedules (``schedule._coefficients``), so no
+The coefficients come from the core's schedules (``schedule.coefficients``), so no
 schedule formula is written twice. Validation reads shapes, dtypes and devices only,
 plus values that are already host Python numbers or NumPy arrays; tensor values are
 never read.
@@ -107,40 +107,22 @@ def _like(a_name: str, a: Tensor, b_name: str, b: Any, same_shape: bool = True) 
 
 
 def _time(t: Any, x: Tensor, name: str = "t", x_name: str = "x") -> Tensor:
-    """``t`` as a (B, 1, ..., 1) tensor against ``x``: the rule of ``flowspec.validation.time_array``.
+    """``t`` as a (B, 1, ..., 1) tensor against ``x``: :func:`flowspec.validation.time_array`.
 
-    Written with torch calls only so that it traces without graph breaks; host
-    numbers are checked to lie in [0, 1], tensor values are never read.
+    A tensor time must be on ``x``'s device (the core's rule reads no device); a number
+    becomes a tensor on ``x``'s device. Host numbers are checked to lie in [0, 1],
+    tensor values are never read.
     """
-    batch = x.shape[0]
-    target = (batch,) + (1,) * (x.ndim - 1)
     if isinstance(t, torch.Tensor):
-        if not t.is_floating_point() or t.dtype != x.dtype:
-            raise TypeError(
-                f"`{name}` must share the floating dtype of `{x_name}` ({x.dtype}), "
-                f"got {validation.describe(t)}"
-            )
         if t.device != x.device:
             raise ValueError(
                 f"`{name}` must be on the device of `{x_name}` ({x.device}), got {t.device}"
             )
-        if t.ndim == 0:
-            return t.reshape((1,) * x.ndim).expand(target)
-        if t.shape == (batch,) or t.shape == target:
-            return t.view(target) if t.is_contiguous() else t.reshape(target)
-        raise ValueError(
-            f"`{name}` must be a number, a 0-d tensor, or a tensor of shape (B,) = "
-            f"{(batch,)} or (B, 1, ..., 1) = {target} to match `{x_name}` of shape "
-            f"{tuple(x.shape)}; got shape {tuple(t.shape)}"
-        )
-    if isinstance(t, bool) or not isinstance(t, numbers.Real):
+    elif not isinstance(t, numbers.Real) or isinstance(t, bool):
         raise TypeError(
             f"`{name}` must be a real number or a torch.Tensor, got {validation.describe(t)}"
         )
-    value = validation.real_number(name, t)
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(f"`{name}` must lie in [0.0, 1.0], got {value!r}")
-    return torch.full(target, value, dtype=x.dtype, device=x.device)
+    return validation.time_array(_ns, t, x, name=name, x_name=x_name)
 
 
 def _path(path: Any) -> GaussianPath:
@@ -173,7 +155,7 @@ def _checked(name: str, out: Any, shape: tuple[int, ...], like: Tensor) -> Tenso
 def coefficients(path: GaussianPath, t: Any, x: Tensor) -> Coefficients:
     r"""The schedule's ``(alpha, sigma, d_alpha, d_sigma)`` at ``t``, each of shape (B, 1, ..., 1).
 
-    The core's formulas (``path.schedule._coefficients``) evaluated on the time
+    The core's formulas (``path.schedule.coefficients``) evaluated on the time
     reshaped against ``x``; useful to fuse a custom training target.
 
     Examples
@@ -186,14 +168,14 @@ def coefficients(path: GaussianPath, t: Any, x: Tensor) -> Coefficients:
     """
     _path(path)
     _tensor("x", x)
-    return path.schedule._arrays(_ns, _time(t, x))
+    return path.schedule.arrays(_ns, _time(t, x))
 
 
 def _prepared(path: Any, x0: Any, x1: Any, t: Any) -> Coefficients:
     _path(path)
     _tensor("x0", x0)
     _like("x0", x0, "x1", x1)
-    return path.schedule._coefficients(_ns, _time(t, x0, x_name="x0"))
+    return path.schedule.coefficients(_ns, _time(t, x0, x_name="x0"))
 
 
 def _combine(a: Tensor | float, x1: Tensor, b: Tensor | float, x0: Tensor) -> Tensor:
