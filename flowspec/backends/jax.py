@@ -786,7 +786,9 @@ def discrete_sample(path: Any, key: Array, x0: Array, x1: Array, t: Array | floa
     t's dtype (the default floating dtype when t is a Python number).
     """
     _check_jax("x1", x1)
-    dtype = t.dtype if isinstance(t, jax.Array) and not _weak(t) else None
+    # a weakly typed scalar (a Python float traced by jit) takes the default dtype
+    weak = bool(getattr(getattr(t, "aval", None), "weak_type", getattr(t, "weak_type", False)))
+    dtype = t.dtype if isinstance(t, jax.Array) and not weak else None
     u = jax.random.uniform(key, tuple(x1.shape), dtype=_discrete_dtype(dtype))
     return path.sample(x0, x1, t, u)
 
