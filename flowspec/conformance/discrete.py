@@ -54,6 +54,7 @@ from ..discrete import (
     jump_probabilities,
     posterior_to_rate,
 )
+from ..typing import Array
 from .errors import Measure, compare
 from .libraries import to_numpy
 from .properties import AdapterRaised, Inputs, Property
@@ -163,7 +164,7 @@ def _coefficients() -> Property:
     def strategy(adapter: Any) -> Any:
         st = _st()
 
-        @st.composite
+        @st.composite  # type: ignore[untyped-decorator]
         def inputs(draw: Any) -> Inputs:
             return {"t": _times(draw, draw(st.integers(1, 6)))}
 
@@ -299,7 +300,7 @@ def _loss() -> Property:
     def strategy(adapter: Any) -> Any:
         st = _st()
 
-        @st.composite
+        @st.composite  # type: ignore[untyped-decorator]
         def inputs(draw: Any) -> Inputs:
             vocab = adapter.vocab_size
             batch, length = draw(st.integers(1, 4)), draw(st.integers(1, 3))
@@ -346,7 +347,7 @@ class _Recorder:
         )
         self.times: list[float] = []
 
-    def probs(self, t: np.ndarray, x: np.ndarray) -> np.ndarray:
+    def probs(self, t: np.ndarray, x: np.ndarray) -> Array:
         """The exact posterior; off the support of p_t (reachable by a jump step that
         moves several tokens at once) the point mass at x, so that the chain stays."""
         with np.errstate(invalid="ignore"):
@@ -355,7 +356,7 @@ class _Recorder:
         off = ~np.all(np.isfinite(post), axis=(-2, -1))
         return np.where(off[:, None, None], stay, post)
 
-    def __call__(self, t: Any, x: Any) -> np.ndarray:
+    def __call__(self, t: Any, x: Any) -> Array:
         t = np.asarray(to_numpy(t), dtype=np.float64)
         x = np.asarray(to_numpy(x), dtype=np.int64)
         self.times.append(float(np.reshape(t, (-1,))[0]))
@@ -481,23 +482,23 @@ class DiscreteReferenceAdapter:
         self.rng = np.random.default_rng(seed)
         self.name = f"flowspec.discrete {self.path!r}"
 
-    def coefficients(self, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def coefficients(self, t: np.ndarray) -> tuple[Array, Array]:
         c = self.schedule(t)
         return c.kappa, c.d_kappa
 
-    def sample(self, x0: np.ndarray, x1: np.ndarray, t: np.ndarray) -> np.ndarray:
+    def sample(self, x0: np.ndarray, x1: np.ndarray, t: np.ndarray) -> Array:
         return self.path.sample(x0, x1, t, self.rng.random(x1.shape))
 
-    def posterior_to_rate(self, probs: np.ndarray, x: np.ndarray, t: np.ndarray) -> np.ndarray:
+    def posterior_to_rate(self, probs: np.ndarray, x: np.ndarray, t: np.ndarray) -> Array:
         return posterior_to_rate(self.schedule, x, t, probs=probs)
 
-    def loss(self, logits: np.ndarray, x1: np.ndarray, x: np.ndarray, t: np.ndarray) -> np.ndarray:
+    def loss(self, logits: np.ndarray, x1: np.ndarray, x: np.ndarray, t: np.ndarray) -> Array:
         return generalized_kl(self.schedule, x1, x, t, logits=logits, reduction="none")
 
-    def euler(self, posterior: Callable[[Any, Any], Any], x0: np.ndarray, steps: int) -> np.ndarray:
+    def euler(self, posterior: Callable[[Any, Any], Any], x0: np.ndarray, steps: int) -> Array:
         from ..discrete import euler
 
-        def rate(t: np.ndarray, x: np.ndarray) -> np.ndarray:
+        def rate(t: np.ndarray, x: np.ndarray) -> Array:
             return posterior_to_rate(self.schedule, x, t, probs=np.asarray(posterior(t, x)))
 
         u = self.rng.random((steps, *x0.shape))

@@ -64,6 +64,9 @@ class EmpiricalMarginal:
     __slots__ = ("_chunk", "_data", "_n", "path")
 
     path: MixturePath
+    _data: Array
+    _n: int
+    _chunk: int | None
 
     def __init__(self, path: MixturePath, data: Array, chunk_size: int | None = None) -> None:
         if not isinstance(path, MixturePath):

@@ -204,7 +204,7 @@ def euler(
     for k, t in enumerate(times):
         tb = xp.full((batch,), t, dtype=u.dtype, device=validation.device(x0))
         out = rate(tb, x)
-        shape = getattr(out, "shape", ())
+        shape: tuple[int, ...] = tuple(getattr(out, "shape", ()))
         width = int(shape[-1]) if len(shape) == x.ndim + 1 else 0
         values = validation.check_output("rate(t, x)", out, xp, (*tuple(x.shape), width), u.dtype)
         vocab = int(values.shape[-1])
