@@ -167,6 +167,10 @@ def test_path_validates_its_arguments():
         path.sample(x, x, np.zeros(3), u)
     with pytest.raises(ValueError, match="`x1`"):
         path.sample(x[:, 0], x[:, 0], 0.5, u[:, 0])
+    with pytest.raises(ValueError, match="`u`"):
+        path.sample(x, x, 0.5, u + 1.0)
+    with pytest.raises(ValueError, match="`u`"):
+        path.source_sample(u - 0.5)
     with pytest.raises(AttributeError):
         path.vocab_size = 4
 

@@ -42,6 +42,15 @@ def check_tokens(xp: Any, name: str, x: Array, vocab: int | None = None) -> None
             )
 
 
+def check_uniforms(xp: Any, name: str, u: Array) -> None:
+    """``u`` must be floating; host values (NumPy arrays) must lie in [0, 1)."""
+    validation.check_float(xp, name, u)
+    if array_api_compat.is_numpy_array(u) and u.size:
+        lo, hi = float(np.min(u)), float(np.max(u))
+        if not (lo >= 0.0 and hi < 1.0):
+            raise ValueError(f"`{name}` must hold uniforms in [0, 1), got values in [{lo}, {hi}]")
+
+
 def check_same_shape(name_a: str, a: Array, name_b: str, b: Array) -> None:
     validation.check_same_shape(name_a, a, name_b, b)
 

@@ -105,7 +105,7 @@ class MixturePath:
         mask source: the mask token everywhere.
         """
         xp = validation.namespace(u=u)
-        validation.check_float(xp, "u", u)
+        _checks.check_uniforms(xp, "u", u)
         validation.check_batch("u", u)
         if self.mask_token is not None:
             return xp.full(
@@ -154,7 +154,7 @@ class MixturePath:
         _checks.check_tokens(xp, "x1", x1, self.vocab_size)
         _checks.check_tokens(xp, "x0", x0, self.vocab_size)
         _checks.check_same_shape("x0", x0, "x1", x1)
-        validation.check_float(xp, "u", u)
+        _checks.check_uniforms(xp, "u", u)
         _checks.check_same_shape("u", u, "x1", x1)
         tt = validation.time_array(xp, t, u, x_name="u")
         kappa = self.schedule(tt).kappa

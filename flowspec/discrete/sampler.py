@@ -57,6 +57,7 @@ def categorical(probs: Array, u: Array) -> Array:
     xp = validation.namespace(probs=probs, u=u)
     validation.check_float(xp, "probs", probs)
     validation.check_float(xp, "u", u, like=("probs", probs))
+    _checks.check_uniforms(xp, "u", u)
     if probs.ndim < 1 or tuple(probs.shape[:-1]) != tuple(u.shape):
         raise ValueError(
             f"`probs` must have shape (*u.shape, V) = {tuple(u.shape)} + (V,), got shape "
@@ -192,7 +193,7 @@ def euler(
         raise ValueError(f"`t0` and `t1` must satisfy 0 <= t0 < t1 <= 1, got t0={t0!r}, t1={t1!r}")
     xp = validation.namespace(x0=x0, u=u)
     _checks.check_tokens(xp, "x0", x0)
-    validation.check_float(xp, "u", u)
+    _checks.check_uniforms(xp, "u", u)
     expected = (len(times), *tuple(x0.shape))
     if tuple(u.shape) != expected:
         raise ValueError(
