@@ -114,10 +114,11 @@ def test_jax_vmap_and_grad(jax):
     x = jnp.asarray(rng.integers(0, 5, (2, 3)))
     t = jnp.asarray([0.3, 0.6])
 
+    @jax.jit
     def loss(z):
         return fd.generalized_kl(fd.Linear(), x1[0], x, t, logits=z)
 
-    g = jax.grad(loss)(logits[0])
+    g = jax.jit(jax.grad(loss))(logits[0])
     # central differences in float64, step eps^(1/3): error O(eps^(2/3)) on O(1) values
     h = EPS64 ** (1 / 3)
     z0 = np.asarray(logits[0])
