@@ -238,3 +238,22 @@ def test_euler_validates():
     with pytest.raises(ValueError, match="`h`"):
         fd.jump_probabilities(x0, np.zeros((2, 2, 3)), -0.1)
     assert math.isfinite(float(fd.jump_probabilities(x0, np.zeros((2, 2, 3)), 0.1).sum()))
+
+
+def test_jump_step_draws_from_jump_probabilities(xp):
+    rate = np.array([[[-3.0, 1.0, 2.0]]])
+    n = 40
+    x = np.zeros((n, 1), dtype=np.int64)
+    u = ((np.arange(n) + 0.5) / n)[:, None]  # stratified: exact frequencies 0.7, 0.1, 0.2
+    got = to_numpy(
+        fd.jump_step(xp.asarray(x), xp.asarray(np.repeat(rate, n, 0)), 0.1, xp.asarray(u))
+    )
+    np.testing.assert_array_equal(np.bincount(got[:, 0], minlength=3), [28, 4, 8])
+
+
+def test_source_log_prob():
+    x = np.array([[0, 3, 2]])
+    uniform = fd.MixturePath(fd.Linear(), 4).source_log_prob(x)
+    np.testing.assert_allclose(uniform, np.full((1, 3), -math.log(4)), rtol=EPS64)
+    mask = fd.MixturePath(fd.Linear(), 4, mask_token=3).source_log_prob(x)
+    np.testing.assert_array_equal(mask, [[-math.inf, 0.0, -math.inf]])
