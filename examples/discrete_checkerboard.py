@@ -18,10 +18,11 @@ import torch
 from flowspec import discrete as fd
 from flowspec.backends import torch as fst
 
-# small matrices (batch 512, width 256): one thread is as fast as two here and leaves
-# the other core free; set FLOWSPEC_EXAMPLE_THREADS to change it
+# one thread: at batch 512 and width 256 the matrices are small, and on a busy machine
+# a second intra-op thread waits for a core (300 steps: 12 s on one thread, 242 s on
+# two, measured on a loaded two-core machine); FLOWSPEC_EXAMPLE_THREADS changes it
 torch.set_num_threads(int(os.environ.get("FLOWSPEC_EXAMPLE_THREADS", 1)))
-steps = int(sys.argv[1] if len(sys.argv) > 1 else os.environ.get("FLOWSPEC_EXAMPLE_STEPS", 1500))
+steps = int(sys.argv[1] if len(sys.argv) > 1 else os.environ.get("FLOWSPEC_EXAMPLE_STEPS", 1000))
 torch.manual_seed(0)
 GRID, BLOCK, MASK = 16, 4, 16
 cells = torch.cartesian_prod(torch.arange(GRID), torch.arange(GRID))
