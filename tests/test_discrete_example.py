@@ -1,4 +1,7 @@
-"""examples/discrete_checkerboard.py runs at a tiny size, and docs/discrete.md's code runs."""
+"""examples/discrete_checkerboard.py runs at a tiny size; the doctests of flowspec.discrete run.
+
+(The code blocks of docs/discrete.md run with every page's, collected by conftest.py.)
+"""
 
 from __future__ import annotations
 
@@ -11,7 +14,6 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PAGE = ROOT / "docs" / "discrete.md"
 
 
 def test_checkerboard_example_runs(tmp_path):
@@ -33,22 +35,6 @@ def test_checkerboard_example_runs(tmp_path):
     fraction = re.search(r"on the black cells: (\S+)", proc.stdout)
     assert fraction is not None and 0.0 <= float(fraction.group(1)) <= 1.0
     assert picture.stat().st_size > 1000
-
-
-def _blocks() -> list[str]:
-    text = PAGE.read_text(encoding="utf-8")
-    return re.findall(r"^```python\n(.*?)^```", text, re.MULTILINE | re.DOTALL)
-
-
-def test_discrete_page_code_runs():
-    """Every python block of docs/discrete.md, in order, in one namespace."""
-    blocks = _blocks()
-    assert len(blocks) >= 3
-    pytest.importorskip("torch")
-    pytest.importorskip("flow_matching", reason="the page's findings run flow_matching")
-    namespace: dict[str, object] = {}
-    for code in blocks:
-        exec(compile(code, str(PAGE), "exec"), namespace)
 
 
 DISCRETE_MODULES = [

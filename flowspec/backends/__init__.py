@@ -65,10 +65,13 @@ CONTRACT: dict[str, Parameters | None] = {
     "sample_noise": Parameters(None),
 }
 
+#: The random draws of flowspec.discrete (from a generator or a key), torch and JAX.
+_DISCRETE = ("discrete_euler", "discrete_sample", "discrete_source_sample")
+
 #: Names a backend exports beyond the contract (documented on its page).
 EXTRAS: dict[str, tuple[str, ...]] = {
-    "torch": ("coefficients", "sample_rademacher"),
-    "jax": (),
+    "torch": ("coefficients", "sample_rademacher", *_DISCRETE),
+    "jax": _DISCRETE,
     "cupy": ("kernel_source",),
 }
 
