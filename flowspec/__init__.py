@@ -8,11 +8,14 @@ PyTorch, JAX and CuPy arrays. Importing flowspec imports no array framework.
 
 from . import backends
 from .continuity import continuity_residual
+from .guidance import guided_field
 from .likelihood import log_likelihood
 from .losses import LossFloor, cfm_loss, cfm_loss_floor
 from .marginal import EmpiricalMarginal
 from .ode import euler, integrate
+from .parameterisations import convert, convert_field
 from .paths import GaussianPath
+from .schedule_change import change_schedule, scale_time
 from .schedules import (
     Coefficients,
     CondOT,
@@ -41,8 +44,13 @@ __all__ = [
     "backends",
     "cfm_loss",
     "cfm_loss_floor",
+    "change_schedule",
     "continuity_residual",
+    "convert",
+    "convert_field",
     "euler",
+    "guided_field",
     "integrate",
     "log_likelihood",
+    "scale_time",
 ]

@@ -279,8 +279,9 @@ def cfm_loss(v: Tensor, u: Tensor, reduction: Literal["mean", "sum", "none"] = "
     r"""The CFM loss :math:`\lVert v - u \rVert^2` per sample (eq. 9, 23), reduced over the batch.
 
     Same contract as :func:`flowspec.cfm_loss`: the squared norm over all event axes,
-    then the batch mean (default), sum or nothing: one subtraction and one dot product
-    (``torch.dot`` of the flattened difference; ``torch.linalg.vecdot`` per sample).
+    then the batch mean (default), sum or nothing: the sum of squares in one fused kernel
+    (``mse_loss`` with ``reduction="sum"``, then divided by B for the mean;
+    ``torch.linalg.vecdot`` of the flattened difference per sample).
 
     Examples
     --------
@@ -294,14 +295,12 @@ def cfm_loss(v: Tensor, u: Tensor, reduction: Literal["mean", "sum", "none"] = "
         raise ValueError(f"`reduction` must be one of {_REDUCTIONS}, got {reduction!r}")
     _tensor("v", v)
     _like("v", v, "u", u)
-    # one subtraction, then one dot product (a BLAS reduction, faster than mse_loss's
-    # broadcasting wrapper at small sizes and its kernel at large ones)
-    diff = v - u
     if reduction == "none":
-        flat = diff.reshape(v.shape[0], -1)
+        flat = (v - u).reshape(v.shape[0], -1)
         return torch.linalg.vecdot(flat, flat)
-    flat = diff.reshape(-1)
-    total = torch.dot(flat, flat)
+    # one fused kernel for the sum of squares, and one for its backward (shapes are
+    # checked above, so mse_loss never broadcasts)
+    total = torch.nn.functional.mse_loss(v, u, reduction="sum")
     return total if reduction == "sum" else total / v.shape[0]
 
 
@@ -358,6 +357,18 @@ def sample_time(
     >>> t.shape, t.dtype, bool(((t >= 0) & (t < 1)).all())
     (torch.Size([4]), torch.float64, True)
     """
+    if (
+        type(batch) is int
+        and batch >= 1
+        and generator is None
+        and dtype is None
+        and device is None
+        and type(low) is float
+        and type(high) is float
+        and low == 0.0
+        and high == 1.0
+    ):  # the defaults, every check passed: the cheapest dispatch
+        return torch.rand(batch)
     if isinstance(batch, bool) or not isinstance(batch, numbers.Integral) or batch < 1:
         raise ValueError(f"`batch` must be an integer >= 1, got {validation.describe(batch)}")
     if low != 0.0 or high != 1.0 or type(low) is not float or type(high) is not float:
@@ -416,11 +427,11 @@ def sample_noise(
     >>> x0.shape, x0.dtype
     (torch.Size([3, 2]), torch.float64)
     """
-    shape, like = _shape_of("shape_or_like", shape_or_like)
     defaults = generator is None and dtype is None and device is None
+    if defaults and isinstance(shape_or_like, torch.Tensor) and shape_or_like.is_floating_point():
+        return torch.randn_like(shape_or_like)  # the cheapest dispatch, the same draw
+    shape, like = _shape_of("shape_or_like", shape_or_like)
     dtype, device = _placement(generator, dtype, device, like)
-    if like is not None and defaults:
-        return torch.randn_like(like)  # the cheapest dispatch, the same draw
     return torch.randn(shape, **_given(generator=generator, dtype=dtype, device=device))
 
 

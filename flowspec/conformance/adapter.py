@@ -22,6 +22,10 @@ method                                  returns
 ``x0_from_velocity(v, x, t)``
 ``x1_from_x0(x0, x, t)``
 ``x0_from_x1(x1, x, t)``
+``snr_inverse(snr)``                    t with alpha_t / sigma_t = snr, (B,)
+``change_schedule(field, x, r)``        the velocity of ``schedule``'s path at (r, x)
+                                        from ``field``, a velocity field of the path of
+                                        the adapter's ``source_schedule`` (Guide 4.8.2)
 ======================================  ==============================================
 
 ``t`` is always a NumPy array of shape (B,). ``field(t, x)`` given to ``euler`` takes
@@ -62,6 +66,15 @@ CONVERSIONS = (
     "x1_from_x0",
     "x0_from_x1",
 )
+#: The conversions' (source, target) kinds in :mod:`flowspec.parameterisations`.
+CONVERSION_KINDS = {
+    "velocity_from_x1": ("x1", "velocity"),
+    "velocity_from_x0": ("x0", "velocity"),
+    "x1_from_velocity": ("velocity", "x1"),
+    "x0_from_velocity": ("velocity", "x0"),
+    "x1_from_x0": ("x0", "x1"),
+    "x0_from_x1": ("x1", "x0"),
+}
 #: Every optional method of the protocol, in the order they are checked.
 CAPABILITIES = (
     "coefficients",
@@ -72,6 +85,8 @@ CAPABILITIES = (
     "loss",
     "euler",
     *CONVERSIONS,
+    "snr_inverse",
+    "change_schedule",
 )
 
 
@@ -136,7 +151,9 @@ class LibraryAdapter:
 
     This is what ``flowspec check numpy`` (torch, jax, ...) checks: the core's
     functions on that library's arrays, against the NumPy float64 reference. The
-    conversions are the obvious ones (``velocity_from_x1`` is the Theorem 3 field).
+    conversions are :func:`flowspec.convert`; the schedule change is
+    :func:`flowspec.change_schedule` from ``source_schedule`` (``CondOT()``, whose SNR
+    range [0, inf] serves every schedule; ``Cosine()`` for ``CondOT()`` itself).
     """
 
     loss_reduction = "mean"
@@ -151,8 +168,10 @@ class LibraryAdapter:
         self.schedule = schedule
         self.name = f"flowspec[{library}] {schedule!r}"
         from ..paths import GaussianPath
+        from ..schedules import CondOT, Cosine
 
         self.path = GaussianPath(schedule)
+        self.source_schedule = Cosine() if schedule == CondOT() else CondOT()
 
     def _in(self, a: np.ndarray) -> Any:
         return self.xp.asarray(a)
@@ -186,6 +205,48 @@ class LibraryAdapter:
             return xp.asarray(field(to_numpy(t), to_numpy(x)))
 
         return euler(wrapped, self._in(x0), steps=steps)
+
+    def _convert(self, method: str, y: np.ndarray, x: np.ndarray, t: np.ndarray) -> Any:
+        from ..parameterisations import convert
+
+        source, target = CONVERSION_KINDS[method]
+        return convert(
+            self.schedule, self._in(y), self._in(x), self._in(t), source=source, target=target
+        )
+
+    def velocity_from_x1(self, x1: np.ndarray, x: np.ndarray, t: np.ndarray) -> Any:
+        return self._convert("velocity_from_x1", x1, x, t)
+
+    def velocity_from_x0(self, x0: np.ndarray, x: np.ndarray, t: np.ndarray) -> Any:
+        return self._convert("velocity_from_x0", x0, x, t)
+
+    def x1_from_velocity(self, v: np.ndarray, x: np.ndarray, t: np.ndarray) -> Any:
+        return self._convert("x1_from_velocity", v, x, t)
+
+    def x0_from_velocity(self, v: np.ndarray, x: np.ndarray, t: np.ndarray) -> Any:
+        return self._convert("x0_from_velocity", v, x, t)
+
+    def x1_from_x0(self, x0: np.ndarray, x: np.ndarray, t: np.ndarray) -> Any:
+        return self._convert("x1_from_x0", x0, x, t)
+
+    def x0_from_x1(self, x1: np.ndarray, x: np.ndarray, t: np.ndarray) -> Any:
+        return self._convert("x0_from_x1", x1, x, t)
+
+    def snr_inverse(self, snr: np.ndarray) -> Any:
+        return self.schedule.snr_inverse(self._in(snr))
+
+    def change_schedule(
+        self, field: Callable[[Any, Any], Any], x: np.ndarray, r: np.ndarray
+    ) -> Any:
+        from ..schedule_change import change_schedule
+
+        xp = self.xp
+
+        def wrapped(t: Any, z: Any) -> Any:
+            return xp.asarray(field(to_numpy(t), to_numpy(z)))
+
+        changed = change_schedule(wrapped, self.source_schedule, self.schedule)
+        return changed(self._in(r), self._in(x))
 
 
 class ReferenceAdapter(LibraryAdapter):
