@@ -70,8 +70,8 @@ _DISCRETE = ("discrete_euler", "discrete_sample", "discrete_source_sample")
 
 #: Names a backend exports beyond the contract (documented on its page).
 EXTRAS: dict[str, tuple[str, ...]] = {
-    "torch": ("coefficients", "sample_rademacher", *_DISCRETE),
-    "jax": _DISCRETE,
+    "torch": ("coefficients", "marginal", "sample_rademacher", *_DISCRETE),
+    "jax": ("marginal", "sharded_marginal", *_DISCRETE),
     "cupy": ("kernel_source",),
 }
 
