@@ -78,13 +78,14 @@ def test_flow_matching():
 def test_torchcfm():
     pytest.importorskip("torchcfm")
     reports = _run("torchcfm")
-    assert set(reports) == {
+    plain = {
         "torchcfm.ConditionalFlowMatcher(sigma=0)",
         "torchcfm.TargetConditionalFlowMatcher(sigma=0)",
         "torchcfm.TargetConditionalFlowMatcher(sigma=0.1)",
         "torchcfm.VariancePreservingConditionalFlowMatcher(sigma=0)",
     }
-    for name, rep in reports.items():
+    assert plain <= set(reports)  # the sigma > 0 ones: tests/test_conformance_coupled.py
+    for name, rep in ((n, reports[n]) for n in sorted(plain)):
         if name == "torchcfm.TargetConditionalFlowMatcher(sigma=0)":
             # Deviation: its target is the x-form field at x_t, (x1 - x_t)/(1 - t):
             # NaN at t = 1 where the specification's x1 - x0 is finite.

@@ -70,8 +70,21 @@ _DISCRETE = ("discrete_euler", "discrete_sample", "discrete_source_sample")
 
 #: Names a backend exports beyond the contract (documented on its page).
 EXTRAS: dict[str, tuple[str, ...]] = {
-    "torch": ("coefficients", "marginal", "sample_rademacher", *_DISCRETE),
-    "jax": ("marginal", "sharded_marginal", *_DISCRETE),
+    "torch": (
+        "coefficients",
+        "coupled_sample_and_target",
+        "entropic_pairs",
+        "marginal",
+        "sample_rademacher",
+        *_DISCRETE,
+    ),
+    "jax": (
+        "coupled_sample_and_target",
+        "entropic_pairs",
+        "marginal",
+        "sharded_marginal",
+        *_DISCRETE,
+    ),
     "cupy": ("kernel_source",),
 }
 

@@ -58,7 +58,9 @@ __all__ = [
     "METHODS",
     "cfm_loss",
     "continuity_residual",
+    "coupled_sample_and_target",
     "divergence",
+    "entropic_pairs",
     "euler",
     "integrate",
     "log_likelihood",
@@ -946,6 +948,73 @@ def sharded_marginal(
         )
     block = _marginal_block(block_size, int(x.shape[0]))
     return _marginal_from(flat, log_q, mean, c, x, quantity, block, (mesh, axis))
+
+
+# --------------------------------------------------------------------------------------
+# coupled paths and couplings (flowspec.coupled_paths, flowspec.couplings)
+# --------------------------------------------------------------------------------------
+def coupled_sample_and_target(
+    path: Any, x0: Array, x1: Array, eps: Array, t: Array | float
+) -> tuple[Array, Array]:
+    r""":meth:`flowspec.coupled_paths.CoupledPath.sample_and_target` on JAX arrays, traceable.
+
+    :math:`x_t = \alpha_t x_1 + \sigma_t x_0 + \gamma_t\varepsilon` and
+    :math:`u = \dot\alpha_t x_1 + \dot\sigma_t x_0 + \dot\gamma_t\varepsilon`, with the
+    coefficients of the core's schedule and noise scale; under ``jax.jit`` XLA fuses
+    each output into one pass.
+
+    Examples
+    --------
+    >>> import jax, jax.numpy as jnp, flowspec as fs
+    >>> from flowspec.coupled_paths import CoupledPath, BrownianBridgeNoise
+    >>> fj = fs.backends.get("jax")
+    >>> path = CoupledPath(fs.CondOT(), BrownianBridgeNoise(1.0))
+    >>> f = jax.jit(lambda a, b, e, t: fj.coupled_sample_and_target(path, a, b, e, t))
+    >>> x_t, u = f(jnp.zeros((1, 1)), 2 * jnp.ones((1, 1)), jnp.ones((1, 1)), 0.5)
+    >>> x_t.tolist(), u.tolist()
+    ([[1.5]], [[2.0]])
+    """
+    from ..coupled_paths import CoupledPath
+
+    if not isinstance(path, CoupledPath):
+        raise TypeError(f"`path` must be a flowspec CoupledPath, got {validation.describe(path)}")
+    _check_state("x0", x0)
+    for name, a in (("x1", x1), ("eps", eps)):
+        _check_jax(name, a)
+        validation.check_float(jnp, name, a, like=("x0", x0))
+        validation.check_same_shape("x0", x0, name, a)
+    tt = _time(t, x0, x_name="x0")
+    c = path.schedule.coefficients(jnp, tt)
+    n = path.noise.coefficients(jnp, tt)
+    return (
+        c.alpha * x1 + c.sigma * x0 + n.gamma * eps,
+        c.d_alpha * x1 + c.d_sigma * x0 + n.d_gamma * eps,
+    )
+
+
+def entropic_pairs(
+    key: Array, x0: Array, x1: Array, reg: float, **sinkhorn_options: Any
+) -> tuple[Array, Array]:
+    r""":func:`flowspec.couplings.entropic_pairs` with the uniforms drawn from ``key``.
+
+    Under ``jax.jit`` pass ``tol=None`` (a fixed number of Sinkhorn iterations) and
+    check the marginal error with :func:`flowspec.couplings.sinkhorn` if needed.
+
+    Examples
+    --------
+    >>> import jax, jax.numpy as jnp, flowspec as fs
+    >>> fj = fs.backends.get("jax")
+    >>> x0 = jnp.array([[0.0], [1.0]])
+    >>> a, b = fj.entropic_pairs(jax.random.key(0), x0, x0[::-1], 0.01)
+    >>> b.tolist()
+    [[0.0], [1.0]]
+    """
+    from ..couplings import entropic_pairs as _pairs
+
+    _check_key(key)
+    _check_state("x0", x0)
+    u = jax.random.uniform(key, (int(x0.shape[0]),), dtype=x0.dtype)
+    return _pairs(x0, x1, reg, u, **sinkhorn_options)
 
 
 # --------------------------------------------------------------------------------------

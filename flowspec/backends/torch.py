@@ -55,7 +55,9 @@ __all__ = [
     "cfm_loss",
     "coefficients",
     "continuity_residual",
+    "coupled_sample_and_target",
     "divergence",
+    "entropic_pairs",
     "euler",
     "integrate",
     "log_likelihood",
@@ -1057,6 +1059,83 @@ def marginal(
         out = mr.readout(_ns, name, st, c, xc, mean)
         outs.append(out if out.ndim == 1 else out.reshape(x.shape))
     return outs[0] if isinstance(quantity, str) else tuple(outs)
+
+
+# ---------------------------------------------------------------------------------------
+# coupled paths and couplings (flowspec.coupled_paths, flowspec.couplings)
+# ---------------------------------------------------------------------------------------
+def coupled_sample_and_target(
+    path: Any, x0: Tensor, x1: Tensor, eps: Tensor, t: Any
+) -> tuple[Tensor, Tensor]:
+    r""":meth:`flowspec.coupled_paths.CoupledPath.sample_and_target`, fused.
+
+    .. math:: x_t = \alpha_t x_1 + \sigma_t x_0 + \gamma_t\varepsilon, \qquad
+              u = \dot\alpha_t x_1 + \dot\sigma_t x_0 + \dot\gamma_t\varepsilon
+
+    The schedule's and the noise scale's coefficients from the core; each output is one
+    buffer written by ``mul`` and updated in place (a constant noise coefficient rides
+    as a scalar, a zero one is skipped: the I-CFM target is the single kernel
+    ``x1 - x0``). Traces under ``torch.compile(fullgraph=True)``.
+
+    Examples
+    --------
+    >>> import torch, flowspec as fs
+    >>> from flowspec.coupled_paths import CoupledPath, ConstantNoise
+    >>> fst = fs.backends.get("torch")
+    >>> path = CoupledPath(fs.CondOT(), ConstantNoise(0.5))
+    >>> x_t, u = fst.coupled_sample_and_target(path, torch.zeros(1, 1), torch.ones(1, 1), torch.ones(1, 1), 0.5)
+    >>> x_t.tolist(), u.tolist()
+    ([[1.0]], [[1.0]])
+    """
+    from ..coupled_paths import CoupledPath
+
+    if not isinstance(path, CoupledPath):
+        raise TypeError(f"`path` must be a flowspec CoupledPath, got {validation.describe(path)}")
+    _tensor("x0", x0)
+    _like("x0", x0, "x1", x1)
+    _like("x0", x0, "eps", eps)
+    tt = _time(t, x0, x_name="x0")
+    c = path.schedule.coefficients(_ns, tt)
+    n = path.noise.coefficients(_ns, tt)
+    x_t = _combine(c.alpha, x1, c.sigma, x0)
+    u = _combine(c.d_alpha, x1, c.d_sigma, x0)
+    for out, g in ((x_t, n.gamma), (u, n.d_gamma)):
+        if isinstance(g, float):
+            if g != 0.0:
+                out.add_(eps, alpha=g)
+        else:
+            out.addcmul_(g, eps)
+    return x_t, u
+
+
+def entropic_pairs(
+    x0: Tensor,
+    x1: Tensor,
+    reg: float,
+    *,
+    generator: torch.Generator | None = None,
+    **sinkhorn_options: Any,
+) -> tuple[Tensor, Tensor]:
+    r""":func:`flowspec.couplings.entropic_pairs` with the uniforms drawn from ``generator``.
+
+    The plan is the core's log-domain Sinkhorn on these tensors (on their device); each
+    x0 keeps its place and its partner is drawn from its row.
+
+    Examples
+    --------
+    >>> import torch, flowspec as fs
+    >>> fst = fs.backends.get("torch")
+    >>> x0 = torch.tensor([[0.0], [1.0]], dtype=torch.float64)
+    >>> a, b = fst.entropic_pairs(x0, x0.flip(0), 0.01, generator=torch.Generator().manual_seed(0))
+    >>> b.tolist()
+    [[0.0], [1.0]]
+    """
+    from ..couplings import entropic_pairs as _pairs
+
+    _tensor("x0", x0)
+    dtype, device = _placement(generator, None, None, x0)
+    u = torch.rand(int(x0.shape[0]), **_given(generator=generator, dtype=dtype, device=device))
+    return _pairs(x0, x1, reg, u, **sinkhorn_options)
 
 
 # ---------------------------------------------------------------------------------------

@@ -46,6 +46,7 @@ from ..ode import euler as ref_euler
 from ..paths import GaussianPath
 from ..schedules import Coefficients, Schedule
 from .adapter import CONVERSION_KINDS, CONVERSIONS, capabilities, to_numpy
+from .coupled import coupled_properties
 from .errors import EPS, TINY, ULPS, Measure, compare, tolerance
 
 __all__ = ["Property", "properties"]
@@ -675,6 +676,7 @@ def all_properties() -> list[Property]:
         _shapes(),
         _dtype(),
         _euler(),
+        *coupled_properties(),
     ]
 
 
