@@ -6,7 +6,7 @@ import numpy as np
 
 from flowspec.riemannian import SO3, Euclidean, FlatTorus, Hyperbolic, Sphere
 
-MANIFOLDS = [Euclidean(3), Sphere(2), Sphere(4), FlatTorus(2), Hyperbolic(2), SO3()]
+MANIFOLDS = [Euclidean(3), Sphere(2), FlatTorus(2), Hyperbolic(2), SO3()]
 IDS = [repr(m) for m in MANIFOLDS]
 
 
