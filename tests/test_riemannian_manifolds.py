@@ -131,7 +131,8 @@ def _mp_angle(x, y):
         out.append(
             float(
                 mpmath.atan2(
-                    mpmath.sqrt(sum(v * v for v in cross)), sum(p * q for p, q in zip(a, b))
+                    mpmath.sqrt(sum(v * v for v in cross)),
+                    sum(p * q for p, q in zip(a, b, strict=True)),
                 )
             )
         )

@@ -61,15 +61,20 @@ def _call(manifold: Manifold, field: Field, xp: Any, t: float, x: Array) -> Arra
 
 
 def step(
-    manifold: Manifold, field: Field, xp: Any, method: str, t: float, h: float, x: Array
+    manifold: Manifold, field: Field, xp: Any, method: str, t: float, t_next: float, x: Array
 ) -> Array:
-    """One step of ``method`` from (t, x) with step h (see the module docstring)."""
+    """One step of ``method`` from (t, x) to ``t_next`` (see the module docstring).
+
+    A stage at the step's end (c = 1) is evaluated at ``t_next`` itself, never at the
+    rounded ``t + h`` (which can leave [0, 1] by an ulp at the end of a backward run).
+    """
     a, b, c = TABLEAUS[method]
+    h = t_next - t
     ks = [_call(manifold, field, xp, t, x)]
     for i, row in enumerate(a, start=1):
         xi = sum((h * aij) * k for aij, k in zip(row, ks, strict=True) if aij != 0.0)
         y = manifold._projx(xp, manifold._expmap(xp, x, xi))
-        w = _call(manifold, field, xp, t + c[i] * h, y)
+        w = _call(manifold, field, xp, t_next if c[i] == 1.0 else t + c[i] * h, y)
         ks.append(manifold._transport_back(xp, x, xi, w))
     incr = sum((h * bi) * k for bi, k in zip(b, ks, strict=True) if bi != 0.0)
     return manifold._projx(xp, manifold._expmap(xp, x, incr))
@@ -94,13 +99,13 @@ def _run(
     method: str,
     x0: Array,
     times: Sequence[float],
-    hs: Sequence[float],
+    ends: Sequence[float],
     return_path: bool,
 ) -> Array:
     x = x0
     states = [x0]
-    for t, h in zip(times, hs, strict=True):
-        x = step(manifold, field, xp, method, t, h, x)
+    for t, t_next in zip(times, ends, strict=True):
+        x = step(manifold, field, xp, method, t, t_next, x)
         if return_path:
             states.append(x)
     return xp.stack(states, axis=0) if return_path else x
@@ -151,8 +156,9 @@ def solve(
     True
     """
     xp = _check(manifold, field, x0, method)
-    times, h = _xp.euler_times(steps, t0, t1)
-    return _run(manifold, field, xp, method, x0, times, [h] * len(times), return_path)
+    times, _ = _xp.euler_times(steps, t0, t1)
+    ends = [*times[1:], float(t1)]
+    return _run(manifold, field, xp, method, x0, times, ends, return_path)
 
 
 def integrate(
@@ -174,5 +180,4 @@ def integrate(
     """
     xp = _check(manifold, field, x0, method)
     grid = [float(v) for v in _xp.host_grid("time_grid", time_grid)]
-    hs = [grid[k + 1] - grid[k] for k in range(len(grid) - 1)]
-    return _run(manifold, field, xp, method, x0, grid[:-1], hs, return_path)
+    return _run(manifold, field, xp, method, x0, grid[:-1], grid[1:], return_path)
