@@ -12,11 +12,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from . import _xp
+import numpy as np
 
-__all__ = ["continuity_residual"]
+from . import validation
+from .paths import GaussianPath
+from .typing import Array
 
-Array = Any
+__all__ = ["continuity_bound", "continuity_residual"]
 
 
 def continuity_residual(
@@ -71,33 +73,37 @@ def continuity_residual(
     """
     for name, fn in (("log_prob", log_prob), ("velocity", velocity)):
         if not callable(fn):
-            raise TypeError(f"`{name}` must be a callable {name}(t, x), got {_xp.describe(fn)}")
-    xp = _xp.namespace(x=x, t=t)
-    _xp.check_float(xp, "x", x)
-    _xp.check_batch("x", x)
+            raise TypeError(
+                f"`{name}` must be a callable {name}(t, x), got {validation.describe(fn)}"
+            )
+    xp = validation.namespace(x=x, t=t)
+    validation.check_float(xp, "x", x)
+    validation.check_batch("x", x)
     batch = int(x.shape[0])
-    tb = xp.reshape(_xp.time_array(xp, t, x), (batch,))
+    tb = xp.reshape(validation.time_array(xp, t, x), (batch,))
     eps = xp.finfo(x.dtype).eps
     cbrt_eps = float(eps) ** (1.0 / 3.0)
 
     def lp(tt: Array, xx: Array) -> Array:
-        return _xp.check_output("log_prob(t, x)", log_prob(tt, xx), xp, (batch,), x.dtype)
+        return validation.check_output("log_prob(t, x)", log_prob(tt, xx), xp, (batch,), x.dtype)
 
     def vel(tt: Array, xx: Array) -> Array:
-        return _xp.check_output("velocity(t, x)", velocity(tt, xx), xp, tuple(x.shape), x.dtype)
+        return validation.check_output(
+            "velocity(t, x)", velocity(tt, xx), xp, tuple(x.shape), x.dtype
+        )
 
     # d/dt log p
     t_plus, t_minus = tb + cbrt_eps, tb - cbrt_eps
     dt_log_p = (lp(t_plus, x) - lp(t_minus, x)) / (t_plus - t_minus)
 
     # divergence and u . grad log p, one coordinate at a time
-    d = _xp.event_size(x)
+    d = validation.event_size(x)
     flat = xp.reshape(x, (batch, d))
     scale = xp.max(xp.abs(flat), axis=1)
     h = cbrt_eps * xp.where(scale > 1.0, scale, xp.ones_like(scale))
     h_col = xp.reshape(h, (batch,) + (1,) * (x.ndim - 1))
     u_flat = xp.reshape(vel(tb, x), (batch, d))
-    index = xp.arange(d, device=_xp.device(x))
+    index = xp.arange(d, device=validation.device(x))
     divergence = xp.zeros_like(tb)
     transport = xp.zeros_like(tb)
     for i in range(d):
@@ -110,3 +116,63 @@ def continuity_residual(
         divergence = divergence + du / width
         transport = transport + u_flat[:, i] * grad_i
     return dt_log_p + divergence + transport
+
+
+def continuity_bound(
+    path: GaussianPath, x1: np.ndarray, t: np.ndarray, x: np.ndarray, dtype: Any = np.float64
+) -> np.ndarray:
+    """Error bound, per sample, of :func:`~flowspec.continuity_residual` on a Gaussian path.
+
+    The residual of an exact (density, field) pair is pure finite-difference error.
+    Its model: the central difference in t with step h = eps^(1/3) errs by
+    h^2/6 |f'''| (f = log p; f''' estimated with a wide stencil of step 1e-3) plus
+    rounding; the x-differences of a quadratic log-density and an affine field are
+    exact up to rounding, (2d + 2) eps^(2/3) times the size of the terms. A factor of
+    10 covers the constants of the estimate. Evaluated in NumPy float64 from the
+    path's closed forms; ``dtype`` sets eps. It is the tolerance of the continuity
+    checks (paper eq. 26) of the test suite, ``flowspec check`` and the conformance kit.
+
+    Parameters
+    ----------
+    path : GaussianPath
+    x1, x : NumPy array, shape (B, *event)
+    t : NumPy array, shape (B,)
+        Times inside the path's finite domain, at least 2e-3 from where it ends.
+    dtype : NumPy floating dtype
+        The dtype whose machine epsilon the residual was computed with.
+
+    Returns
+    -------
+    NumPy array, shape (B,)
+
+    Examples
+    --------
+    >>> import numpy as np, flowspec as fs
+    >>> from flowspec.continuity import continuity_bound
+    >>> path = fs.GaussianPath(fs.CondOT(sigma_min=0.01))
+    >>> x1, x, t = np.array([[1.0, -2.0]]), np.array([[0.3, 0.1]]), np.array([0.5])
+    >>> r = fs.continuity_residual(
+    ...     lambda t, x: path.log_prob(x, x1, t), lambda t, x: path.velocity(x, x1, t), t, x
+    ... )
+    >>> bool(abs(r[0]) <= continuity_bound(path, x1, t, x)[0] < 1e-6)
+    True
+    """
+    eps = float(np.finfo(dtype).eps)
+    h = eps ** (1 / 3)
+    wide = 1e-3
+
+    def f(s: np.ndarray) -> np.ndarray:
+        return path.log_prob(x, x1, np.clip(s, 0.0, 1.0))
+
+    third = np.abs(f(t + 2 * wide) - 2 * f(t + wide) + 2 * f(t - wide) - f(t - 2 * wide))
+    third = third / (2 * wide**3)
+    u = path.velocity(x, x1, t)
+    axes = tuple(range(1, x.ndim))
+    terms = (
+        np.abs(f(t))
+        + np.abs(path.divergence(x, x1, t))
+        + np.abs(np.sum(u * path.score(x, x1, t), axis=axes))
+        + 1.0
+    )
+    d = x[0].size
+    return 10.0 * (h * h / 6.0 * third + (2 * d + 2) * eps ** (2 / 3) * terms)

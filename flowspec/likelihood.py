@@ -14,12 +14,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from . import _xp
+from . import validation
 from .ode import METHODS, Method, _check_state, _grid, _step
+from .typing import Array
 
 __all__ = ["log_likelihood"]
-
-Array = Any
 
 
 def log_likelihood(
@@ -95,22 +94,22 @@ def log_likelihood(
         )
     for name, fn in (("log_p0", log_p0), ("divergence", divergence)):
         if not callable(fn):
-            raise TypeError(f"`{name}` must be a callable, got {_xp.describe(fn)}")
+            raise TypeError(f"`{name}` must be a callable, got {validation.describe(fn)}")
     if method not in METHODS:
         raise ValueError(f"`method` must be one of {tuple(METHODS)}, got {method!r}")
     xp = _check_state(field, x1, method, name="x1")
     grid = _grid(xp, time_grid, x1, x_name="x1")
     if isinstance(grid[0], float):
-        _xp.check_data_to_noise("time_grid", grid[0], grid[-1], time_grid)
+        validation.check_data_to_noise("time_grid", grid[0], grid[-1], time_grid)
 
     batch = int(x1.shape[0])
     shape = tuple(x1.shape)
-    size = _xp.event_size(x1)
+    size = validation.event_size(x1)
 
     def augmented(t: Array, z: Array) -> Array:
         x = xp.reshape(z[:, :size], shape)
-        u = _xp.check_output("field(t, x)", field(t, x), xp, shape, x1.dtype)
-        div = _xp.check_output("divergence(t, x)", divergence(t, x), xp, (batch,), x1.dtype)
+        u = validation.check_output("field(t, x)", field(t, x), xp, shape, x1.dtype)
+        div = validation.check_output("divergence(t, x)", divergence(t, x), xp, (batch,), x1.dtype)
         return xp.concat([xp.reshape(u, (batch, size)), div[:, None]], axis=1)
 
     flat = xp.reshape(x1, (batch, size))
@@ -118,5 +117,5 @@ def log_likelihood(
     for k in range(len(grid) - 1):
         z = _step(augmented, xp, method, grid[k], grid[k + 1] - grid[k], z)
     x0 = xp.reshape(z[:, :size], shape)
-    lp0 = _xp.check_output("log_p0(x)", log_p0(x0), xp, (batch,), x1.dtype)
+    lp0 = validation.check_output("log_p0(x)", log_p0(x0), xp, (batch,), x1.dtype)
     return lp0 + z[:, size]

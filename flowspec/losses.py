@@ -2,13 +2,13 @@ r"""The Flow Matching regression loss (paper eq. 5, 9 and 23)."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
-from . import _xp
+from . import validation
+from .typing import Array
 
 __all__ = ["cfm_loss"]
 
-Array = Any
 _REDUCTIONS = ("mean", "sum", "none")
 
 
@@ -47,11 +47,11 @@ def cfm_loss(v: Array, u: Array, reduction: Literal["mean", "sum", "none"] = "me
     """
     if reduction not in _REDUCTIONS:
         raise ValueError(f"`reduction` must be one of {_REDUCTIONS}, got {reduction!r}")
-    xp = _xp.namespace(v=v, u=u)
-    _xp.check_float(xp, "v", v)
-    _xp.check_float(xp, "u", u, like=("v", v))
-    _xp.check_batch("v", v)
-    _xp.check_same_shape("v", v, "u", u)
+    xp = validation.namespace(v=v, u=u)
+    validation.check_float(xp, "v", v)
+    validation.check_float(xp, "u", u, like=("v", v))
+    validation.check_batch("v", v)
+    validation.check_same_shape("v", v, "u", u)
     diff = v - u
     per_sample = xp.sum(xp.reshape(diff * diff, (v.shape[0], -1)), axis=1)
     if reduction == "none":

@@ -56,12 +56,12 @@ from typing import Any
 import array_api_compat
 import numpy as np
 
-from . import _xp
+from . import validation as _xp
 from .paths import GaussianPath
+from .typing import Array
 
 __all__ = ["EmpiricalMarginal"]
 
-Array = Any
 
 #: Default number of (query, data point) pairs per streamed block: chunk_size is
 #: ``max(1, _BLOCK_ELEMENTS // B)`` data points (16 MiB per float32 block).

@@ -11,17 +11,15 @@ dtype of ``x``, as in training (``model(t, x_t)``); it must return an array of
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any, Literal
 
 import array_api_compat
 
-from . import _xp
+from . import validation
+from .typing import Array, Field
 
 __all__ = ["METHODS", "euler", "integrate"]
 
-Array = Any
-Field = Callable[[Array, Array], Array]
 Method = Literal["euler", "midpoint", "heun", "rk4"]
 
 #: Method name -> order of accuracy.
@@ -32,10 +30,10 @@ def _call(field: Field, xp: Any, t: Any, x: Array) -> Array:
     """Evaluate ``field`` at the (B,) time ``t`` (a float or a 0-d array) and check it."""
     batch = (int(x.shape[0]),)
     if isinstance(t, float):
-        tb = xp.full(batch, t, dtype=x.dtype, device=_xp.device(x))
+        tb = xp.full(batch, t, dtype=x.dtype, device=validation.device(x))
     else:
         tb = xp.broadcast_to(xp.reshape(t, (1,)), batch)
-    return _xp.check_output("field(t, x)", field(tb, x), xp, tuple(x.shape), x.dtype)
+    return validation.check_output("field(t, x)", field(tb, x), xp, tuple(x.shape), x.dtype)
 
 
 def _step(field: Field, xp: Any, method: str, t: Any, h: Any, x: Array) -> Array:
@@ -56,12 +54,12 @@ def _step(field: Field, xp: Any, method: str, t: Any, h: Any, x: Array) -> Array
 
 def _check_state(field: Any, x0: Any, method: str, name: str = "x0") -> Any:
     if not callable(field):
-        raise TypeError(f"`field` must be a callable field(t, x), got {_xp.describe(field)}")
+        raise TypeError(f"`field` must be a callable field(t, x), got {validation.describe(field)}")
     if method not in METHODS:
         raise ValueError(f"`method` must be one of {tuple(METHODS)}, got {method!r}")
-    xp = _xp.namespace(**{name: x0})
-    _xp.check_float(xp, name, x0)
-    _xp.check_batch(name, x0)
+    xp = validation.namespace(**{name: x0})
+    validation.check_float(xp, name, x0)
+    validation.check_batch(name, x0)
     return xp
 
 
@@ -105,7 +103,7 @@ def euler(
     [[1.0], [1.0]]
     """
     xp = _check_state(field, x0, "euler")
-    times, h = _xp.euler_times(steps, t0, t1)
+    times, h = validation.euler_times(steps, t0, t1)
     x = x0
     states = [x0]
     for t in times:
@@ -123,15 +121,15 @@ def _grid(xp: Any, time_grid: Any, x0: Array, x_name: str = "x0") -> list[Any]:
         if array_api_compat.array_namespace(time_grid) is not xp:
             raise TypeError(
                 f"`time_grid` must be a sequence of numbers, a NumPy array or an array of "
-                f"the namespace of `{x_name}`, got {_xp.describe(time_grid)}"
+                f"the namespace of `{x_name}`, got {validation.describe(time_grid)}"
             )
-        _xp.check_float(xp, "time_grid", time_grid, like=(x_name, x0))
+        validation.check_float(xp, "time_grid", time_grid, like=(x_name, x0))
         if time_grid.ndim != 1 or time_grid.shape[0] < 2:
             raise ValueError(
                 f"`time_grid` must be 1-D with at least 2 times, got shape {tuple(time_grid.shape)}"
             )
         return [time_grid[k] for k in range(int(time_grid.shape[0]))]
-    grid = _xp.host_grid("time_grid", time_grid)
+    grid = validation.host_grid("time_grid", time_grid)
     return [float(v) for v in grid]
 
 

@@ -20,19 +20,18 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from . import _xp
+from . import validation
 from .schedules import Coefficients, Schedule
+from .typing import Array
 
 __all__ = ["GaussianPath"]
-
-Array = Any
 
 
 def _per_sample(xp: Any, value: Array | float, x: Array) -> Array:
     """A coefficient of shape (B, 1, ..., 1), or a constant, as shape (B,) like ``x``."""
     batch = (int(x.shape[0]),)
     if isinstance(value, float):
-        return xp.full(batch, value, dtype=x.dtype, device=_xp.device(x))
+        return xp.full(batch, value, dtype=x.dtype, device=validation.device(x))
     return xp.reshape(value, batch)
 
 
@@ -66,19 +65,19 @@ class GaussianPath:
         if not isinstance(self.schedule, Schedule):
             raise TypeError(
                 f"`schedule` must be a flowspec Schedule (e.g. fs.CondOT()), got "
-                f"{_xp.describe(self.schedule)}"
+                f"{validation.describe(self.schedule)}"
             )
 
     # -- shared entry: validate once, then compute ------------------------------------
     def _prepare(
         self, a_name: str, a: Array, b_name: str, b: Array, t: Any
     ) -> tuple[Any, Coefficients]:
-        xp = _xp.namespace(**{a_name: a, b_name: b, "t": t})
-        _xp.check_float(xp, a_name, a)
-        _xp.check_float(xp, b_name, b, like=(a_name, a))
-        _xp.check_batch(a_name, a)
-        _xp.check_same_shape(a_name, a, b_name, b)
-        tt = _xp.time_array(xp, t, a, x_name=a_name)
+        xp = validation.namespace(**{a_name: a, b_name: b, "t": t})
+        validation.check_float(xp, a_name, a)
+        validation.check_float(xp, b_name, b, like=(a_name, a))
+        validation.check_batch(a_name, a)
+        validation.check_same_shape(a_name, a, b_name, b)
+        tt = validation.time_array(xp, t, a, x_name=a_name)
         return xp, self.schedule._coefficients(xp, tt)
 
     def sample(self, x0: Array, x1: Array, t: Array | float) -> Array:
@@ -210,7 +209,7 @@ class GaussianPath:
         True
         """
         xp, c = self._prepare("x", x, "x1", x1, t)
-        d = _xp.event_size(x)
+        d = validation.event_size(x)
         r = x - c.alpha * x1
         sq = xp.reshape(r * r, (x.shape[0], -1))
         sigma = _per_sample(xp, c.sigma, x)
@@ -257,4 +256,4 @@ class GaussianPath:
         """
         xp, c = self._prepare("x", x, "x1", x1, t)
         ratio = _per_sample(xp, c.d_sigma / c.sigma, x)
-        return _xp.event_size(x) * ratio
+        return validation.event_size(x) * ratio

@@ -26,9 +26,11 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from . import _xp
+from . import validation
+from .typing import Array
 
 __all__ = [
+    "CATALOGUE",
     "Coefficients",
     "CondOT",
     "Cosine",
@@ -38,8 +40,6 @@ __all__ = [
     "VarianceExploding",
     "VariancePreserving",
 ]
-
-Array = Any
 
 
 class Coefficients(NamedTuple):
@@ -94,13 +94,13 @@ class Schedule:
 
     def __call__(self, t: Array | float) -> Coefficients:
         if isinstance(t, bool):
-            raise TypeError(f"`t` must be a real number or an array, got {_xp.describe(t)}")
+            raise TypeError(f"`t` must be a real number or an array, got {validation.describe(t)}")
         if isinstance(t, (int, float)):
-            t = np.asarray(_xp.real_number("t", t), dtype=np.float64)
-        xp = _xp.namespace(t=t)
-        _xp.check_float(xp, "t", t)
-        if _xp.array_api_compat.is_numpy_array(t):
-            _xp._check_host_times("t", t, 0.0, 1.0)
+            t = np.asarray(validation.real_number("t", t), dtype=np.float64)
+        xp = validation.namespace(t=t)
+        validation.check_float(xp, "t", t)
+        if validation.array_api_compat.is_numpy_array(t):
+            validation.check_host_times("t", t, 0.0, 1.0)
         return self._arrays(xp, t)
 
     def _coefficients(self, xp: Any, t: Array) -> Coefficients:  # pragma: no cover
@@ -123,7 +123,7 @@ def _validated(
     hi_open: bool = True,
 ) -> None:
     """Validate a constructor argument and store it as a float on a frozen dataclass."""
-    v = _xp.real_number(name, value)
+    v = validation.real_number(name, value)
     bad_lo = lo is not None and (v <= lo if lo_open else v < lo)
     bad_hi = hi is not None and (v >= hi if hi_open else v > hi)
     if bad_lo or bad_hi:
@@ -371,3 +371,20 @@ class LinearVP(Schedule):
     def _coefficients(self, xp: Any, t: Array) -> Coefficients:
         sigma = xp.sqrt((1.0 - t) * (1.0 + t))
         return Coefficients(alpha=t, sigma=sigma, d_alpha=1.0, d_sigma=-t / sigma)
+
+
+#: The schedules under contract: one instance of each schedule class, plus the
+#: non-default parameters whose numerics differ (a non-degenerate CondOT, a Polynomial
+#: whose derivatives diverge at t = 0). ``flowspec check``, the golden vectors, the
+#: conformance kit's library adapters and the test suite all iterate over this tuple;
+#: a new schedule joins the contract by being added here.
+CATALOGUE: tuple[Schedule, ...] = (
+    CondOT(),
+    CondOT(sigma_min=1e-3),
+    VariancePreserving(),
+    VarianceExploding(),
+    Cosine(),
+    Polynomial(2.0),
+    Polynomial(0.5),
+    LinearVP(),
+)

@@ -1,4 +1,4 @@
-"""Shared fixtures: the `xp` fixture over every array library, Hypothesis profiles.
+"""Shared fixtures: `xp` over every array library, `schedule` over the catalogue; profiles.
 
 Profiles: "ci" (derandomized, bounded examples; the default when CI is set) and
 "deep" (many examples, random seeds) for local runs: `HYPOTHESIS_PROFILE=deep pytest`.
@@ -11,6 +11,8 @@ import os
 import pytest
 from helpers import LIBRARIES, namespace_of
 from hypothesis import HealthCheck, settings
+
+from flowspec.schedules import CATALOGUE
 
 settings.register_profile(
     "ci",
@@ -39,3 +41,9 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.ge
 def xp(request):
     """The Array API namespace of numpy, array-api-strict, torch, JAX (x64 on)."""
     return namespace_of(request.param)
+
+
+@pytest.fixture(scope="session", params=CATALOGUE, ids=repr)
+def schedule(request):
+    """Each schedule under contract (flowspec.schedules.CATALOGUE)."""
+    return request.param

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import flowspec as fs
-from flowspec.backends.libraries import namespace, to_numpy
+from flowspec.conformance.libraries import namespace, to_numpy
 
 __all__ = [
     "CUPY_DTYPES",

@@ -61,7 +61,7 @@ def _mlp_params(rng, d):
 
 def _mlp(w, b):
     def field(t, x):
-        xp = fs._xp.namespace(x=x)
+        xp = fs.validation.namespace(x=x)
         h = xp.reshape(t, (-1, 1)) * b + x @ w
         return xp.tanh(h) - 0.5 * x
 
@@ -140,7 +140,7 @@ def _core_cases():
 
     def _lik(x1, data):
         m = fs.EmpiricalMarginal(cond, data)
-        xp = fs._xp.namespace(x=x1)
+        xp = fs.validation.namespace(x=x1)
         log_p0 = lambda x: -0.5 * xp.sum(x * x, axis=1) - d * 0.5 * math.log(2 * math.pi)  # noqa: E731
         return fs.log_likelihood(
             lambda t, x: m.velocity(x, t),

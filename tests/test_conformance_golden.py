@@ -33,7 +33,7 @@ def test_manifest_describes_every_array_and_loads_without_pickle(tmp_path):
     manifest = golden.write(tmp_path)
     assert manifest["schema"] == "flowspec.golden" and manifest["version"] == golden.GOLDEN_VERSION
     vectors = golden.load(tmp_path)
-    assert len(vectors) == len(manifest["files"]) == len(fs.conformance.library.schedules()) + 2
+    assert len(vectors) == len(manifest["files"]) == len(fs.schedules.CATALOGUE) + 2
     for name, arrays in vectors.items():
         meta = manifest["files"][name]["arrays"]
         assert set(arrays) == set(meta)

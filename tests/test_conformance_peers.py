@@ -72,6 +72,6 @@ def test_missing_peer_is_an_import_error(monkeypatch):
 
     for mod in ("torchcfm", "torchcfm.conditional_flow_matching"):
         monkeypatch.setitem(sys.modules, mod, None)  # as if not installed
-    monkeypatch.delitem(sys.modules, "flowspec.backends.peers.torchcfm", raising=False)
+    monkeypatch.delitem(sys.modules, "flowspec.conformance.peers.torchcfm", raising=False)
     with pytest.raises(ImportError):
         load_target("torchcfm")

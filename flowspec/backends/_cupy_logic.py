@@ -34,8 +34,9 @@ from typing import Any
 import array_api_compat
 import numpy as np
 
-from .. import _xp
+from .. import validation
 from ..ode import METHODS
+from ..typing import Array
 
 __all__ = [
     "KERNELS",
@@ -48,7 +49,6 @@ __all__ = [
     "solver_plan",
 ]
 
-Array = Any
 
 #: NVRTC options of every kernel: no multiply-add contraction (see the module docstring).
 NVRTC_OPTIONS: tuple[str, ...] = ("--fmad=false",)
@@ -236,7 +236,7 @@ Launch = Callable[..., Any]
 def per_sample(xp: Any, value: Any, batch: int, like: Array) -> Array:
     """A coefficient (array of shape (B, 1, ..., 1), 0-d, or number) as a contiguous (B,)."""
     if not array_api_compat.is_array_api_obj(value):
-        return xp.full((batch,), float(value), dtype=like.dtype, device=_xp.device(like))
+        return xp.full((batch,), float(value), dtype=like.dtype, device=validation.device(like))
     value = xp.astype(value, like.dtype, copy=False)
     if value.ndim == 0 or math.prod(int(s) for s in value.shape) == 1:
         value = xp.reshape(value, (1,))
@@ -256,11 +256,11 @@ def sample_and_target(launch: Launch, path: Any, x0: Array, x1: Array, t: Any) -
     from ..paths import GaussianPath
 
     if not isinstance(path, GaussianPath):
-        raise TypeError(f"`path` must be a flowspec GaussianPath, got {_xp.describe(path)}")
+        raise TypeError(f"`path` must be a flowspec GaussianPath, got {validation.describe(path)}")
     xp, c = path._prepare("x0", x0, "x1", x1, t)
     batch = int(x0.shape[0])
     coefficients = [per_sample(xp, v, batch, x0) for v in c]
-    n = max(_xp.event_size(x0), 1)
+    n = max(validation.event_size(x0), 1)
     return launch(SAMPLE_AND_TARGET, x0, x1, *coefficients, n)
 
 
@@ -289,7 +289,7 @@ def solver_plan(xp: Any, method: str, grid: list[Any], like: Array) -> Plan:
     in x's dtype).
     """
     steps = len(grid) - 1
-    dev = _xp.device(like)
+    dev = validation.device(like)
     if all(isinstance(g, float) for g in grid):
         t = np.asarray(grid[:-1], dtype=np.float64)
         h = np.diff(np.asarray(grid, dtype=np.float64))
@@ -317,10 +317,10 @@ def solver_plan(xp: Any, method: str, grid: list[Any], like: Array) -> Plan:
 
 def euler_plan(xp: Any, t0: Any, t1: Any, steps: Any, like: Array) -> Plan:
     """The reference Euler's times t0 + k h (never accumulated) and its constant h."""
-    ts, h = _xp.euler_times(steps, t0, t1)
+    ts, h = validation.euler_times(steps, t0, t1)
     steps = len(ts)
     times = np.asarray(ts, dtype=np.float64)[:, None]
-    dev = _xp.device(like)
+    dev = validation.device(like)
     times_arr = xp.asarray(times.astype(like.dtype), device=dev)
     coef = xp.asarray(np.full((1, steps), h).astype(like.dtype), device=dev)
     return Plan("euler", steps, times_arr, (coef[0],))
@@ -365,7 +365,7 @@ def run_solver(
     """
     batch = int(x0.shape[0])
     shape = tuple(x0.shape)
-    dev = _xp.device(x0)
+    dev = validation.device(x0)
     tb = xp.empty((batch,), dtype=x0.dtype, device=dev)
     stage = None if plan.method == "euler" else xp.empty_like(x0)
     if return_path:
@@ -376,7 +376,7 @@ def run_solver(
 
     def call(j: int, s: int, state: Array) -> Array:
         tb[...] = plan.times[j, s]
-        v = _xp.check_output("field(t, x)", field(tb, state), xp, shape, x0.dtype)
+        v = validation.check_output("field(t, x)", field(tb, state), xp, shape, x0.dtype)
         if stage is not None and _overlaps(v, stage):
             v = xp.asarray(v, copy=True)
         return v
@@ -520,13 +520,15 @@ def marginal_quantity(
     from ..paths import GaussianPath
 
     if not isinstance(path, GaussianPath):
-        raise TypeError(f"`path` must be a flowspec GaussianPath, got {_xp.describe(path)}")
-    xp2 = _xp.namespace(x=x, data=data, t=t, weights=weights)
+        raise TypeError(f"`path` must be a flowspec GaussianPath, got {validation.describe(path)}")
+    xp2 = validation.namespace(x=x, data=data, t=t, weights=weights)
     if xp2 is not xp:
-        raise TypeError(f"`x` must be an array of this backend's library, got {_xp.describe(x)}")
-    _xp.check_float(xp, "data", data)
-    _xp.check_float(xp, "x", x, like=("data", data))
-    _xp.check_batch("x", x)
+        raise TypeError(
+            f"`x` must be an array of this backend's library, got {validation.describe(x)}"
+        )
+    validation.check_float(xp, "data", data)
+    validation.check_float(xp, "x", x, like=("data", data))
+    validation.check_batch("x", x)
     if data.ndim < 1 or tuple(data.shape[1:]) != tuple(x.shape[1:]) or int(data.shape[0]) < 1:
         raise ValueError(
             f"`data` must have shape (N, *event) with N >= 1 and the event shape of `x` "
@@ -534,15 +536,15 @@ def marginal_quantity(
         )
     n = int(data.shape[0])
     if weights is not None:
-        _xp.check_float(xp, "weights", weights, like=("data", data))
+        validation.check_float(xp, "weights", weights, like=("data", data))
         if tuple(weights.shape) != (n,):
             raise ValueError(f"`weights` must have shape (N,) = {(n,)}, got {tuple(weights.shape)}")
     if chunk is None:
         chunk = default_chunk(int(x.shape[0]), n)
     if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
-        raise ValueError(f"`chunk` must be an integer >= 1, got {_xp.describe(chunk)}")
-    batch, d = int(x.shape[0]), _xp.event_size(x)
-    tt = _xp.time_array(xp, t, x)
+        raise ValueError(f"`chunk` must be an integer >= 1, got {validation.describe(chunk)}")
+    batch, d = int(x.shape[0]), validation.event_size(x)
+    tt = validation.time_array(xp, t, x)
     c = path.schedule._arrays(xp, tt)
     col = [xp.reshape(per_sample(xp, v, batch, x), (batch, 1)) for v in c]
     alpha, sigma, d_alpha, d_sigma = col
@@ -610,31 +612,31 @@ def residual_with_parts(
     """
     batch = int(x.shape[0])
     shape = tuple(x.shape)
-    tb = xp.reshape(_xp.time_array(xp, t, x), (batch,))
+    tb = xp.reshape(validation.time_array(xp, t, x), (batch,))
     h = float(xp.finfo(x.dtype).eps) ** (1.0 / 3.0)
 
     def lp(tt: Array, xx: Array) -> Array:
-        return _xp.check_output("log_prob(t, x)", log_prob(tt, xx), xp, (batch,), x.dtype)
+        return validation.check_output("log_prob(t, x)", log_prob(tt, xx), xp, (batch,), x.dtype)
 
     def vel(tt: Array, xx: Array) -> Array:
-        return _xp.check_output("velocity(t, x)", velocity(tt, xx), xp, shape, x.dtype)
+        return validation.check_output("velocity(t, x)", velocity(tt, xx), xp, shape, x.dtype)
 
     t_plus, t_minus = tb + h, tb - h
     dt_log_p = (lp(t_plus, x) - lp(t_minus, x)) / (t_plus - t_minus)
     u = vel(tb, x)
-    d = _xp.event_size(x)
+    d = validation.event_size(x)
     u_flat = xp.reshape(u, (batch, d))
     if divergence is not None:
-        div = _xp.check_output("divergence(t, x)", divergence(tb, x), xp, (batch,), x.dtype)
+        div = validation.check_output("divergence(t, x)", divergence(tb, x), xp, (batch,), x.dtype)
     if score is not None:
-        g = _xp.check_output("score(t, x)", score(tb, x), xp, shape, x.dtype)
+        g = validation.check_output("score(t, x)", score(tb, x), xp, shape, x.dtype)
         transport = xp.sum(u_flat * xp.reshape(g, (batch, d)), axis=1)
     if divergence is None or score is None:
         flat = xp.reshape(x, (batch, d))
         scale = xp.max(xp.abs(flat), axis=1)
         step = h * xp.where(scale > 1.0, scale, xp.ones_like(scale))
         step_col = xp.reshape(step, (batch,) + (1,) * (x.ndim - 1))
-        index = xp.arange(d, device=_xp.device(x))
+        index = xp.arange(d, device=validation.device(x))
         fd_div = xp.zeros_like(tb)
         fd_transport = xp.zeros_like(tb)
         for i in range(d):

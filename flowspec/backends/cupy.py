@@ -36,9 +36,10 @@ from typing import Any
 import array_api_compat
 import cupy
 
-from .. import _xp
+from .. import validation
 from ..continuity import continuity_residual as _reference_residual
 from ..ode import _check_state, _grid
+from ..typing import Array, Field
 from . import _cupy_logic as _logic
 
 __all__ = [
@@ -57,9 +58,6 @@ __all__ = [
     "sample_noise",
     "sample_time",
 ]
-
-Array = Any
-Field = Callable[[Array, Array], Array]
 
 
 @functools.cache
@@ -91,7 +89,7 @@ def kernel_source(name: str) -> tuple[str, str, str]:
 def _require_cupy(name: str, x: Any) -> None:
     if not array_api_compat.is_cupy_array(x):
         raise TypeError(
-            f"`{name}` must be a CuPy array for the cupy backend, got {_xp.describe(x)}"
+            f"`{name}` must be a CuPy array for the cupy backend, got {validation.describe(x)}"
         )
 
 
@@ -315,10 +313,12 @@ def continuity_residual(
         ("score", score),
     ):
         if fn is not None and not callable(fn):
-            raise TypeError(f"`{name}` must be a callable {name}(t, x), got {_xp.describe(fn)}")
-    xp = _xp.namespace(x=x, t=t)
-    _xp.check_float(xp, "x", x)
-    _xp.check_batch("x", x)
+            raise TypeError(
+                f"`{name}` must be a callable {name}(t, x), got {validation.describe(fn)}"
+            )
+    xp = validation.namespace(x=x, t=t)
+    validation.check_float(xp, "x", x)
+    validation.check_batch("x", x)
     return _logic.residual_with_parts(xp, log_prob, velocity, t, x, divergence, score)
 
 
@@ -352,7 +352,7 @@ def _check_generator(generator: Any) -> None:
     if not isinstance(generator, cupy.random.Generator):
         raise TypeError(
             f"`generator` must be a cupy.random.Generator (e.g. "
-            f"cupy.random.default_rng(0)), got {_xp.describe(generator)}"
+            f"cupy.random.default_rng(0)), got {validation.describe(generator)}"
         )
 
 
@@ -393,9 +393,9 @@ def sample_time(
     _check_generator(generator)
     dt = _check_dtype(dtype)
     if isinstance(batch, bool) or not isinstance(batch, numbers.Integral) or batch < 1:
-        raise ValueError(f"`batch` must be an integer >= 1, got {_xp.describe(batch)}")
-    lo = _xp.real_number("t_min", t_min)
-    hi = _xp.real_number("t_max", t_max)
+        raise ValueError(f"`batch` must be an integer >= 1, got {validation.describe(batch)}")
+    lo = validation.real_number("t_min", t_min)
+    hi = validation.real_number("t_max", t_max)
     if not 0.0 <= lo < hi <= 1.0:
         raise ValueError(
             f"`t_min` and `t_max` must satisfy 0 <= t_min < t_max <= 1, got {lo!r}, {hi!r}"

@@ -44,11 +44,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .. import _xp
 from .. import losses as _losses
+from .. import validation
 from ..ode import METHODS
 from ..paths import GaussianPath
 from ..schedules import Coefficients
+from ..typing import Array, Field
 
 __all__ = [
     "METHODS",
@@ -68,8 +69,6 @@ __all__ = [
     "velocity",
 ]
 
-Array = Any
-Field = Callable[[Array, Array], Array]
 Method = Literal["euler", "midpoint", "heun", "rk4"]
 
 #: Coordinates of the exact divergence evaluated together (memory O(chunk * B * D)).
@@ -83,14 +82,14 @@ def _check_jax(name: str, x: Any) -> None:
     if not array_api_compat.is_jax_array(x):
         raise TypeError(
             f"`{name}` must be a JAX array (the JAX backend converts nothing), got "
-            f"{_xp.describe(x)}"
+            f"{validation.describe(x)}"
         )
 
 
 def _check_state(name: str, x: Any) -> None:
     _check_jax(name, x)
-    _xp.check_float(jnp, name, x)
-    _xp.check_batch(name, x)
+    validation.check_float(jnp, name, x)
+    validation.check_batch(name, x)
 
 
 def _time(t: Any, x: Array, name: str = "t", x_name: str = "x") -> Array:
@@ -98,11 +97,11 @@ def _time(t: Any, x: Array, name: str = "t", x_name: str = "x") -> Array:
 
     A Python number becomes a constant of ``x``'s dtype without a device argument, so
     that under ``jax.jit`` it follows ``x``'s sharding; arrays go through the core's
-    :func:`flowspec._xp.time_array` (shape and dtype checks only).
+    :func:`flowspec.validation.time_array` (shape and dtype checks only).
     """
     if isinstance(t, numbers.Real) and not isinstance(t, bool):
-        value = _xp.real_number(name, t)
-        _xp._check_host_times(name, np.asarray(value), 0.0, 1.0)
+        value = validation.real_number(name, t)
+        validation.check_host_times(name, np.asarray(value), 0.0, 1.0)
         return jnp.full((int(x.shape[0]),) + (1,) * (x.ndim - 1), value, dtype=x.dtype)
     if not isinstance(t, bool) and array_api_compat.is_array_api_obj(t):
         _check_jax(name, t)
@@ -110,7 +109,7 @@ def _time(t: Any, x: Array, name: str = "t", x_name: str = "x") -> Array:
             # a weakly typed scalar is how JAX carries a Python float through jit (it
             # becomes float64 under x64): it takes x's dtype, as the Python number would
             t = t.astype(x.dtype)
-    return _xp.time_array(jnp, t, x, name=name, x_name=x_name)
+    return validation.time_array(jnp, t, x, name=name, x_name=x_name)
 
 
 def _weak(t: Array) -> bool:
@@ -122,7 +121,7 @@ def _check_path(path: Any) -> None:
     if not isinstance(path, GaussianPath):
         raise TypeError(
             f"`path` must be a flowspec GaussianPath (e.g. fs.GaussianPath(fs.CondOT())), "
-            f"got {_xp.describe(path)}"
+            f"got {validation.describe(path)}"
         )
 
 
@@ -130,8 +129,8 @@ def _prepare(path: Any, a_name: str, a: Any, b_name: str, b: Any, t: Any) -> Coe
     _check_path(path)
     _check_state(a_name, a)
     _check_jax(b_name, b)
-    _xp.check_float(jnp, b_name, b, like=(a_name, a))
-    _xp.check_same_shape(a_name, a, b_name, b)
+    validation.check_float(jnp, b_name, b, like=(a_name, a))
+    validation.check_same_shape(a_name, a, b_name, b)
     return path.schedule._arrays(jnp, _time(t, a, x_name=a_name))
 
 
@@ -181,7 +180,7 @@ def velocity(path: GaussianPath, x: Array, x1: Array, t: Array | float) -> Array
 def log_prob(path: GaussianPath, x: Array, x1: Array, t: Array | float) -> Array:
     r""":meth:`flowspec.GaussianPath.log_prob`: :math:`\log \mathcal N(x \mid \alpha_t x_1, \sigma_t^2 I)`, shape (B,)."""
     c = _prepare(path, "x", x, "x1", x1, t)
-    d = _xp.event_size(x)
+    d = validation.event_size(x)
     r = jnp.reshape(x - c.alpha * x1, (x.shape[0], -1))
     sigma = _per_sample(c.sigma)
     return (
@@ -199,7 +198,7 @@ def score(path: GaussianPath, x: Array, x1: Array, t: Array | float) -> Array:
 
 def _path_divergence(path: GaussianPath, x: Array, x1: Array, t: Array | float) -> Array:
     c = _prepare(path, "x", x, "x1", x1, t)
-    return _xp.event_size(x) * _per_sample(c.d_sigma / c.sigma)
+    return validation.event_size(x) * _per_sample(c.d_sigma / c.sigma)
 
 
 def cfm_loss(v: Array, u: Array, reduction: Literal["mean", "sum", "none"] = "mean") -> Array:
@@ -224,7 +223,7 @@ def _check_key(key: Any, name: str = "key") -> None:
     if key is None:
         raise TypeError(f"`{name}` must be a jax.random key (jax.random.key(seed)), got None")
     if not array_api_compat.is_jax_array(key):
-        raise TypeError(f"`{name}` must be a jax.random key, got {_xp.describe(key)}")
+        raise TypeError(f"`{name}` must be a jax.random key, got {validation.describe(key)}")
 
 
 def sample_time(
@@ -259,8 +258,8 @@ def sample_time(
     """
     _check_key(key)
     batch, dtype = _batch_and_dtype(like, dtype)
-    low = _xp.real_number("low", low)
-    high = _xp.real_number("high", high)
+    low = validation.real_number("low", low)
+    high = validation.real_number("high", high)
     if not 0.0 <= low < high <= 1.0:
         raise ValueError(
             f"`low` and `high` must satisfy 0 <= low < high <= 1, got {low!r}, {high!r}"
@@ -303,7 +302,7 @@ def _batch_and_dtype(like: Any, dtype: Any) -> tuple[int, Any]:
 def _call(field: Field, t: Array, x: Array) -> Array:
     """``field`` at the 0-d time ``t`` broadcast to (B,), its output checked (at trace time)."""
     tb = jnp.broadcast_to(t, (x.shape[0],))
-    return _xp.check_output("field(t, x)", field(tb, x), jnp, tuple(x.shape), x.dtype)
+    return validation.check_output("field(t, x)", field(tb, x), jnp, tuple(x.shape), x.dtype)
 
 
 def _rk_step(f: Callable[[Array, Any], Any], method: str, s: dict[str, Array], x: Any) -> Any:
@@ -383,7 +382,9 @@ def _scan(
 
 def _check_field(field: Any, name: str = "field") -> None:
     if not callable(field):
-        raise TypeError(f"`{name}` must be a callable {name}(t, x), got {_xp.describe(field)}")
+        raise TypeError(
+            f"`{name}` must be a callable {name}(t, x), got {validation.describe(field)}"
+        )
 
 
 def _check_method(method: Any) -> None:
@@ -431,7 +432,7 @@ def euler(
     """
     _check_field(field)
     _check_state("x0", x0)
-    times, h = _xp.euler_times(steps, t0, t1)
+    times, h = validation.euler_times(steps, t0, t1)
     grid = np.asarray(times, dtype=np.float64)
     sched = {"t": jnp.asarray(grid, dtype=x0.dtype)}
     # h is the same Python float for every step, a compile-time constant as in the core
@@ -449,15 +450,15 @@ def _grid_schedule(time_grid: Any, dtype: Any, like: Array, name: str = "time_gr
         if not array_api_compat.is_jax_array(time_grid):
             raise TypeError(
                 f"`{name}` must be a sequence of numbers, a NumPy array or a JAX array, got "
-                f"{_xp.describe(time_grid)}"
+                f"{validation.describe(time_grid)}"
             )
-        _xp.check_float(jnp, name, time_grid, like=("x0", like))
+        validation.check_float(jnp, name, time_grid, like=("x0", like))
         if time_grid.ndim != 1 or time_grid.shape[0] < 2:
             raise ValueError(
                 f"`{name}` must be 1-D with at least 2 times, got shape {tuple(time_grid.shape)}"
             )
         return _schedule_from_array(time_grid), None
-    grid = _xp.host_grid(name, time_grid)
+    grid = validation.host_grid(name, time_grid)
     return _schedule_from_host(grid, dtype), grid
 
 
@@ -510,7 +511,7 @@ def _exact_divergence(fx: Callable[[Array], Array], x: Array) -> Array:
     (J e_i)_i per sample; samples are independent, so d JVPs of the batched map give
     every diagonal entry. Evaluated ``_EXACT_CHUNK`` coordinates at a time.
     """
-    batch, d = int(x.shape[0]), _xp.event_size(x)
+    batch, d = int(x.shape[0]), validation.event_size(x)
     event = tuple(x.shape[1:])
 
     def diag(i: Array) -> Array:
@@ -545,7 +546,7 @@ def _check_probes(method: str, key: Any, n_probes: Any) -> None:
     if method not in ("exact", "hutchinson"):
         raise ValueError(f"`method` must be 'exact' or 'hutchinson', got {method!r}")
     if isinstance(n_probes, bool) or not isinstance(n_probes, numbers.Integral) or n_probes < 1:
-        raise ValueError(f"`n_probes` must be an integer >= 1, got {_xp.describe(n_probes)}")
+        raise ValueError(f"`n_probes` must be an integer >= 1, got {validation.describe(n_probes)}")
     if method == "hutchinson":
         _check_key(key)
 
@@ -607,7 +608,7 @@ def divergence(
     tb = _per_sample(_time(t, x))
 
     def fx(xx: Array) -> Array:
-        return _xp.check_output("field(t, x)", field(tb, xx), jnp, tuple(x.shape), x.dtype)
+        return validation.check_output("field(t, x)", field(tb, xx), jnp, tuple(x.shape), x.dtype)
 
     if method == "exact":
         return _exact_divergence(fx, x)
@@ -655,10 +656,12 @@ def continuity_residual(
     tb = _per_sample(_time(t, x))
 
     def lp(tt: Array, xx: Array) -> Array:
-        return _xp.check_output("log_prob(t, x)", log_prob(tt, xx), jnp, (batch,), x.dtype)
+        return validation.check_output("log_prob(t, x)", log_prob(tt, xx), jnp, (batch,), x.dtype)
 
     def vel(xx: Array) -> Array:
-        return _xp.check_output("velocity(t, x)", velocity(tb, xx), jnp, tuple(x.shape), x.dtype)
+        return validation.check_output(
+            "velocity(t, x)", velocity(tb, xx), jnp, tuple(x.shape), x.dtype
+        )
 
     _, dt_log_p = jax.jvp(lambda tt: lp(tt, x), (tb,), (jnp.ones_like(tb),))
     _, pullback = jax.vjp(lambda xx: lp(tb, xx), x)
@@ -730,13 +733,15 @@ def log_likelihood(
     batch = int(x1.shape[0])
     sched, host = _grid_schedule(time_grid, x1.dtype, x1)
     if host is not None:
-        _xp.check_data_to_noise("time_grid", host[0], host[-1], time_grid)
+        validation.check_data_to_noise("time_grid", host[0], host[-1], time_grid)
 
     if callable(divergence):
         user_div = divergence
 
         def div(tb: Array, x: Array) -> Array:
-            return _xp.check_output("divergence(t, x)", user_div(tb, x), jnp, (batch,), x.dtype)
+            return validation.check_output(
+                "divergence(t, x)", user_div(tb, x), jnp, (batch,), x.dtype
+            )
 
     elif divergence in ("exact", "hutchinson"):
         _check_probes(divergence, key, n_probes)
@@ -744,7 +749,9 @@ def log_likelihood(
 
         def div(tb: Array, x: Array) -> Array:
             def fx(xx: Array) -> Array:
-                return _xp.check_output("field(t, x)", field(tb, xx), jnp, tuple(x.shape), x.dtype)
+                return validation.check_output(
+                    "field(t, x)", field(tb, xx), jnp, tuple(x.shape), x.dtype
+                )
 
             if probes is None:
                 return _exact_divergence(fx, x)
@@ -759,10 +766,10 @@ def log_likelihood(
     def augmented(t: Array, state: tuple[Array, Array]) -> tuple[Array, Array]:
         x, _ = state
         tb = jnp.broadcast_to(t, (batch,))
-        v = _xp.check_output("field(t, x)", field(tb, x), jnp, tuple(x.shape), x.dtype)
+        v = validation.check_output("field(t, x)", field(tb, x), jnp, tuple(x.shape), x.dtype)
         return v, div(tb, x)
 
     state = (x1, jnp.zeros((batch,), dtype=x1.dtype))
     x0, g = _scan(augmented, method, sched, state, False)
-    lp0 = _xp.check_output("log_p0(x0)", log_p0(x0), jnp, (batch,), x1.dtype)
+    lp0 = validation.check_output("log_p0(x0)", log_p0(x0), jnp, (batch,), x1.dtype)
     return lp0 + g

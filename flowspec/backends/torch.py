@@ -44,7 +44,7 @@ from torch.func import jvp as _jvp
 from torch.func import vjp as _vjp
 from torch.func import vmap as _vmap
 
-from .. import _xp
+from .. import validation
 from ..paths import GaussianPath
 from ..schedules import Coefficients
 
@@ -79,9 +79,9 @@ _REDUCTIONS = ("mean", "sum", "none")
 # ---------------------------------------------------------------------------------------
 def _tensor(name: str, x: Any) -> Tensor:
     if not isinstance(x, torch.Tensor):
-        raise TypeError(f"`{name}` must be a torch.Tensor, got {_xp.describe(x)}")
+        raise TypeError(f"`{name}` must be a torch.Tensor, got {validation.describe(x)}")
     if not x.is_floating_point():
-        raise TypeError(f"`{name}` must have a real floating dtype, got {_xp.describe(x)}")
+        raise TypeError(f"`{name}` must have a real floating dtype, got {validation.describe(x)}")
     if x.ndim < 1:
         raise ValueError(f"`{name}` must be batch-first with shape (B, *event), got a 0-d tensor")
     return x
@@ -107,7 +107,7 @@ def _like(a_name: str, a: Tensor, b_name: str, b: Any, same_shape: bool = True) 
 
 
 def _time(t: Any, x: Tensor, name: str = "t", x_name: str = "x") -> Tensor:
-    """``t`` as a (B, 1, ..., 1) tensor against ``x``: the rule of ``flowspec._xp.time_array``.
+    """``t`` as a (B, 1, ..., 1) tensor against ``x``: the rule of ``flowspec.validation.time_array``.
 
     Written with torch calls only so that it traces without graph breaks; host
     numbers are checked to lie in [0, 1], tensor values are never read.
@@ -118,7 +118,7 @@ def _time(t: Any, x: Tensor, name: str = "t", x_name: str = "x") -> Tensor:
         if not t.is_floating_point() or t.dtype != x.dtype:
             raise TypeError(
                 f"`{name}` must share the floating dtype of `{x_name}` ({x.dtype}), "
-                f"got {_xp.describe(t)}"
+                f"got {validation.describe(t)}"
             )
         if t.device != x.device:
             raise ValueError(
@@ -134,8 +134,10 @@ def _time(t: Any, x: Tensor, name: str = "t", x_name: str = "x") -> Tensor:
             f"{tuple(x.shape)}; got shape {tuple(t.shape)}"
         )
     if isinstance(t, bool) or not isinstance(t, numbers.Real):
-        raise TypeError(f"`{name}` must be a real number or a torch.Tensor, got {_xp.describe(t)}")
-    value = _xp.real_number(name, t)
+        raise TypeError(
+            f"`{name}` must be a real number or a torch.Tensor, got {validation.describe(t)}"
+        )
+    value = validation.real_number(name, t)
     if not 0.0 <= value <= 1.0:
         raise ValueError(f"`{name}` must lie in [0.0, 1.0], got {value!r}")
     return torch.full(target, value, dtype=x.dtype, device=x.device)
@@ -145,14 +147,14 @@ def _path(path: Any) -> GaussianPath:
     if not isinstance(path, GaussianPath):
         raise TypeError(
             f"`path` must be a flowspec GaussianPath (e.g. fs.GaussianPath(fs.CondOT())), "
-            f"got {_xp.describe(path)}"
+            f"got {validation.describe(path)}"
         )
     return path
 
 
 def _callable(name: str, fn: Any, signature: str) -> None:
     if not callable(fn):
-        raise TypeError(f"`{name}` must be a callable {signature}, got {_xp.describe(fn)}")
+        raise TypeError(f"`{name}` must be a callable {signature}, got {validation.describe(fn)}")
 
 
 def _checked(name: str, out: Any, shape: tuple[int, ...], like: Tensor) -> Tensor:
@@ -160,7 +162,7 @@ def _checked(name: str, out: Any, shape: tuple[int, ...], like: Tensor) -> Tenso
     if not isinstance(out, torch.Tensor) or tuple(out.shape) != shape or out.dtype != like.dtype:
         raise TypeError(
             f"`{name}` must return a torch.Tensor of shape {shape} and dtype {like.dtype}, "
-            f"got {_xp.describe(out)}"
+            f"got {validation.describe(out)}"
         )
     return out
 
@@ -325,7 +327,7 @@ def _placement(
     """The dtype and device of random samples; ``None`` leaves torch's defaults in place."""
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(
-            f"`generator` must be a torch.Generator or None, got {_xp.describe(generator)}"
+            f"`generator` must be a torch.Generator or None, got {validation.describe(generator)}"
         )
     if dtype is None and like is not None:
         dtype = like.dtype
@@ -370,10 +372,10 @@ def sample_time(
     (torch.Size([4]), torch.float64, True)
     """
     if isinstance(batch, bool) or not isinstance(batch, numbers.Integral) or batch < 1:
-        raise ValueError(f"`batch` must be an integer >= 1, got {_xp.describe(batch)}")
+        raise ValueError(f"`batch` must be an integer >= 1, got {validation.describe(batch)}")
     if low != 0.0 or high != 1.0 or type(low) is not float or type(high) is not float:
-        low = _xp.real_number("low", low)
-        high = _xp.real_number("high", high)
+        low = validation.real_number("low", low)
+        high = validation.real_number("high", high)
     if not 0.0 <= low < high <= 1.0:
         raise ValueError(
             f"`low` and `high` must satisfy 0 <= low < high <= 1, got {low!r}, {high!r}"
@@ -402,7 +404,7 @@ def _shape_of(name: str, shape_or_like: Any) -> tuple[tuple[int, ...], Tensor | 
         return tuple(int(s) for s in shape_or_like), None
     raise TypeError(
         f"`{name}` must be a shape (a sequence of non-negative ints) or a tensor, "
-        f"got {_xp.describe(shape_or_like)}"
+        f"got {validation.describe(shape_or_like)}"
     )
 
 
@@ -558,14 +560,14 @@ def divergence(
     if method not in _DIVERGENCES:
         raise ValueError(f"`method` must be one of {_DIVERGENCES}, got {method!r}")
     if isinstance(n_probes, bool) or not isinstance(n_probes, numbers.Integral) or n_probes < 1:
-        raise ValueError(f"`n_probes` must be an integer >= 1, got {_xp.describe(n_probes)}")
+        raise ValueError(f"`n_probes` must be an integer >= 1, got {validation.describe(n_probes)}")
     if chunk_size is not None and (
         isinstance(chunk_size, bool)
         or not isinstance(chunk_size, numbers.Integral)
         or chunk_size < 1
     ):
         raise ValueError(
-            f"`chunk_size` must be None or an integer >= 1, got {_xp.describe(chunk_size)}"
+            f"`chunk_size` must be None or an integer >= 1, got {validation.describe(chunk_size)}"
         )
     _tensor("x", x)
     tb = _batch_time(t, x)
@@ -650,7 +652,7 @@ def _grid(time_grid: Any, x0: Tensor) -> list[Any]:
         if not time_grid.is_floating_point() or time_grid.dtype != x0.dtype:
             raise TypeError(
                 f"`time_grid` must share the floating dtype of `x0` ({x0.dtype}), got "
-                f"{_xp.describe(time_grid)}"
+                f"{validation.describe(time_grid)}"
             )
         if time_grid.ndim != 1 or time_grid.shape[0] < 2:
             raise ValueError(
@@ -661,7 +663,7 @@ def _grid(time_grid: Any, x0: Tensor) -> list[Any]:
                 f"`time_grid` must be on the device of `x0` ({x0.device}), got {time_grid.device}"
             )
         return list(time_grid.unbind(0))
-    grid = _xp.host_grid("time_grid", time_grid)
+    grid = validation.host_grid("time_grid", time_grid)
     return [float(v) for v in grid]
 
 
@@ -733,7 +735,7 @@ def euler(
     [[1.0], [1.0]]
     """
     _state_check(field, x0, "euler")
-    times, h = _xp.euler_times(steps, t0, t1)
+    times, h = validation.euler_times(steps, t0, t1)
     shape = tuple(x0.shape)
     x = x0
     states = [x0]
@@ -854,10 +856,10 @@ def log_likelihood(
     _callable("log_p0", log_p0, "log_p0(x)")
     _tensor("x1", x1)
     if isinstance(n_probes, bool) or not isinstance(n_probes, numbers.Integral) or n_probes < 1:
-        raise ValueError(f"`n_probes` must be an integer >= 1, got {_xp.describe(n_probes)}")
+        raise ValueError(f"`n_probes` must be an integer >= 1, got {validation.describe(n_probes)}")
     grid = _grid(time_grid, x1)
     if isinstance(grid[0], float):
-        _xp.check_data_to_noise("time_grid", grid[0], grid[-1], time_grid)
+        validation.check_data_to_noise("time_grid", grid[0], grid[-1], time_grid)
     batch = x1.shape[0]
     shape = tuple(x1.shape)
     checked = _checked_field(field, x1)
@@ -889,7 +891,7 @@ def log_likelihood(
     else:
         raise TypeError(
             f"`divergence` must be one of {_DIVERGENCES} or a callable divergence(t, x), "
-            f"got {_xp.describe(divergence)}"
+            f"got {validation.describe(divergence)}"
         )
 
     def f(t: Any, state: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:

@@ -6,6 +6,7 @@ read the :class:`Report`. Importing this package imports neither Hypothesis nor 
 array framework; they are imported when a check runs.
 """
 
+from ..continuity import continuity_bound
 from .adapter import (
     CAPABILITIES,
     CONVERSIONS,
@@ -15,7 +16,7 @@ from .adapter import (
     capabilities,
     load_target,
 )
-from .library import LIBRARIES, Row, check_library, continuity_bound, installed_libraries
+from .library import LIBRARIES, Row, check_library, installed_libraries
 from .report import SCHEMA_VERSION, Report, Result, from_json, to_json
 from .runner import check, property_ids
 

@@ -38,8 +38,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from ..backends.libraries import to_numpy
 from ..schedules import Schedule
+from .libraries import to_numpy
 
 __all__ = [
     "CAPABILITIES",
@@ -123,7 +123,7 @@ class LibraryAdapter:
     loss_reduction = "mean"
 
     def __init__(self, library: str, schedule: Schedule) -> None:
-        from ..backends.libraries import LIBRARIES, namespace
+        from .libraries import LIBRARIES, namespace
 
         if library not in LIBRARIES:
             raise ValueError(f"`library` must be one of {tuple(LIBRARIES)}, got {library!r}")
@@ -179,7 +179,7 @@ class ReferenceAdapter(LibraryAdapter):
 
 # -- resolving a TARGET -----------------------------------------------------------------
 
-#: Shipped peer adapters: name -> module under flowspec.backends.peers.
+#: Shipped peer adapters: name -> module under flowspec.conformance.peers.
 PEERS = {"flow_matching": "flow_matching", "torchcfm": "torchcfm"}
 
 
@@ -210,12 +210,13 @@ def load_target(target: str) -> list[Any]:
     ImportError
         The library or module is not installed.
     """
-    from .library import LIBRARIES, schedules
+    from ..schedules import CATALOGUE
+    from .library import LIBRARIES
 
     if target in LIBRARIES:
-        return [LibraryAdapter(target, s) for s in schedules()]
+        return [LibraryAdapter(target, s) for s in CATALOGUE]
     if target in PEERS:
-        module = importlib.import_module(f"flowspec.backends.peers.{PEERS[target]}")
+        module = importlib.import_module(f"flowspec.conformance.peers.{PEERS[target]}")
         return _as_adapters(module.adapters, target)
     if ":" in target:
         mod_name, _, attr = target.partition(":")

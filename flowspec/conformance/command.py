@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .library import LIBRARIES, Row, check_library, installed_libraries, schedules
+from ..schedules import CATALOGUE
+from .library import LIBRARIES, Row, check_library, installed_libraries
 from .report import Report, Result, table, to_json
 
 __all__ = ["add_check_arguments", "read_patterns", "run_check", "run_golden"]
@@ -113,13 +114,13 @@ def run_check(args: argparse.Namespace) -> int:
     if not targets:
         for lib in installed_libraries():
             reports.append(_self_check(lib, args.seed))
-        jobs += [("reference", ReferenceAdapter(s)) for s in schedules()]
+        jobs += [("reference", ReferenceAdapter(s)) for s in CATALOGUE]
     for target in targets:
         if target in LIBRARIES:
             reports.append(_self_check(target, args.seed))
             if any(r.status == "error" for r in reports[-1].results):
                 continue
-            jobs += [(target, LibraryAdapter(target, s)) for s in schedules()]
+            jobs += [(target, LibraryAdapter(target, s)) for s in CATALOGUE]
             continue
         try:
             jobs += [(target, a) for a in load_target(target)]

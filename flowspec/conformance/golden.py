@@ -28,7 +28,7 @@ import numpy as np
 from ..losses import cfm_loss
 from ..ode import euler
 from ..paths import GaussianPath
-from .library import schedules
+from ..schedules import CATALOGUE
 
 __all__ = ["GOLDEN_VERSION", "build", "load", "write"]
 
@@ -62,7 +62,7 @@ def build() -> dict[str, tuple[dict[str, Any], dict[str, np.ndarray]]]:
     b = t.shape[0]
     x0, x1, x = (rng.standard_normal((b, 3)) for _ in range(3))
     out: dict[str, tuple[dict[str, Any], dict[str, np.ndarray]]] = {}
-    for s in schedules():
+    for s in CATALOGUE:
         path = GaussianPath(s)
         with np.errstate(all="ignore"):
             c = s(t)

@@ -1,8 +1,8 @@
 """Self-check: flowspec on one array library against the NumPy float64 reference.
 
 This is what ``flowspec check`` runs with no target: for every installed array
-library it evaluates every public function of the core on random inputs (all six
-schedules, several shapes), compares float64 results with NumPy float64, float32
+library it evaluates every public function of the core on random inputs (the schedules of
+:data:`flowspec.schedules.CATALOGUE`, several shapes), compares float64 results with NumPy float64, float32
 results with float64, and checks the paper's identities (Theorem 3, the continuity
 equation, the Euler rule). Each :class:`Row` reports the worst error relative to its
 tolerance; a row passes when that ratio is at most 1.
@@ -18,19 +18,12 @@ from typing import Any
 
 import numpy as np
 
-from .. import continuity_residual, euler
-from ..backends.libraries import LIBRARIES, installed_libraries, namespace, to_numpy
+from ..continuity import continuity_bound, continuity_residual
 from ..losses import cfm_loss
+from ..ode import euler
 from ..paths import GaussianPath
-from ..schedules import (
-    CondOT,
-    Cosine,
-    LinearVP,
-    Polynomial,
-    Schedule,
-    VarianceExploding,
-    VariancePreserving,
-)
+from ..schedules import CATALOGUE
+from .libraries import LIBRARIES, installed_libraries, namespace, to_numpy
 
 __all__ = [
     "LIBRARIES",
@@ -38,22 +31,7 @@ __all__ = [
     "check_library",
     "continuity_bound",
     "installed_libraries",
-    "schedules",
 ]
-
-
-def schedules() -> list[Schedule]:
-    """One instance of each schedule of the contract, with non-default parameters too."""
-    return [
-        CondOT(),
-        CondOT(sigma_min=1e-3),
-        VariancePreserving(),
-        VarianceExploding(),
-        Cosine(),
-        Polynomial(2.0),
-        Polynomial(0.5),
-        LinearVP(),
-    ]
 
 
 @dataclass(frozen=True)
@@ -103,40 +81,6 @@ def _path_args(fn: str, a: dict[str, Any]) -> tuple[Any, Any, Any]:
     return first, a["x1"], a["t"]
 
 
-def continuity_bound(
-    path: GaussianPath, x1: np.ndarray, t: np.ndarray, x: np.ndarray, dtype: Any = np.float64
-) -> np.ndarray:
-    """Error bound, per sample, of :func:`~flowspec.continuity_residual` on a Gaussian path.
-
-    The residual of an exact (density, field) pair is pure finite-difference error.
-    Its model: the central difference in t with step h = eps^(1/3) errs by
-    h^2/6 |f'''| (f = log p; f''' estimated with a wide stencil of step 1e-3) plus
-    rounding; the x-differences of a quadratic log-density and an affine field are
-    exact up to rounding, (2d + 2) eps^(2/3) times the size of the terms. A factor of
-    10 covers the constants of the estimate. Evaluated in NumPy float64 from the
-    path's closed forms; ``dtype`` sets eps.
-    """
-    eps = float(np.finfo(dtype).eps)
-    h = eps ** (1 / 3)
-    wide = 1e-3
-
-    def f(s: np.ndarray) -> np.ndarray:
-        return path.log_prob(x, x1, np.clip(s, 0.0, 1.0))
-
-    third = np.abs(f(t + 2 * wide) - 2 * f(t + wide) + 2 * f(t - wide) - f(t - 2 * wide))
-    third = third / (2 * wide**3)
-    u = path.velocity(x, x1, t)
-    axes = tuple(range(1, x.ndim))
-    terms = (
-        np.abs(f(t))
-        + np.abs(path.divergence(x, x1, t))
-        + np.abs(np.sum(u * path.score(x, x1, t), axis=axes))
-        + 1.0
-    )
-    d = x[0].size
-    return 10.0 * (h * h / 6.0 * third + (2 * d + 2) * eps ** (2 / 3) * terms)
-
-
 def _rows(name: str, xp: Any, seed: int) -> Iterator[Row]:
     rng = np.random.default_rng(seed)
     eps64 = float(np.finfo(np.float64).eps)
@@ -150,7 +94,7 @@ def _rows(name: str, xp: Any, seed: int) -> Iterator[Row]:
     for shape in _SHAPES:
         raw = _inputs(rng, shape)
         a64, a32 = conv(raw, f64), conv(raw, f32)
-        for sched in schedules():
+        for sched in CATALOGUE:
             path = GaussianPath(sched)
             for fn in _PATH_FUNCS:
                 want = getattr(path, fn)(*_path_args(fn, raw))

@@ -32,14 +32,13 @@ from typing import Any
 
 import numpy as np
 
-from ..continuity import continuity_residual
+from ..continuity import continuity_bound, continuity_residual
 from ..losses import cfm_loss
 from ..ode import euler as ref_euler
 from ..paths import GaussianPath
 from ..schedules import Schedule
 from .adapter import CONVERSIONS, capabilities, to_numpy
 from .errors import EPS, ULPS, Measure, compare, tolerance
-from .library import continuity_bound
 
 __all__ = ["Property", "properties"]
 

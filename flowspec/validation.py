@@ -1,5 +1,9 @@
 """Namespace resolution and input validation shared by every public function.
 
+This module is public: new modules and backends validate their inputs with these
+functions, so that every entry point of flowspec accepts and rejects the same things
+with the same messages.
+
 Each public function resolves the Array API namespace once, at its entry, with
 :func:`namespace`, and validates its inputs with the helpers below. Validation reads
 shapes and dtypes only; array *values* are read solely when they already live on the
@@ -17,10 +21,13 @@ from typing import Any
 import array_api_compat
 import numpy as np
 
+from .typing import Array, Namespace
+
 __all__ = [
     "check_batch",
     "check_data_to_noise",
     "check_float",
+    "check_host_times",
     "check_output",
     "check_same_shape",
     "describe",
@@ -33,9 +40,6 @@ __all__ = [
     "time_array",
 ]
 
-Array = Any
-Namespace = Any
-
 
 def describe(value: Any) -> str:
     """A short, human description of a value for error messages."""
@@ -43,10 +47,6 @@ def describe(value: Any) -> str:
         lib = type(value).__module__.split(".")[0]
         return f"a {lib} array of shape {tuple(value.shape)} and dtype {value.dtype}"
     return f"{value!r} of type {type(value).__name__}"
-
-
-def _library(value: Any) -> str:
-    return type(value).__module__.split(".")[0]
 
 
 def namespace(**arrays: Any) -> Namespace:
@@ -124,7 +124,8 @@ def real_number(name: str, value: Any) -> float:
     return out
 
 
-def _check_host_times(name: str, values: np.ndarray, lo: float, hi: float) -> None:
+def check_host_times(name: str, values: np.ndarray, lo: float, hi: float) -> None:
+    """Host times (a NumPy array) must be finite and lie in ``[lo, hi]``."""
     if not np.all(np.isfinite(values)):
         raise ValueError(f"`{name}` must be finite, got {values!r}")
     if np.any(values < lo) or np.any(values > hi):
@@ -158,7 +159,7 @@ def time_array(
     if isinstance(t, numbers.Real):
         value = real_number(name, t)
         if domain is not None:
-            _check_host_times(name, np.asarray(value), *domain)
+            check_host_times(name, np.asarray(value), *domain)
         return xp.full(target, value, dtype=x.dtype, device=device(x))
     if t.ndim == 0 and getattr(t, "weak_type", False) and xp.isdtype(t.dtype, "real floating"):
         # a Python number traced by JAX (weakly typed) follows x's dtype, as the number would
@@ -166,7 +167,7 @@ def time_array(
     check_float(xp, name, t, like=(x_name, x))
     shape = tuple(t.shape)
     if domain is not None and array_api_compat.is_numpy_array(t):
-        _check_host_times(name, np.asarray(t), *domain)
+        check_host_times(name, np.asarray(t), *domain)
     if shape == ():
         return xp.broadcast_to(xp.reshape(t, (1,) * x.ndim), target)
     if shape == (batch,) or shape == target:

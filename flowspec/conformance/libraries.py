@@ -1,8 +1,8 @@
 """Array libraries by name: which are installed, their namespaces, and arrays to NumPy.
 
 The tools that run flowspec on several libraries (``flowspec check``, the conformance
-kit, the tests) pick a library by name here, so that framework imports stay inside
-``flowspec.backends``. Nothing is imported until a function is called.
+kit, the tests) pick a library by name here. Nothing is imported until a function is
+called, and then through ``importlib``.
 """
 
 from __future__ import annotations
@@ -31,15 +31,14 @@ def installed_libraries() -> list[str]:
 
     Examples
     --------
-    >>> from flowspec.backends.libraries import installed_libraries
+    >>> from flowspec.conformance.libraries import installed_libraries
     >>> "numpy" in installed_libraries()
     True
     """
     names = [n for n, mod in LIBRARIES.items() if importlib.util.find_spec(mod) is not None]
     if "cupy" in names:
         try:
-            import cupy
-
+            cupy = importlib.import_module("cupy")
             cupy.cuda.runtime.getDeviceCount()
         except Exception:  # no driver or no device: CuPy is unusable here
             names.remove("cupy")
@@ -58,7 +57,7 @@ def namespace(name: str) -> Any:
 
     Examples
     --------
-    >>> from flowspec.backends.libraries import namespace
+    >>> from flowspec.conformance.libraries import namespace
     >>> namespace("numpy").__name__
     'array_api_compat.numpy'
     """
@@ -67,12 +66,9 @@ def namespace(name: str) -> Any:
     if name == "numpy":
         return array_api_compat.array_namespace(np.zeros(1))
     if name == "jax":
-        import jax
-
+        jax = importlib.import_module("jax")
         jax.config.update("jax_enable_x64", True)
-        import jax.numpy as jnp
-
-        return jnp
+        return importlib.import_module("jax.numpy")
     module = importlib.import_module(LIBRARIES[name])
     return array_api_compat.array_namespace(module.asarray([0.0]))
 
@@ -83,7 +79,7 @@ def to_numpy(x: Any) -> np.ndarray:
     Examples
     --------
     >>> import numpy as np
-    >>> from flowspec.backends.libraries import to_numpy
+    >>> from flowspec.conformance.libraries import to_numpy
     >>> to_numpy(np.float64(2.0))
     array(2.)
     """

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from ... import schedules as fs_schedules
-from ._torch import column, tensor, wrap_field
+from ._torch import column, tensor, torch, wrap_field
 
 __all__ = ["FlowMatchingPath", "adapters"]
 
@@ -79,12 +79,11 @@ class FlowMatchingPath:
         return self.path.target_to_epsilon(x_1=tensor(x1), x_t=tensor(x), t=column(t, x))
 
     def euler(self, field: Callable[[Any, Any], Any], x0: np.ndarray, steps: int) -> Any:
-        import torch
         from flow_matching.solver import ODESolver
 
         f = wrap_field(field, x0.shape[0])
         solver = ODESolver(velocity_model=lambda x, t: f(t, x))
-        grid = torch.tensor([0.0, 1.0], dtype=tensor(x0).dtype)
+        grid = torch().tensor([0.0, 1.0], dtype=tensor(x0).dtype)
         return solver.sample(
             x_init=tensor(x0), step_size=1.0 / steps, method="euler", time_grid=grid
         )

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 
+def torch() -> Any:
+    """The torch module, imported on first use (the peers that need it install it)."""
+    return importlib.import_module("torch")
+
+
 def tensor(a: np.ndarray) -> Any:
     """A NumPy array as a CPU tensor of the same dtype (shares memory; peers never write)."""
-    import torch
-
-    return torch.from_numpy(np.ascontiguousarray(a))
+    return torch().from_numpy(np.ascontiguousarray(a))
 
 
 def column(t: np.ndarray, like: np.ndarray) -> Any:
@@ -24,10 +28,8 @@ def wrap_field(field: Callable[[Any, Any], Any], batch: int) -> Callable[[Any, A
     """The kit's NumPy field as a torch function of (t, x), t a 0-d or (B,) tensor."""
 
     def torch_field(t: Any, x: Any) -> Any:
-        import torch
-
         tn = t.detach().cpu().numpy()
         out = field(tn, x.detach().cpu().numpy())
-        return torch.from_numpy(np.asarray(out)).to(x.device)
+        return torch().from_numpy(np.asarray(out)).to(x.device)
 
     return torch_field
