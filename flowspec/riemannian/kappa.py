@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import _xp
+from .. import validation as _xp
 from ..schedules import Schedule
 
 __all__ = ["check_kappa_schedule", "kappa"]

@@ -30,7 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from .. import _xp
+from .. import validation as _xp
 from ..schedules import CondOT, Schedule
 from .kappa import check_kappa_schedule, kappa
 from .manifolds.base import Manifold

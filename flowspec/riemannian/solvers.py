@@ -31,7 +31,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
-from .. import _xp
+from .. import validation as _xp
 from .manifolds.base import Manifold
 
 __all__ = ["TABLEAUS", "integrate", "solve"]

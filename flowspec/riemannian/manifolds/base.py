@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from ... import _xp
+from ... import validation as _xp
 
 __all__ = ["Manifold", "batch_dot", "per_sample"]
 

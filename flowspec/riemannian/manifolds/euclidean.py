@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ... import _xp
+from ... import validation as _xp
 from .base import LOG_2PI, Manifold, batch_dot, check_dim, per_sample
 
 __all__ = ["Euclidean"]

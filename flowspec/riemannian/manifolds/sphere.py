@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from ... import _xp
+from ... import validation as _xp
 from .base import Manifold, batch_dot, check_dim, per_sample, sinc
 
 __all__ = ["Sphere"]
