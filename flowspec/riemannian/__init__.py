@@ -10,7 +10,7 @@ code runs on NumPy, array-api-strict, PyTorch and JAX arrays.
 from .kappa import check_kappa_schedule
 from .manifolds import SO3, Euclidean, FlatTorus, Hyperbolic, Manifold, Sphere
 from .paths import GeodesicPath, riemannian_cfm_loss
-from .solvers import TABLEAUS, integrate, solve
+from .solvers import TABLEAUS, integrate, log_likelihood, solve
 
 __all__ = [
     "SO3",
@@ -23,6 +23,7 @@ __all__ = [
     "Sphere",
     "check_kappa_schedule",
     "integrate",
+    "log_likelihood",
     "riemannian_cfm_loss",
     "solve",
 ]

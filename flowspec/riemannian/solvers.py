@@ -34,7 +34,7 @@ from typing import Any, Literal
 from .. import validation as _xp
 from .manifolds.base import Manifold
 
-__all__ = ["TABLEAUS", "integrate", "solve"]
+__all__ = ["TABLEAUS", "integrate", "log_likelihood", "solve", "step", "step_with_integral"]
 
 Array = Any
 Field = Callable[[Array, Array], Array]
@@ -68,16 +68,48 @@ def step(
     A stage at the step's end (c = 1) is evaluated at ``t_next`` itself, never at the
     rounded ``t + h`` (which can leave [0, 1] by an ulp at the end of a backward run).
     """
+    return step_with_integral(manifold, field, xp, method, t, t_next, x, None)[0]
+
+
+def step_with_integral(
+    manifold: Manifold,
+    field: Field,
+    xp: Any,
+    method: str,
+    t: float,
+    t_next: float,
+    x: Array,
+    integrand: Callable[[Array, Array], Array] | None,
+) -> tuple[Array, Array | None]:
+    """:func:`step`, and the same method's quadrature of ``integrand(t, x) -> (B,)`` over the step.
+
+    The integrand is evaluated at the stage times and points: the likelihood's
+    divergence integral rides along the state with the method's own weights.
+    """
     a, b, c = TABLEAUS[method]
     h = t_next - t
+
+    def at(time: float, y: Array) -> Array:
+        tb = xp.full((int(y.shape[0]),), time, dtype=y.dtype, device=_xp.device(y))
+        return _xp.check_output(
+            "divergence(t, x)", integrand(tb, y), xp, (int(y.shape[0]),), y.dtype
+        )  # type: ignore[misc]
+
     ks = [_call(manifold, field, xp, t, x)]
+    gs = [at(t, x)] if integrand is not None else []
     for i, row in enumerate(a, start=1):
-        xi = sum((h * aij) * k for aij, k in zip(row, ks, strict=True) if aij != 0.0)
+        xi = sum((h * aij) * k for aij, k in zip(row, ks, strict=False) if aij != 0.0)
         y = manifold._projx(xp, manifold._expmap(xp, x, xi))
-        w = _call(manifold, field, xp, t_next if c[i] == 1.0 else t + c[i] * h, y)
+        ti = t_next if c[i] == 1.0 else t + c[i] * h
+        w = _call(manifold, field, xp, ti, y)
         ks.append(manifold._transport_back(xp, x, xi, w))
+        if integrand is not None:
+            gs.append(at(ti, y))
     incr = sum((h * bi) * k for bi, k in zip(b, ks, strict=True) if bi != 0.0)
-    return manifold._projx(xp, manifold._expmap(xp, x, incr))
+    x_next = manifold._projx(xp, manifold._expmap(xp, x, incr))
+    if integrand is None:
+        return x_next, None
+    return x_next, sum((h * bi) * g for bi, g in zip(b, gs, strict=True) if bi != 0.0)
 
 
 def _check(manifold: Any, field: Any, x0: Any, method: Any) -> Any:
@@ -181,3 +213,59 @@ def integrate(
     xp = _check(manifold, field, x0, method)
     grid = [float(v) for v in _xp.host_grid("time_grid", time_grid)]
     return _run(manifold, field, xp, method, x0, grid[:-1], grid[1:], return_path)
+
+
+def log_likelihood(
+    manifold: Manifold,
+    field: Field,
+    x1: Array,
+    log_p0: Callable[[Array], Array],
+    divergence: Callable[[Array, Array], Array],
+    steps: int = 100,
+    method: Method = "euler",
+) -> Array:
+    r""":math:`\log p_1(x_1)` of the flow of ``field`` by the Riemannian instantaneous change of variables.
+
+    .. math:: \log p_1(x_1) = \log p_0(x_0) - \int_0^1 \mathrm{div}_g\, v_t(x_t)\, dt,
+
+    integrated from data (t = 1) back to the source (t = 0) with :func:`solve`'s
+    method on ``steps`` equal steps; the divergence integral uses the same stages and
+    weights. ``divergence(t, x) -> (B,)`` is the Riemannian divergence
+    :math:`\mathrm{tr}(P_x\, \partial_x v)` of the field (the core has no autodiff:
+    :func:`flowspec.backends.torch.riemannian_divergence` and its JAX twin compute it).
+
+    Parameters
+    ----------
+    manifold : Manifold
+    field : callable
+        ``field(t, x)``, t of shape (B,).
+    x1 : array, shape (B, *event_shape)
+        Points at t = 1.
+    log_p0 : callable
+        ``log_p0(x0) -> (B,)``, e.g. ``manifold.source_log_prob``.
+    divergence : callable
+        ``divergence(t, x) -> (B,)``.
+    steps : int
+    method : {"euler", "midpoint", "rk4"}
+
+    Returns
+    -------
+    array, shape (B,)
+    """
+    xp = _check(manifold, field, x1, method)
+    if not callable(log_p0):
+        raise TypeError(f"`log_p0` must be a callable log_p0(x0), got {_xp.describe(log_p0)}")
+    if not callable(divergence):
+        raise TypeError(
+            f"`divergence` must be a callable divergence(t, x), got {_xp.describe(divergence)}"
+        )
+    times, _ = _xp.euler_times(steps, 1.0, 0.0)
+    ends = [*times[1:], 0.0]
+    x = x1
+    total = xp.zeros((int(x1.shape[0]),), dtype=x1.dtype, device=_xp.device(x1))
+    for t, t_next in zip(times, ends, strict=True):
+        x, incr = step_with_integral(manifold, field, xp, method, t, t_next, x, divergence)
+        total = total + incr
+    # total = int_1^0 div dt = -int_0^1 div dt
+    lp0 = _xp.check_output("log_p0(x0)", log_p0(x), xp, (int(x1.shape[0]),), x1.dtype)
+    return lp0 + total
