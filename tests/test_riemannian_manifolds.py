@@ -262,3 +262,31 @@ def test_errors_name_the_argument():
         s.source_sample(np.zeros((2, 2)))
     with pytest.raises(NotImplementedError):
         Hyperbolic(2).conditional_log_prob(np.ones((1, 3)), np.ones((1, 3)), 0.5)
+
+
+# -- Hypothesis: the distance along a geodesic is its length, at every scale ------------
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    log_angle=st.floats(-8.0, 0.0),
+    antipodal=st.booleans(),
+)
+def test_sphere_and_so3_dist_of_a_geodesic_is_its_length(seed, log_angle, antipodal):
+    rng = np.random.default_rng(seed)
+    small = 10.0**log_angle
+    angle = np.pi - small if antipodal else small
+    for m in (Sphere(2), SO3()):
+        x = points(m, rng, 1)
+        u = tangent(m, x, rng)
+        u = u * (angle / m.norm(x, u)[0])
+        y = m.expmap(x, u)
+        d = m.dist(x, y)[0]
+        # y carries a rounding error of a few eps (absolute); the angle then has an
+        # absolute error of a few eps, i.e. a relative error of eps / angle for small ones
+        assert abs(d - angle) <= 32 * EPS64 * max(angle, 1.0), (m, angle, d)
+        # and the log's length recovers the angle below pi, to the same absolute error
+        if not antipodal:
+            assert abs(m.norm(x, m.logmap(x, y))[0] - angle) <= 32 * EPS64 * max(angle, 1.0)

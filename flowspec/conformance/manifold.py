@@ -390,7 +390,7 @@ PROPERTIES = (_prop_maps, _prop_path, _prop_solver)
 
 
 def check_manifold(adapter: Any, *, seed: int = 0, batch: int = 64, target: str = "") -> Report:
-    """Check a manifold adapter against :mod:`flowspec.riemannian`; a :class:`Report`.
+    """Check a manifold adapter against ``flowspec.riemannian``; a :class:`Report`.
 
     Examples
     --------

@@ -1,7 +1,7 @@
 r"""The geodesic conditional path of Riemannian Flow Matching and its conditional field.
 
 Chen and Lipman (2024, Sec. 3.2 and 3.3): for a scheduler :math:`\kappa_t`
-(:mod:`flowspec.riemannian.kappa`: :math:`\kappa_t = \sigma_t` of a flowspec schedule)
+(``flowspec.riemannian.kappa``: :math:`\kappa_t = \sigma_t` of a flowspec schedule)
 and the geodesic distance as premetric, the conditional flow is
 
 .. math:: x_t = \psi_t(x_0 \mid x_1) = \exp_{x_1}\!\big(\kappa_t \log_{x_1} x_0\big),

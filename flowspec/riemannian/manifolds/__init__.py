@@ -1,4 +1,4 @@
-"""The manifolds of :mod:`flowspec.riemannian`, one module each."""
+"""The manifolds of ``flowspec.riemannian``, one module each."""
 
 from .base import Manifold
 from .euclidean import Euclidean

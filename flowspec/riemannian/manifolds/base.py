@@ -57,7 +57,7 @@ def sinhc(xp: Any, a: Array) -> Array:
 
 
 class Manifold:
-    r"""Base class of the Riemannian manifolds of :mod:`flowspec.riemannian`.
+    r"""Base class of the Riemannian manifolds of ``flowspec.riemannian``.
 
     Subclasses set :attr:`event_shape` and implement the private ``_expmap``,
     ``_logmap``, ``_dist``, ``_projx``, ``_proju``, ``_inner``, ``_geodesic``,
@@ -189,7 +189,7 @@ class Manifold:
 
         ``draws`` has shape (B, *shape) with ``(kind, shape) = self.source_draws``:
         standard normals or uniforms on [0, 1) drawn by the caller (the core has no
-        random generator; :mod:`flowspec.backends.torch` and ``jax`` have wrappers
+        random generator; ``flowspec.backends.torch`` and ``jax`` have wrappers
         that draw them).
 
         Returns
