@@ -9,7 +9,7 @@ PyTorch, JAX and CuPy arrays. Importing flowspec imports no array framework.
 from . import backends
 from .continuity import continuity_residual
 from .likelihood import log_likelihood
-from .losses import cfm_loss
+from .losses import LossFloor, cfm_loss, cfm_loss_floor
 from .marginal import EmpiricalMarginal
 from .ode import euler, integrate
 from .paths import GaussianPath
@@ -33,12 +33,14 @@ __all__ = [
     "EmpiricalMarginal",
     "GaussianPath",
     "LinearVP",
+    "LossFloor",
     "Polynomial",
     "Schedule",
     "VarianceExploding",
     "VariancePreserving",
     "backends",
     "cfm_loss",
+    "cfm_loss_floor",
     "continuity_residual",
     "euler",
     "integrate",

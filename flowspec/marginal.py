@@ -19,30 +19,38 @@ The posterior weights are a softmax of the log-weights
 
 Computation. Nothing of shape (B, N, D) is ever formed. The data are stored centred
 at their (weighted) mean together with their squared norms and log-weights, so that
-all log-weights of a block of data points come out of *one* matrix product of an
+the log-weights of a block of data points come out of *one* matrix product of an
 augmented query ``[x * alpha / sigma^2, -alpha^2 / (2 sigma^2), 1]`` with the augmented
-data ``[x1, ||x1||^2, log q]``. The data are streamed in blocks of ``chunk_size`` points
-with a running (online) log-sum-exp, the trick of memory-efficient attention: a running
-maximum, the running normaliser and the running weighted sums of ``x1`` and of
-``||x1||^2`` are rescaled whenever the maximum grows. Peak extra memory is a few
-(B, chunk_size) blocks.
+data ``[x1, ||x1||^2, log q]`` (the *streamed* log-weights, up to the per-row constant
+``-||x||^2 / (2 sigma^2)``). The data are streamed in blocks of ``chunk_size`` points;
+each block gives a small partial statistic (:func:`_block_partial`) and partials are
+combined by an associative merge (:func:`_merge_partials`), an online log-sum-exp.
+Peak extra memory is a few (B, chunk_size) blocks.
 
-Cancellation guard. The matrix-product form
-:math:`\lVert x\rVert^2 - 2\alpha x\cdot x_1 + \alpha^2\lVert x_1\rVert^2` loses all
-relative accuracy where :math:`x \approx \alpha_t x_1^{(i)}` (near t = 1 with small
-sigma), exactly where that point dominates the softmax. The guard: the running arg-max
-point :math:`k` of each row is *recomputed exactly* at the end by direct subtraction,
-:math:`\lVert x - \alpha_t x_1^{(k)}\rVert^2` (a sum of squares, so it is >= 0: the
-clamp at 0 comes for free), and its exact log-weight replaces the streamed one. Its
-streamed contribution is exactly 1 relative to the running maximum, so the swap is
-exact. The posterior mean and covariance trace are then formed *relative to*
-:math:`x_1^{(k)}` (sums over the other points only), so in the one-hot limit they are
-exact and the covariance trace is exactly 0, not the difference of two large numbers.
-The remaining error of a non-dominant log-weight is about
-:math:`\epsilon (\lVert x\rVert^2 + \alpha_t^2\lVert x_1\rVert^2)/\sigma_t^2` in
-absolute terms; it matters only for points within that distance of the dominant one.
-(An element-wise clamp of every streamed distance at 0 was measured at 20% of the
-run time and bounds nothing useful once the dominant point is exact, so it is not used.)
+Error model and the exact band. The matrix-product form carries an absolute error of
+at most ``E = gamma * (|alpha| |x| max|x1| / sigma^2 + alpha^2 max|x1|^2 / (2 sigma^2)
++ max|log q|)`` per streamed log-weight (``gamma = n u / (1 - n u)``, ``n = 2 D + 8``,
+``u`` the unit roundoff; data and query centred), which is large where sigma is small
+or the dtype short, and which cancels all relative accuracy exactly where a point
+dominates. So within each block, every point whose streamed log-weight lies within
+``T = 2E + max(0, log(expm1(2E) / u))`` of the block's maximum is *recomputed exactly*
+by direct subtraction, :math:`\ell_i = \log q_i - \lVert x - \alpha_t x_1^{(i)}
+\rVert^2 / (2\sigma_t^2)`: every point that could be the true maximum or tie with it
+(2E), and every point whose streamed weight could be wrong by more than ``u`` relative
+to the maximum (the second term). When a block holds such a point besides its
+arg-max, the whole block is recomputed exactly (in sub-blocks, so memory stays
+O(B x chunk_size)); otherwise only the arg-max is, and the other weights are taken
+relative to it, ``l_k + (g_i - g_k)``, never through the large absolute values. So
+duplicated or nearly duplicated points get identical or exactly ordered weights, and
+every weight is relative to an exactly computed row maximum (far queries, alpha = 0).
+
+Each partial is held relative to its *anchor* (its largest exact log-weight, point a):
+the anchor's log-weight ``ref``, the anchor point itself, and the sums over the other
+points of ``e_i = exp(l_i - ref)``, ``e_i (x1_i - x1_a)`` and ``e_i ||x1_i - x1_a||^2``.
+So in the one-hot limit the posterior mean is exactly the anchor and the covariance
+trace exactly 0, not the difference of two large numbers; the merge only rebases
+the smaller partial onto the larger one's anchor. Posterior rows are normalised by
+their own sum, so they sum to one within a few ulp times N.
 
 See ``docs/marginal.md`` for the derivation of the closed-form divergence.
 """
@@ -51,7 +59,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any
+from typing import Any, NamedTuple
 
 import array_api_compat
 import numpy as np
@@ -66,6 +74,243 @@ __all__ = ["EmpiricalMarginal"]
 #: Default number of (query, data point) pairs per streamed block: chunk_size is
 #: ``max(1, _BLOCK_ELEMENTS // B)`` data points (16 MiB per float32 block).
 _BLOCK_ELEMENTS = 1 << 22
+
+
+class _Rows(NamedTuple):
+    """Per-query-row constants of one call (all shape (B, ...), in the data's dtype)."""
+
+    xc: Array  # (B, D): x - alpha * mean, the centred query
+    alpha: Array  # (B,)
+    inv2: Array  # (B,): 1 / (2 sigma^2)
+    query: Array  # (B, D + 2): the augmented query [xc alpha / sigma^2, -alpha^2 / (2 sigma^2), 1]
+    band: Array  # (B,): T, the width of the exact band below a block's maximum
+
+
+class _Partial(NamedTuple):
+    """The posterior statistics of a set of data points, relative to its anchor a.
+
+    The anchor is the point of largest log-weight; ``mass``, ``first`` and ``second`` sum
+    ``e_i = exp(l_i - l_a)``, ``e_i (y_i - y_a)`` and ``e_i ||y_i - y_a||^2`` over the
+    *other* points (y: centred data), so the anchor's own weight is exactly 1 and the
+    one-hot limit is exact. No absolute log-weight is stored: partials are compared
+    through :func:`_log_weight_gap`, which is accurate relative to the difference.
+    """
+
+    anchor: Array  # (B, D): the anchor point y_a
+    log_q: Array  # (B,): its log-weight log q_a
+    mass: Array  # (B,)
+    first: Array  # (B, D)
+    second: Array  # (B,)
+
+
+def _log_weight_gap(
+    xp: Any, rows: _Rows, y_a: Array, lq_a: Array, y_b: Array, lq_b: Array
+) -> Array:
+    """``l_b - l_a`` in difference form, accurate relative to the difference itself.
+
+    With ``r = xc - alpha y``: ``||r_b||^2 - ||r_a||^2 = (r_b - r_a) . (r_b + r_a)`` and
+    ``r_b - r_a = alpha (y_a - y_b)``, so no large absolute log-weight (of size
+    ``||x||^2 / 2 sigma^2``) is ever formed or subtracted. Broadcasts: ``y_b`` may be
+    (B, D) or (B, c, D) with ``y_a`` (B, D) or (B, 1, D).
+    """
+    alpha = rows.alpha if y_b.ndim == 2 else rows.alpha[:, None]
+    inv2 = rows.inv2 if y_b.ndim == 2 else rows.inv2[:, None]
+    xc = rows.xc if y_b.ndim == 2 else rows.xc[:, None, :]
+    a3 = alpha[..., None]
+    dot = xp.sum((y_a - y_b) * (2.0 * xc - a3 * (y_a + y_b)), axis=-1)
+    return (lq_b - lq_a) - alpha * dot * inv2
+
+
+class _Block(NamedTuple):
+    """The log-weights of one block of c data points for B query rows.
+
+    Relative to the row's streamed arg-max k of the block: ``rest`` (B, c) holds the
+    streamed ``g_i - g_k`` of the points outside the exact band (-inf inside it); the
+    K candidates (every point in the band, k included) carry their block-local column
+    ``cols`` (B, K), a ``valid`` mask and their *exact* ``gaps = l_i - l_k``. The
+    block's anchor (largest exact log-weight) is column ``anchor`` with gap ``top``.
+    """
+
+    rest: Array
+    cols: Array
+    valid: Array
+    gaps: Array
+    top: Array
+    anchor: Array
+
+
+def _candidates(xp: Any, band: Array) -> tuple[Array, Array]:
+    """The band's columns row by row, as (B, K) ``cols`` and ``valid`` (K = largest count).
+
+    Read from the host-side mask (``nonzero``); where the mask is traced (e.g. under
+    ``jax.jit``) its values cannot shape an array, so every column is a candidate,
+    valid where in the band: exact everywhere, at O(B c D) cost.
+    """
+    batch, size = int(band.shape[0]), int(band.shape[1])
+    dev = _xp.device(band)
+    count = xp.sum(xp.astype(band, xp.int64), axis=1)
+    try:
+        width = int(xp.max(count))
+    except TypeError:  # traced (JAX's concretization errors are TypeErrors)
+        cols = xp.broadcast_to(xp.arange(size, device=dev)[None, :], (batch, size))
+        return cols, band
+    _, flat_cols = xp.nonzero(band)  # row-major: the rows' columns one after another
+    start = xp.cumulative_sum(count) - count
+    slot = xp.arange(width, device=dev)
+    valid = slot[None, :] < count[:, None]
+    pos = xp.where(valid, start[:, None] + slot[None, :], xp.zeros_like(start)[:, None])
+    cols = xp.reshape(xp.take(flat_cols, xp.reshape(pos, (-1,)), axis=0), (batch, width))
+    return cols, valid
+
+
+def _gather(xp: Any, block: Array, cols: Array) -> Array:
+    """``block[cols]`` for (B, K) block-local columns: shape (B, K, *block.shape[1:])."""
+    flat = xp.take(block, xp.reshape(cols, (-1,)), axis=0)
+    return xp.reshape(flat, (*cols.shape, *block.shape[1:]))
+
+
+def _groups(width: int, dim: int, size: int) -> list[tuple[int, int]]:
+    """Slot groups of at most ``max(1, size // dim)`` slots, so that the (B, group, D)
+    temporaries stay within the (B, size) block budget."""
+    step = max(1, size // max(1, dim))
+    return [(s, min(s + step, width)) for s in range(0, width, step)]
+
+
+def _block_log_weights(xp: Any, rows: _Rows, pts: Array, aug_t: Array, log_q: Array) -> _Block:
+    """The log-weights of one block of data points, exact in the band (see :class:`_Block`).
+
+    One matrix product gives the streamed log-weights g (up to a per-row constant);
+    every point within ``rows.band`` of the row's maximum g_k (and k itself) is then
+    recomputed exactly, relative to k, by :func:`_log_weight_gap` (difference form).
+    Cost: the matrix product plus O(B K D) for K band points per row.
+
+    Parameters
+    ----------
+    pts, aug_t, log_q
+        The block's centred points and squared norms ``[y, ||y||^2]`` (c, D + 1), the
+        augmented data transposed (D + 2, c) and the log-weights (c,).
+    """
+    d = int(pts.shape[1]) - 1
+    size = int(pts.shape[0])
+    g = xp.matmul(rows.query, aug_t)  # streamed log-weights + ||xc||^2 / (2 sigma^2)
+    g_max = xp.max(g, axis=1)
+    k = xp.argmax(g, axis=1)
+    index = xp.arange(size, device=_xp.device(g))
+    band = (g >= (g_max - rows.band)[:, None]) | (index[None, :] == k[:, None])
+    # a block of zero-weight points only: g_max = -inf; keep the differences -inf
+    g_top = xp.where(g_max > -math.inf, g_max, xp.zeros_like(g_max))
+    rest = xp.where(band, xp.full_like(g, -math.inf), g - g_top[:, None])
+    cols, valid = _candidates(xp, band)
+    y_k = xp.take(pts, k, axis=0)[:, None, :d]
+    lq_k = xp.take(log_q, k, axis=0)
+    lq_k = xp.where(lq_k > -math.inf, lq_k, xp.zeros_like(lq_k))[:, None]
+    parts = []
+    for a, b in _groups(int(cols.shape[1]), d, size):
+        c_ab = cols[:, a:b]
+        y = _gather(xp, pts, c_ab)[:, :, :d]
+        gap = _log_weight_gap(xp, rows, y_k, lq_k, y, _gather(xp, log_q, c_ab))
+        parts.append(xp.where(valid[:, a:b], gap, xp.full_like(gap, -math.inf)))
+    gaps = xp.concat(parts, axis=1) if len(parts) > 1 else parts[0]
+    top = xp.max(gaps, axis=1)
+    slot = xp.argmax(gaps, axis=1)
+    width = int(cols.shape[1])
+    flat = xp.arange(int(cols.shape[0]), device=_xp.device(g)) * width + slot
+    anchor = xp.take(xp.reshape(cols, (-1,)), flat, axis=0)
+    top = xp.where(top > -math.inf, top, xp.zeros_like(top))
+    return _Block(rest, cols, valid, gaps, top, anchor)
+
+
+def _block_partial(xp: Any, rows: _Rows, pts: Array, aug_t: Array, log_q: Array) -> _Partial:
+    """The partial statistic of one block of data points (see :class:`_Partial`).
+
+    Independent of every other block, so blocks may be processed anywhere and in any
+    order; combine the results with :func:`_merge_partials`. The band points' sums are
+    formed from exact differences ``y_i - y_a``; the others' from the streamed weights.
+    """
+    d = int(pts.shape[1]) - 1
+    size = int(pts.shape[0])
+    blk = _block_log_weights(xp, rows, pts, aug_t, log_q)
+    row_a = xp.take(pts, blk.anchor, axis=0)
+    y_a, n_a = row_a[:, :d], row_a[:, d]
+    # the points outside the band, relative to the anchor
+    e = xp.exp(blk.rest - blk.top[:, None])
+    mass = xp.sum(e, axis=1)
+    sums = xp.matmul(e, pts)
+    s1 = sums[:, :d]
+    first = s1 - mass[:, None] * y_a
+    second = sums[:, d] - 2.0 * xp.sum(y_a * s1, axis=1) + mass * n_a
+    # the band points other than the anchor, exactly relative to it
+    is_anchor = blk.cols == blk.anchor[:, None]
+    w = xp.where(is_anchor, xp.zeros_like(blk.gaps), xp.exp(blk.gaps - blk.top[:, None]))
+    mass = mass + xp.sum(w, axis=1)
+    for a, b in _groups(int(blk.cols.shape[1]), d, size):
+        diff = _gather(xp, pts, blk.cols[:, a:b])[:, :, :d] - y_a[:, None, :]
+        first = first + xp.sum(w[:, a:b, None] * diff, axis=1)
+        second = second + xp.sum(w[:, a:b] * xp.sum(diff * diff, axis=2), axis=1)
+    return _Partial(y_a, xp.take(log_q, blk.anchor, axis=0), mass, first, second)
+
+
+def _block_posterior_log_weights(
+    xp: Any, rows: _Rows, pts: Array, aug_t: Array, log_q: Array
+) -> tuple[Array, Array]:
+    """Dense (B, c) log-weights of a block relative to its anchor, and the anchor column.
+
+    The band's exact values are written into the streamed ones, one candidate slot at
+    a time (K passes; only :meth:`EmpiricalMarginal.posterior` materialises these).
+    """
+    blk = _block_log_weights(xp, rows, pts, aug_t, log_q)
+    rel = blk.rest - blk.top[:, None]
+    index = xp.arange(int(pts.shape[0]), device=_xp.device(rel))
+    exact = blk.gaps - blk.top[:, None]
+    for j in range(int(blk.cols.shape[1])):
+        here = (index[None, :] == blk.cols[:, j : j + 1]) & blk.valid[:, j : j + 1]
+        rel = xp.where(here, exact[:, j : j + 1], rel)
+    return rel, blk.anchor
+
+
+def _merge_partials(xp: Any, rows: _Rows, p: _Partial, q: _Partial) -> _Partial:
+    """Merge the partials of two disjoint sets of data points (associative).
+
+    The partial whose anchor has the larger log-weight keeps its anchor; the other is
+    scaled by ``exp(l_a' - l_a)`` (the gap in difference form) and rebased onto that
+    anchor (``d = y_a' - y_a``): ``sum e (y - y_a) = first' + (1 + mass') d`` and
+    ``sum e ||y - y_a||^2 = second' + 2 d . first' + (1 + mass') ||d||^2``.
+    """
+    gap = _log_weight_gap(xp, rows, p.anchor, p.log_q, q.anchor, q.log_q)  # l_q - l_p
+    q_wins = gap > 0.0
+
+    def pick(mask: Array, u: _Partial, v: _Partial) -> _Partial:
+        m2 = mask[:, None]
+        return _Partial(
+            xp.where(m2, u.anchor, v.anchor),
+            xp.where(mask, u.log_q, v.log_q),
+            xp.where(mask, u.mass, v.mass),
+            xp.where(m2, u.first, v.first),
+            xp.where(mask, u.second, v.second),
+        )
+
+    win, lose = pick(q_wins, q, p), pick(q_wins, p, q)
+    # an all-zero-weight partial (log q_a = -inf) weighs nothing, whatever the gap says
+    live = lose.log_q > -math.inf
+    f = xp.where(live, xp.exp(xp.where(live, -xp.abs(gap), xp.zeros_like(gap))), 0.0 * gap)
+    total = 1.0 + lose.mass
+    dd = lose.anchor - win.anchor
+    first = win.first + f[:, None] * (lose.first + total[:, None] * dd)
+    second = win.second + f * (
+        lose.second + 2.0 * xp.sum(dd * lose.first, axis=1) + total * xp.sum(dd * dd, axis=1)
+    )
+    return _Partial(win.anchor, win.log_q, win.mass + f * total, first, second)
+
+
+def _band_width(xp: Any, rows_err: Array, dtype: Any) -> Array:
+    """T = 2E + max(0, log(expm1(2E) / u)) from the streamed error bound E (B,)."""
+    u = float(xp.finfo(dtype).eps) / 2.0
+    two_e = 2.0 * rows_err
+    z = -xp.expm1(-two_e)  # log(expm1(2E)) = 2E + log(1 - exp(-2E)), no overflow
+    positive = z > 0.0
+    log_z = xp.where(positive, xp.log(xp.where(positive, z, xp.ones_like(z))), -math.inf)
+    extra = two_e + log_z - math.log(u)
+    return two_e + xp.maximum(extra, xp.zeros_like(extra))
 
 
 class EmpiricalMarginal:
@@ -111,11 +356,13 @@ class EmpiricalMarginal:
         "_dtype",
         "_event",
         "_log_q",
+        "_lq_max",
         "_mean",
         "_n",
         "_pts",
         "_size",
         "_xp",
+        "_y_max",
         "path",
     )
 
@@ -132,7 +379,8 @@ class EmpiricalMarginal:
                 f"got {_xp.describe(path)}"
             )
         xp = _xp.namespace(data=data, weights=weights)
-        if weights is not None and not array_api_compat.is_array_api_obj(weights):
+        weights_is_array = array_api_compat.is_array_api_obj(weights)  # (no type narrowing)
+        if weights is not None and not weights_is_array:
             raise TypeError(f"`weights` must be an array or None, got {_xp.describe(weights)}")
         _xp.check_float(xp, "data", data)
         if data.ndim < 2:
@@ -164,17 +412,22 @@ class EmpiricalMarginal:
                 )
             if array_api_compat.is_numpy_array(weights):
                 w = np.asarray(weights)
-                if not np.all(np.isfinite(w)) or np.any(w < 0) or not np.sum(w) > 0:
+                if not np.all(np.isfinite(w)) or np.any(w < 0) or not np.any(w > 0):
                     raise ValueError(
                         f"`weights` must be finite, non-negative and not all zero, got {w!r}"
                     )
-            q = weights / xp.sum(weights)
+            # scaled by the largest weight first, so the sum cannot overflow (it is <= N)
+            scaled = weights / xp.max(weights)
+            q = scaled / xp.sum(scaled)
         mean = xp.sum(q[:, None] * flat, axis=0)
         centred = flat - mean
         norms = xp.sum(centred * centred, axis=1)
         # log 0 = -inf for zero weights, without a divide-by-zero warning
         positive = q > 0
         log_q = xp.where(positive, xp.log(xp.where(positive, q, xp.ones_like(q))), -math.inf)
+        # the sizes entering the streamed error bound E (see the module docstring)
+        self._y_max = xp.sqrt(xp.max(norms))
+        self._lq_max = xp.max(xp.where(positive, -log_q, xp.zeros_like(log_q)))
         self._xp = xp
         # [x1 - mean, ||x1 - mean||^2] for the weighted sums, and the augmented data
         # [x1 - mean, ||x1 - mean||^2, log q] transposed, (D + 2, N), for the logits
@@ -229,7 +482,7 @@ class EmpiricalMarginal:
                 f"shape {tuple(x.shape)}"
             )
         tt = _xp.time_array(xp, t, x)
-        c = self.path.schedule._arrays(xp, tt)
+        c = self.path.schedule.arrays(xp, tt)
         batch = int(x.shape[0])
         flat = xp.reshape(x, (batch, self._size))
         return xp, flat, tt, c
@@ -238,89 +491,58 @@ class EmpiricalMarginal:
         chunk = self._chunk if self._chunk is not None else max(1, _BLOCK_ELEMENTS // batch)
         return min(chunk, self._n)
 
-    def _query(self, xp: Any, flat: Array, alpha: Array, sigma: Array) -> tuple[Array, ...]:
-        """Centred query, its squared norm and the augmented query row."""
+    def _rows(self, xp: Any, flat: Array, alpha: Array, sigma: Array) -> _Rows:
+        """The per-row constants: centred query, augmented query and exact band width."""
         xc = flat - alpha[:, None] * self._mean  # x - alpha * mean
-        sq = xp.sum(xc * xc, axis=1)
         inv = 1.0 / (sigma * sigma)
         ones = xp.ones_like(alpha)
         query = xp.concat(
             [xc * (alpha * inv)[:, None], (-0.5 * alpha * alpha * inv)[:, None], ones[:, None]],
             axis=1,
         )
-        return xc, sq, query
+        # E: the streamed error bound, gamma_n times the sum of the terms' magnitudes
+        u = float(xp.finfo(flat.dtype).eps) / 2.0
+        n = 2 * self._size + 8
+        gamma = n * u / (1.0 - n * u)
+        x_norm = xp.sqrt(xp.sum(xc * xc, axis=1))
+        y_max = self._y_max
+        size = xp.abs(alpha) * inv * x_norm * y_max + 0.5 * alpha * alpha * inv * y_max * y_max
+        err = gamma * (size + self._lq_max)
+        return _Rows(xc, alpha, 0.5 * inv, query, _band_width(xp, err, flat.dtype))
 
-    def _block(self, xp: Any, query: Array, start: int, stop: int) -> Array:
-        # streamed logits g_i = l_i + ||x||^2 / (2 sigma^2), one matrix product
-        return xp.matmul(query, self._aug_t[:, start:stop])
+    def _blocks(self, batch: int) -> list[tuple[Array, Array, Array]]:
+        """The data in streamed blocks: (points and norms, augmented transposed, log q)."""
+        chunk = self._chunk_size(batch)
+        bounds = [(start, min(start + chunk, self._n)) for start in range(0, self._n, chunk)]
+        return [(self._pts[a:b, :], self._aug_t[:, a:b], self._log_q[a:b]) for a, b in bounds]
 
     def _stats(self, x: Array, t: Any) -> tuple[Any, Array, Any, dict[str, Array]]:
         """Stream over the data; return the posterior statistics of every query row."""
         xp, flat, _, c = self._prepare(x, t)
-        batch, d = int(flat.shape[0]), self._size
+        batch = int(flat.shape[0])
         alpha = xp.reshape(c.alpha, (batch,))
         sigma = xp.reshape(c.sigma, (batch,))
-        xc, sq, query = self._query(xp, flat, alpha, sigma)
-        dtype = flat.dtype
-        dev = _xp.device(flat)
-        m = xp.full((batch,), -xp.finfo(dtype).max, dtype=dtype, device=dev)
-        s = xp.zeros((batch,), dtype=dtype, device=dev)
-        sums = xp.zeros((batch, d + 1), dtype=dtype, device=dev)  # [sum e x1, sum e ||x1||^2]
-        k = None
-        chunk = self._chunk_size(batch)
-        for start in range(0, self._n, chunk):
-            stop = min(start + chunk, self._n)
-            g = self._block(xp, query, start, stop)
-            g_max = xp.max(g, axis=1)
-            g_arg = xp.argmax(g, axis=1) + start
-            m_new = xp.maximum(m, g_max)
-            k = g_arg if k is None else xp.where(g_max > m, g_arg, k)
-            e = xp.exp(g - m_new[:, None])
-            del g
-            scale = xp.exp(m - m_new)
-            s = scale * s + xp.sum(e, axis=1)
-            sums = scale[:, None] * sums + xp.matmul(e, self._pts[start:stop, :])
-            del e
-            m = m_new
-        # exact recomputation of the dominant point k (the cancellation guard)
-        row_k = xp.take(self._pts, k, axis=0)
-        y_k, n_k, log_q_k = row_k[:, :d], row_k[:, d], xp.take(self._log_q, k, axis=0)
-        r_k = xc - alpha[:, None] * y_k
-        inv2 = 0.5 / (sigma * sigma)
-        # exact log-weight of k; a squared norm, so >= 0 (the clamp is automatic)
-        l_k = log_q_k - xp.sum(r_k * r_k, axis=1) * inv2
-        l_max = m - sq * inv2  # streamed log-weight of k (= the running maximum)
-        rest = s - 1.0  # sum over the other points of exp(l_i - l_max); k contributed 1
-        has_rest = rest > 0.0
-        log_rest = xp.where(
-            has_rest, l_max + xp.log(xp.where(has_rest, rest, xp.ones_like(rest))), -math.inf
-        )
-        log_z = xp.logaddexp(l_k, log_rest)
-        w_k = xp.exp(l_k - log_z)
-        # exp(l_max - log_z) <= 1 / rest; masked before the exp so no overflow is computed
-        gap = xp.where(has_rest, l_max - log_z, xp.zeros_like(rest))
-        w_rest = xp.where(has_rest, xp.exp(gap), xp.zeros_like(rest))
-        # sums over the other points, relative to y_k: A = sum e (y_i - y_k),
-        # C = sum e ||y_i - y_k||^2 (both exactly 0 when no other point contributes)
-        s1_rest = sums[:, :d] - y_k
-        a = s1_rest - rest[:, None] * y_k
-        c_rest = (sums[:, d] - n_k) - 2.0 * xp.sum(y_k * s1_rest, axis=1) + rest * n_k
-        shift = w_rest[:, None] * a  # denoise - y_k
-        trace = w_rest * c_rest - xp.sum(shift * shift, axis=1)
-        trace = xp.maximum(trace, xp.zeros_like(trace))
+        rows = self._rows(xp, flat, alpha, sigma)
+        part = None
+        for block in self._blocks(batch):
+            new = _block_partial(xp, rows, *block)
+            part = new if part is None else _merge_partials(xp, rows, part, new)
+        assert part is not None  # N >= 1
+        # the one absolute log-weight: the final anchor's, by direct subtraction
+        r_a = rows.xc - alpha[:, None] * part.anchor
+        l_a = part.log_q - xp.sum(r_a * r_a, axis=1) * rows.inv2
+        total = 1.0 + part.mass
+        shift = part.first / total[:, None]  # denoise - anchor
+        trace = part.second / total - xp.sum(shift * shift, axis=1)
         stats = {
-            "xc": xc,
+            "xc": rows.xc,
             "alpha": alpha,
             "sigma": sigma,
-            "log_z": log_z,
-            "y_hat": y_k + shift,  # centred posterior mean
-            "trace": trace,
-            "k": k,
-            "w_k": w_k,
-            "w_rest": w_rest,
-            "l_max": l_max,
-            "m": m,
-            "query": query,
+            "log_z": l_a + xp.log1p(part.mass),
+            "y_hat": part.anchor + shift,  # centred posterior mean
+            "trace": xp.maximum(trace, xp.zeros_like(trace)),
+            "part": part,
+            "rows": rows,
         }
         return xp, flat, c, stats
 
@@ -444,12 +666,17 @@ class EmpiricalMarginal:
         """
         xp, flat, _, st = self._stats(x, t)
         batch = int(flat.shape[0])
-        chunk = self._chunk_size(batch)
+        part, rows = st["part"], st["rows"]
+        d = self._size
         blocks = []
-        for start in range(0, self._n, chunk):
-            stop = min(start + chunk, self._n)
-            g = self._block(xp, st["query"], start, stop)
-            blocks.append(xp.exp(g - st["m"][:, None]) * st["w_rest"][:, None])
+        for block in self._blocks(batch):
+            rel, a = _block_posterior_log_weights(xp, rows, *block)
+            # this block's anchor relative to the row's anchor, in difference form
+            y_a = xp.take(block[0], a, axis=0)[:, :d]
+            gap = _log_weight_gap(
+                xp, rows, part.anchor, part.log_q, y_a, xp.take(block[2], a, axis=0)
+            )
+            blocks.append(xp.exp(rel + gap[:, None]))
         w = xp.concat(blocks, axis=1) if len(blocks) > 1 else blocks[0]
-        index = xp.arange(self._n, device=_xp.device(flat))
-        return xp.where(index[None, :] == st["k"][:, None], st["w_k"][:, None], w)
+        # each row normalised by its own sum: rows sum to one within a few ulp times N
+        return w / xp.sum(w, axis=1, keepdims=True)

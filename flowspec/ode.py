@@ -2,7 +2,8 @@ r"""Fixed-step ODE solvers for sampling :math:`\frac{d}{dt} x_t = v_t(x_t)` (pap
 
 The paper samples by integrating the learned field from noise (t = 0) to data (t = 1).
 :func:`euler` is its rule exactly; :func:`integrate` runs any of four explicit
-Runge-Kutta methods over an explicit, increasing or decreasing, time grid.
+Runge-Kutta methods over an explicit, increasing or decreasing, time grid; each
+method is a Butcher tableau of :data:`flowspec.tableaus.TABLEAUS`.
 
 A field is a callable ``field(t, x)`` with ``t`` of shape (B,) in the namespace and
 dtype of ``x``, as in training (``model(t, x_t)``); it must return an array of
@@ -11,19 +12,39 @@ dtype of ``x``, as in training (``model(t, x_t)``); it must return an array of
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 import array_api_compat
 
 from . import validation
+from .tableaus import TABLEAUS, fraction, tableau, weighted_sum
 from .typing import Array, Field
 
-__all__ = ["METHODS", "euler", "integrate"]
+__all__ = ["METHODS", "check_state", "euler", "grid_times", "integrate", "step"]
 
-Method = Literal["euler", "midpoint", "heun", "rk4"]
+#: A method name: a key of :data:`flowspec.tableaus.TABLEAUS`.
+Method = str
 
-#: Method name -> order of accuracy.
-METHODS: dict[str, int] = {"euler": 1, "midpoint": 2, "heun": 2, "rk4": 4}
+
+class _Orders(Mapping[str, int]):
+    """Method name -> order of accuracy, read from the tableaus (one source)."""
+
+    def __getitem__(self, name: str) -> int:
+        return TABLEAUS[name].order
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(TABLEAUS)
+
+    def __len__(self) -> int:
+        return len(TABLEAUS)
+
+    def __repr__(self) -> str:
+        return repr(dict(self))
+
+
+#: Method name -> order of accuracy: a read-only view of :data:`flowspec.tableaus.TABLEAUS`.
+METHODS: Mapping[str, int] = _Orders()
 
 
 def _call(field: Field, xp: Any, t: Any, x: Array) -> Array:
@@ -36,27 +57,49 @@ def _call(field: Field, xp: Any, t: Any, x: Array) -> Array:
     return validation.check_output("field(t, x)", field(tb, x), xp, tuple(x.shape), x.dtype)
 
 
-def _step(field: Field, xp: Any, method: str, t: Any, h: Any, x: Array) -> Array:
-    """One step of ``method`` from (t, x) with step h (floats or 0-d arrays)."""
-    k1 = _call(field, xp, t, x)
-    if method == "euler":
-        return x + h * k1
-    if method == "midpoint":
-        return x + h * _call(field, xp, t + 0.5 * h, x + (0.5 * h) * k1)
-    if method == "heun":
-        k2 = _call(field, xp, t + h, x + h * k1)
-        return x + (0.5 * h) * (k1 + k2)
-    k2 = _call(field, xp, t + 0.5 * h, x + (0.5 * h) * k1)
-    k3 = _call(field, xp, t + 0.5 * h, x + (0.5 * h) * k2)
-    k4 = _call(field, xp, t + h, x + h * k3)
-    return x + (h / 6.0) * (k1 + 2.0 * k2 + 2.0 * k3 + k4)
+def step(field: Field, xp: Any, method: str, t: Any, h: Any, x: Array) -> Array:
+    """One step of ``method`` from (t, x) with step h (floats or 0-d arrays of ``xp``).
+
+    The seam of every loop over a grid (:func:`integrate`, the likelihood's augmented
+    system): ``field`` is evaluated at (B,) times and its output checked. Inputs are
+    not validated here (see :func:`check_state` and :func:`grid_times`).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from flowspec.ode import check_state, step
+    >>> field, x = (lambda t, x: -x), np.ones((1, 1))
+    >>> xp = check_state(field, x, "euler")
+    >>> step(field, xp, "euler", 0.0, 0.5, x).tolist()
+    [[0.5]]
+    """
+    tab = tableau(method)
+    ks = [_call(field, xp, t, x)]
+    for c, row in zip(tab.c, tab.a, strict=True):
+        stage = x + fraction(h, row.factor) * weighted_sum(row.weights, ks)
+        ks.append(_call(field, xp, t + fraction(h, c), stage))
+    return x + fraction(h, tab.b.factor) * weighted_sum(tab.b.weights, ks)
 
 
-def _check_state(field: Any, x0: Any, method: str, name: str = "x0") -> Any:
+def check_state(field: Any, x0: Any, method: str, name: str = "x0") -> Any:
+    """Validate a solver's field, initial state ``x0`` (named ``name``) and method name.
+
+    Returns the namespace of ``x0``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from flowspec.ode import check_state
+    >>> check_state(lambda t, x: x, np.zeros((2, 1)), "rk4").__name__
+    'array_api_compat.numpy'
+    >>> check_state(lambda t, x: x, np.zeros((2, 1)), "rk5")
+    Traceback (most recent call last):
+    ...
+    ValueError: `method` must be one of ('euler', 'midpoint', 'heun', 'rk4'), got 'rk5'
+    """
     if not callable(field):
         raise TypeError(f"`field` must be a callable field(t, x), got {validation.describe(field)}")
-    if method not in METHODS:
-        raise ValueError(f"`method` must be one of {tuple(METHODS)}, got {method!r}")
+    tableau(method)
     xp = validation.namespace(**{name: x0})
     validation.check_float(xp, name, x0)
     validation.check_batch(name, x0)
@@ -94,7 +137,7 @@ def euler(
 
     Returns
     -------
-    array, shape (B, *event), or (steps + 1, B, *event) with ``return_path``
+    array, shape (B, *event), or (steps + 1, B, *event) with return_path
 
     Examples
     --------
@@ -102,19 +145,31 @@ def euler(
     >>> fs.euler(lambda t, x: np.ones_like(x), np.zeros((2, 1)), steps=4).tolist()
     [[1.0], [1.0]]
     """
-    xp = _check_state(field, x0, "euler")
+    xp = check_state(field, x0, "euler")
     times, h = validation.euler_times(steps, t0, t1)
     x = x0
     states = [x0]
     for t in times:
-        x = _step(field, xp, "euler", t, h, x)
+        x = step(field, xp, "euler", t, h, x)
         if return_path:
             states.append(x)
     return xp.stack(states, axis=0) if return_path else x
 
 
-def _grid(xp: Any, time_grid: Any, x0: Array, x_name: str = "x0") -> list[Any]:
-    """The grid as a list of floats (host grids, validated) or of 0-d arrays."""
+def grid_times(xp: Any, time_grid: Any, x0: Array, x_name: str = "x0") -> list[Any]:
+    """A solver's ``time_grid`` as a list of Python floats (host grids, validated) or of 0-d arrays.
+
+    Host grids (sequences, NumPy arrays) are validated by value
+    (:func:`flowspec.validation.host_grid`); a grid of ``x0``'s namespace is checked
+    by shape and dtype only and split into 0-d arrays, its values never read.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from flowspec.ode import grid_times
+    >>> grid_times(np, [0, 0.5, 1], np.zeros((1, 1)))
+    [0.0, 0.5, 1.0]
+    """
     if array_api_compat.is_array_api_obj(time_grid) and not array_api_compat.is_numpy_array(
         time_grid
     ):
@@ -152,7 +207,7 @@ def integrate(
         ``field(t, x)``, t of shape (B,).
     x0 : array, shape (B, *event)
         The state at ``time_grid[0]``.
-    time_grid : sequence of float, NumPy array, or 1-D array of ``x0``'s namespace
+    time_grid : sequence of float, NumPy array, or 1-D array of x0's namespace
         At least two strictly monotone times. Host grids are validated; a grid on a
         device (or traced) is used as given, its values never read.
     method : {"euler", "midpoint", "heun", "rk4"}
@@ -161,7 +216,7 @@ def integrate(
 
     Returns
     -------
-    array, shape (B, *event), or (len(time_grid), B, *event) with ``return_path``
+    array, shape (B, *event), or (len(time_grid), B, *event) with return_path
 
     Examples
     --------
@@ -170,12 +225,12 @@ def integrate(
     >>> bool(abs(float(x[0, 0]) - np.exp(-1.0)) < 1e-6)  # rk4: error ~ h^4 / 120
     True
     """
-    xp = _check_state(field, x0, method)
-    grid = _grid(xp, time_grid, x0)
+    xp = check_state(field, x0, method)
+    grid = grid_times(xp, time_grid, x0)
     x = x0
     states = [x0]
     for k in range(len(grid) - 1):
-        x = _step(field, xp, method, grid[k], grid[k + 1] - grid[k], x)
+        x = step(field, xp, method, grid[k], grid[k + 1] - grid[k], x)
         if return_path:
             states.append(x)
     return xp.stack(states, axis=0) if return_path else x

@@ -16,23 +16,14 @@ device.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
-from . import validation
+from . import formulas, validation
 from .schedules import Coefficients, Schedule
-from .typing import Array
+from .typing import Array, Namespace
 
 __all__ = ["GaussianPath"]
-
-
-def _per_sample(xp: Any, value: Array | float, x: Array) -> Array:
-    """A coefficient of shape (B, 1, ..., 1), or a constant, as shape (B,) like ``x``."""
-    batch = (int(x.shape[0]),)
-    if isinstance(value, float):
-        return xp.full(batch, value, dtype=x.dtype, device=validation.device(x))
-    return xp.reshape(value, batch)
 
 
 @dataclass(frozen=True)
@@ -69,16 +60,35 @@ class GaussianPath:
             )
 
     # -- shared entry: validate once, then compute ------------------------------------
-    def _prepare(
+    def prepare(
         self, a_name: str, a: Array, b_name: str, b: Array, t: Any
-    ) -> tuple[Any, Coefficients]:
+    ) -> tuple[Namespace, Coefficients]:
+        r"""Validate a call's ``(a, b, t)`` and evaluate the schedule at t: ``(xp, c)``.
+
+        The entry of every method of the path, public so that other modules and the
+        backends validate exactly as the path does before calling a formula of
+        :mod:`flowspec.formulas`. ``a`` and ``b`` (named ``a_name`` and ``b_name`` in
+        the error messages) must be floating arrays of one namespace, dtype and shape
+        (B, *event); ``t`` is reshaped to (B, 1, ..., 1) against ``a`` (host values
+        checked in [0, 1]). ``c`` holds :meth:`Schedule.coefficients
+        <flowspec.schedules.Schedule.coefficients>` at that time: arrays of shape
+        (B, 1, ..., 1) or Python floats, the coefficients of eq. 11 and 13.
+
+        Examples
+        --------
+        >>> import numpy as np, flowspec as fs
+        >>> path = fs.GaussianPath(fs.CondOT())
+        >>> xp, c = path.prepare("x0", np.zeros((2, 3)), "x1", np.ones((2, 3)), 0.5)
+        >>> c.alpha.shape, c.d_alpha
+        ((2, 1), 1.0)
+        """
         xp = validation.namespace(**{a_name: a, b_name: b, "t": t})
         validation.check_float(xp, a_name, a)
         validation.check_float(xp, b_name, b, like=(a_name, a))
         validation.check_batch(a_name, a)
         validation.check_same_shape(a_name, a, b_name, b)
         tt = validation.time_array(xp, t, a, x_name=a_name)
-        return xp, self.schedule._coefficients(xp, tt)
+        return xp, self.schedule.coefficients(xp, tt)
 
     def sample(self, x0: Array, x1: Array, t: Array | float) -> Array:
         r"""The conditional flow :math:`x_t = \psi_t(x_0 \mid x_1) = \alpha_t x_1 + \sigma_t x_0` (eq. 11).
@@ -109,13 +119,14 @@ class GaussianPath:
         >>> fs.GaussianPath(fs.CondOT()).sample(np.zeros((1, 2)), np.ones((1, 2)), 0.5).tolist()
         [[0.5, 0.5]]
         """
-        _, c = self._prepare("x0", x0, "x1", x1, t)
-        return c.alpha * x1 + c.sigma * x0
+        _, c = self.prepare("x0", x0, "x1", x1, t)
+        return formulas.sample(c, x0, x1)
 
     def target(self, x0: Array, x1: Array, t: Array | float) -> Array:
         r"""The CFM regression target :math:`\frac{d}{dt}\psi_t(x_0 \mid x_1) = \dot\alpha_t x_1 + \dot\sigma_t x_0`.
 
-        The x0-form of the conditional field (eq. 13; eq. 23 for the OT path). It has
+        The conditional field along the flow, :math:`u_t(\psi_t(x_0 \mid x_1) \mid x_1)`
+        (eq. 13), in its x0-form: the regression target of eq. 14 (eq. 23 for the OT path). It has
         no division, so it is finite wherever the schedule's coefficients are, e.g. at
         t = 1 for ``CondOT(sigma_min=0)`` where the x-form is 0/0.
 
@@ -135,13 +146,13 @@ class GaussianPath:
         >>> path.target(np.array([[1.0]]), np.array([[3.0]]), 1.0).tolist()
         [[2.0]]
         """
-        _, c = self._prepare("x0", x0, "x1", x1, t)
-        return c.d_alpha * x1 + c.d_sigma * x0
+        _, c = self.prepare("x0", x0, "x1", x1, t)
+        return formulas.target(c, x0, x1)
 
     def sample_and_target(self, x0: Array, x1: Array, t: Array | float) -> tuple[Array, Array]:
         r"""``(sample(x0, x1, t), target(x0, x1, t))`` with one validation and one schedule call.
 
-        This is the training step of CFM (eq. 9 reparameterised as eq. 13): regress
+        This is the training step of CFM (eq. 9 reparameterised as eq. 14): regress
         ``model(t, x_t)`` on the target with :func:`~flowspec.cfm_loss`.
 
         Returns
@@ -156,8 +167,8 @@ class GaussianPath:
         >>> x_t.tolist(), u.tolist()
         ([[3.0]], [[2.0]])
         """
-        _, c = self._prepare("x0", x0, "x1", x1, t)
-        return c.alpha * x1 + c.sigma * x0, c.d_alpha * x1 + c.d_sigma * x0
+        _, c = self.prepare("x0", x0, "x1", x1, t)
+        return formulas.sample(c, x0, x1), formulas.target(c, x0, x1)
 
     def velocity(self, x: Array, x1: Array, t: Array | float) -> Array:
         r"""The conditional vector field of Theorem 3 (eq. 15), in x-form.
@@ -185,8 +196,8 @@ class GaussianPath:
         >>> path.velocity(np.array([[0.5]]), np.array([[2.0]]), 0.5).tolist()  # (x1 - x)/(1 - t)
         [[3.0]]
         """
-        _, c = self._prepare("x", x, "x1", x1, t)
-        return (c.d_sigma / c.sigma) * (x - c.alpha * x1) + c.d_alpha * x1
+        _, c = self.prepare("x", x, "x1", x1, t)
+        return formulas.velocity(c, x, x1)
 
     def log_prob(self, x: Array, x1: Array, t: Array | float) -> Array:
         r"""The log-density :math:`\log p_t(x \mid x_1)` of :math:`\mathcal N(\alpha_t x_1, \sigma_t^2 I)` (eq. 10).
@@ -208,13 +219,8 @@ class GaussianPath:
         >>> bool(np.isclose(lp[0], -0.5 * np.log(2 * np.pi)))
         True
         """
-        xp, c = self._prepare("x", x, "x1", x1, t)
-        d = validation.event_size(x)
-        r = x - c.alpha * x1
-        sq = xp.reshape(r * r, (x.shape[0], -1))
-        sigma = _per_sample(xp, c.sigma, x)
-        sq_sum = xp.sum(sq, axis=1)
-        return -0.5 * sq_sum / (sigma * sigma) - d * xp.log(sigma) - 0.5 * d * math.log(2 * math.pi)
+        xp, c = self.prepare("x", x, "x1", x1, t)
+        return formulas.log_prob(c, x, x1, xp=xp)
 
     def score(self, x: Array, x1: Array, t: Array | float) -> Array:
         r"""The conditional score :math:`\nabla_x \log p_t(x \mid x_1) = -(x - \alpha_t x_1)/\sigma_t^2`.
@@ -233,8 +239,8 @@ class GaussianPath:
         >>> fs.GaussianPath(fs.CondOT()).score(np.array([[2.0]]), np.zeros((1, 1)), 0.0).tolist()
         [[-2.0]]
         """
-        _, c = self._prepare("x", x, "x1", x1, t)
-        return -(x - c.alpha * x1) / (c.sigma * c.sigma)
+        _, c = self.prepare("x", x, "x1", x1, t)
+        return formulas.score(c, x, x1)
 
     def divergence(self, x: Array, x1: Array, t: Array | float) -> Array:
         r"""The divergence :math:`\nabla_x \cdot u_t(x \mid x_1) = d\, \dot\sigma_t / \sigma_t`.
@@ -254,6 +260,5 @@ class GaussianPath:
         >>> fs.GaussianPath(fs.CondOT()).divergence(np.zeros((1, 3)), np.zeros((1, 3)), 0.5).tolist()
         [-6.0]
         """
-        xp, c = self._prepare("x", x, "x1", x1, t)
-        ratio = _per_sample(xp, c.d_sigma / c.sigma, x)
-        return validation.event_size(x) * ratio
+        xp, c = self.prepare("x", x, "x1", x1, t)
+        return formulas.divergence(c, x, xp=xp)

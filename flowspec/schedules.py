@@ -24,6 +24,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+import array_api_compat
 import numpy as np
 
 from . import validation
@@ -66,13 +67,17 @@ class Coefficients(NamedTuple):
 class Schedule:
     r"""Base class: ``schedule(t) -> Coefficients(alpha, sigma, d_alpha, d_sigma)``.
 
-    Subclasses implement ``_coefficients(xp, t)`` with standard Array API functions
-    only; a coefficient that does not depend on t may be returned as a Python float
-    (``CondOT``'s derivatives, ``VarianceExploding``'s alpha), which spares the paths
-    and the backends an array and a broadcast product. Calling the schedule always
-    returns arrays of t's shape. ``t`` may be a Python real number (evaluated in NumPy
-    float64) or a floating array of any shape; host values must lie in [0, 1]. The path is the
-    Gaussian conditional path of the paper's Sec. 4 with :math:`\mu_t(x_1) = \alpha_t x_1`.
+    A schedule is its coefficients :math:`\alpha_t, \sigma_t` and their exact time
+    derivatives: the Gaussian conditional path of the paper's Sec. 4 with
+    :math:`\mu_t(x_1) = \alpha_t x_1` and :math:`\sigma_t(x_1) = \sigma_t` (eq. 10-11).
+    Calling a schedule validates ``t`` (a Python real number, evaluated in NumPy
+    float64, or a floating array of any shape; host values must lie in [0, 1]) and
+    returns arrays of t's shape.
+
+    A subclass implements :meth:`coefficients` only, with standard Array API functions.
+    It is the unvalidated seam that the paths, the marginal and the backends call on a
+    time they have already validated and reshaped; :meth:`arrays` is the same with every
+    constant broadcast to an array.
 
     Examples
     --------
@@ -80,7 +85,7 @@ class Schedule:
 
     >>> import numpy as np, flowspec as fs
     >>> class Quadratic(fs.Schedule):
-    ...     def _coefficients(self, xp, t):
+    ...     def coefficients(self, xp, t):
     ...         return fs.Coefficients(t * t, 1.0 - t * t, 2.0 * t, -2.0 * t)
     >>> Quadratic()(np.array([0.5])).sigma.tolist()
     [0.75]
@@ -99,17 +104,43 @@ class Schedule:
             t = np.asarray(validation.real_number("t", t), dtype=np.float64)
         xp = validation.namespace(t=t)
         validation.check_float(xp, "t", t)
-        if validation.array_api_compat.is_numpy_array(t):
+        if array_api_compat.is_numpy_array(t):
             validation.check_host_times("t", t, 0.0, 1.0)
-        return self._arrays(xp, t)
+        return self.arrays(xp, t)
 
-    def _coefficients(self, xp: Any, t: Array) -> Coefficients:  # pragma: no cover
-        raise NotImplementedError
+    def coefficients(self, xp: Any, t: Array) -> Coefficients:
+        r"""The coefficients at an already validated time array ``t`` of namespace ``xp``.
 
-    def _arrays(self, xp: Any, t: Array) -> Coefficients:
-        """:meth:`_coefficients` with every constant broadcast to an array like ``t``."""
+        The one method a subclass implements (paper Sec. 4: :math:`\alpha_t`,
+        :math:`\sigma_t` of eq. 10 and their derivatives, the coefficients of the target of eq. 14).
+        Each field is an array of t's shape and dtype computed with standard Array API
+        functions of ``xp`` only, or a Python float for a coefficient that is constant in
+        t (``CondOT``'s derivatives, ``VarianceExploding``'s alpha): that spares the
+        paths and the backends an array and a broadcast product. Nothing is validated
+        here; :meth:`__call__` is the validated entry.
+
+        Examples
+        --------
+        >>> import numpy as np, flowspec as fs
+        >>> fs.CondOT().coefficients(np, np.array([[0.25]])).d_alpha
+        1.0
+        """
+        raise NotImplementedError(f"{type(self).__name__} must implement coefficients(xp, t)")
+
+    def arrays(self, xp: Any, t: Array) -> Coefficients:
+        """:meth:`coefficients` with every constant broadcast to an array like ``t``.
+
+        For consumers that need four arrays (reshapes, stacking, kernels); the
+        coefficients of the conditional path of eq. 10-11 on an already validated ``t``.
+
+        Examples
+        --------
+        >>> import numpy as np, flowspec as fs
+        >>> fs.CondOT().arrays(np, np.array([[0.25], [0.5]])).d_alpha.tolist()
+        [[1.0], [1.0]]
+        """
         return Coefficients(
-            *(xp.full_like(t, v) if isinstance(v, float) else v for v in self._coefficients(xp, t))
+            *(xp.full_like(t, v) if isinstance(v, float) else v for v in self.coefficients(xp, t))
         )
 
 
@@ -167,7 +198,7 @@ class CondOT(Schedule):
     def degenerate_at(self) -> tuple[float, ...]:  # type: ignore[override]
         return (1.0,) if self.sigma_min == 0.0 else ()
 
-    def _coefficients(self, xp: Any, t: Array) -> Coefficients:
+    def coefficients(self, xp: Any, t: Array) -> Coefficients:
         # (1 - t) is exact for t >= 1/2, so this form does not cancel near t = 1
         sigma = 1.0 - t if self.sigma_min == 0.0 else (1.0 - t) + self.sigma_min * t
         return Coefficients(alpha=t, sigma=sigma, d_alpha=1.0, d_sigma=self.sigma_min - 1.0)
@@ -191,8 +222,11 @@ class VariancePreserving(Schedule):
 
     Parameters
     ----------
-    beta_min, beta_max : float
-        The linear noise rates, 0 < beta_min < beta_max (paper: 0.1 and 20).
+    beta_min : float
+        The noise rate at diffusion time 0 (the data end, t = 1), > 0 (paper: 0.1).
+    beta_max : float
+        The noise rate at diffusion time 1 (the noise end, t = 0), > beta_min
+        (paper: 20).
 
     Examples
     --------
@@ -217,7 +251,7 @@ class VariancePreserving(Schedule):
                 f" and beta_max={self.beta_max!r}"
             )
 
-    def _coefficients(self, xp: Any, t: Array) -> Coefficients:
+    def coefficients(self, xp: Any, t: Array) -> Coefficients:
         s = 1.0 - t
         spread = self.beta_max - self.beta_min
         big_t = s * (self.beta_min + 0.5 * spread * s)
@@ -247,8 +281,10 @@ class VarianceExploding(Schedule):
 
     Parameters
     ----------
-    sigma_min, sigma_max : float
-        0 < sigma_min < sigma_max.
+    sigma_min : float
+        The noise level at the data end (t = 1), > 0.
+    sigma_max : float
+        The noise level at the noise end (t = 0), > sigma_min.
 
     Examples
     --------
@@ -270,7 +306,7 @@ class VarianceExploding(Schedule):
                 f"{self.sigma_min!r} and sigma_max={self.sigma_max!r}"
             )
 
-    def _coefficients(self, xp: Any, t: Array) -> Coefficients:
+    def coefficients(self, xp: Any, t: Array) -> Coefficients:
         log_ratio = math.log(self.sigma_max / self.sigma_min)
         sigma = self.sigma_min * xp.exp((1.0 - t) * log_ratio)
         return Coefficients(alpha=1.0, sigma=sigma, d_alpha=0.0, d_sigma=-log_ratio * sigma)
@@ -296,7 +332,7 @@ class Cosine(Schedule):
 
     degenerate_at = (1.0,)
 
-    def _coefficients(self, xp: Any, t: Array) -> Coefficients:
+    def coefficients(self, xp: Any, t: Array) -> Coefficients:
         half_pi = 0.5 * math.pi
         alpha = xp.sin(half_pi * t)
         sigma = xp.sin(half_pi * (1.0 - t))
@@ -339,7 +375,7 @@ class Polynomial(Schedule):
 
     degenerate_at = (1.0,)
 
-    def _coefficients(self, xp: Any, t: Array) -> Coefficients:
+    def coefficients(self, xp: Any, t: Array) -> Coefficients:
         n = self.n
         positive = t > 0
         log_t = xp.log(xp.where(positive, t, xp.ones_like(t)))
@@ -368,7 +404,7 @@ class LinearVP(Schedule):
     divergent_at = (1.0,)
     degenerate_at = (1.0,)
 
-    def _coefficients(self, xp: Any, t: Array) -> Coefficients:
+    def coefficients(self, xp: Any, t: Array) -> Coefficients:
         sigma = xp.sqrt((1.0 - t) * (1.0 + t))
         return Coefficients(alpha=t, sigma=sigma, d_alpha=1.0, d_sigma=-t / sigma)
 

@@ -24,6 +24,7 @@ import numpy as np
 from .typing import Array, Namespace
 
 __all__ = [
+    "LIKE",
     "check_batch",
     "check_data_to_noise",
     "check_float",
@@ -35,6 +36,7 @@ __all__ = [
     "euler_times",
     "event_size",
     "host_grid",
+    "is_weakly_typed",
     "namespace",
     "real_number",
     "time_array",
@@ -124,14 +126,31 @@ def real_number(name: str, value: Any) -> float:
     return out
 
 
-def check_host_times(name: str, values: np.ndarray, lo: float, hi: float) -> None:
-    """Host times (a NumPy array) must be finite and lie in ``[lo, hi]``."""
+def check_host_times(name: str, values: Any, lo: float, hi: float) -> None:
+    """Host times (a Python float or a NumPy array) must be finite and lie in ``[lo, hi]``."""
+    if isinstance(values, float):
+        if lo <= values <= hi:  # False for NaN: the slow path below names the problem
+            return
+        values = np.asarray(values)
     if not np.all(np.isfinite(values)):
         raise ValueError(f"`{name}` must be finite, got {values!r}")
     if np.any(values < lo) or np.any(values > hi):
         raise ValueError(
             f"`{name}` must lie in [{lo}, {hi}], got values in [{values.min()!r}, {values.max()!r}]"
         )
+
+
+def is_weakly_typed(t: Array) -> bool:
+    """Whether ``t`` is a weakly typed scalar: how JAX carries a Python number through ``jit``.
+
+    Such a scalar takes the dtype of the array it meets, as the Python number would.
+    """
+    aval = getattr(t, "aval", None)
+    return bool(getattr(aval, "weak_type", getattr(t, "weak_type", False)))
+
+
+#: ``time_array(..., device=LIKE)``: create a time given as a Python number on x's device.
+LIKE = "like"
 
 
 def time_array(
@@ -142,27 +161,45 @@ def time_array(
     name: str = "t",
     x_name: str = "x",
     domain: tuple[float, float] | None = (0.0, 1.0),
+    device: Any = LIKE,
 ) -> Array:
     """Reshape a time argument to (B, 1, ..., 1), explicitly, against ``x``.
 
     Accepted: a Python real number, a 0-d array, an array of shape (B,) or of shape
-    (B, 1, ..., 1) with ``x.ndim`` axes. Arrays must share ``x``'s namespace and dtype.
-    Host values (Python numbers, NumPy arrays) are checked to lie in ``domain``;
-    device or traced values are never read.
+    (B, 1, ..., 1) with ``x.ndim`` axes. Arrays must share ``x``'s namespace and dtype
+    (a weakly typed scalar, :func:`is_weakly_typed`, takes x's dtype). Host values
+    (Python numbers, NumPy arrays) are checked to lie in ``domain``; device or traced
+    values are never read.
+
+    ``device`` is the placement policy of a time given as a Python number, the one
+    array this function creates: :data:`LIKE` (the default) puts it on ``x``'s device;
+    ``None`` passes no device, so the library places it by default (under ``jax.jit``
+    the constant then follows ``x``'s sharding); anything else is a device of ``xp``.
+    A time given as an array is reshaped, never moved.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from flowspec.validation import time_array
+    >>> time_array(np, 0.5, np.zeros((2, 3, 4))).shape
+    (2, 1, 1)
+    >>> time_array(np, np.array([0.1, 0.2]), np.zeros((2, 3))).tolist()
+    [[0.1], [0.2]]
     """
     batch = int(x.shape[0])
     target = (batch,) + (1,) * (x.ndim - 1)
-    if isinstance(t, bool) or not (
-        isinstance(t, numbers.Real) or array_api_compat.is_array_api_obj(t)
-    ):
-        raise TypeError(f"`{name}` must be a real number or an array, got {describe(t)}")
-    if isinstance(t, numbers.Real):
+    if isinstance(t, numbers.Real) and not isinstance(t, bool):
         value = real_number(name, t)
         if domain is not None:
-            check_host_times(name, np.asarray(value), *domain)
-        return xp.full(target, value, dtype=x.dtype, device=device(x))
-    if t.ndim == 0 and getattr(t, "weak_type", False) and xp.isdtype(t.dtype, "real floating"):
-        # a Python number traced by JAX (weakly typed) follows x's dtype, as the number would
+            check_host_times(name, value, *domain)
+        if device is LIKE:
+            return xp.full(target, value, dtype=x.dtype, device=array_api_compat.device(x))
+        if device is None:
+            return xp.full(target, value, dtype=x.dtype)
+        return xp.full(target, value, dtype=x.dtype, device=device)
+    if not array_api_compat.is_array_api_obj(t):
+        raise TypeError(f"`{name}` must be a real number or an array, got {describe(t)}")
+    if t.ndim == 0 and is_weakly_typed(t) and xp.isdtype(t.dtype, "real floating"):
         t = xp.astype(t, x.dtype)
     check_float(xp, name, t, like=(x_name, x))
     shape = tuple(t.shape)

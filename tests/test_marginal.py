@@ -144,11 +144,158 @@ def test_posterior_sums_to_one_and_denoise_is_its_mean(seed, n):
     m = fs.EmpiricalMarginal(fs.GaussianPath(fs.CondOT(sigma_min=0.02)), data, chunk_size=3)
     w = m.posterior(x, t)
     assert np.all(w >= 0)
-    # a sum of n terms in [0, 1]: rounding at most n eps
-    np.testing.assert_allclose(w.sum(axis=1), 1.0, rtol=0, atol=4 * n * EPS64)
+    # Error model (u = eps / 2). Rows are normalised by their own sum: each w_i =
+    # fl(e_i / S) carries a relative error u, their sum a further (n - 1) u: |sum - 1|
+    # <= n u (1 + O(u)); bound 2 n u = n eps.
+    np.testing.assert_allclose(w.sum(axis=1), 1.0, rtol=0, atol=n * EPS64)
+    # denoise and posterior are computed from the same log-weights (their own errors,
+    # of size eps * |x|^2 / sigma^2, are common to both and cancel here), so the
+    # difference is rounding only: w @ data errs by <= (n + 1) u sum_i w_i |x1_i| (a
+    # dot product of length n, plus w's own relative u); denoise = mean + y_a + first /
+    # (1 + mass) errs by <= (n + 3) u (|mean| + max|y|) (the centring, the n-term sums of
+    # first, its rebase and the division), with |mean|, max|y| <= 2 max|x1|. Sum:
+    # <= (3 n + 7) u max|x1| <= 2 (n + 4) eps max|x1|.
     np.testing.assert_allclose(
-        m.denoise(x, t), w @ data, rtol=0, atol=8 * n * EPS64 * np.abs(data).max()
+        m.denoise(x, t), w @ data, rtol=0, atol=2 * (n + 4) * EPS64 * np.abs(data).max()
     )
+
+
+def float32_logweight_bound(x, x1, c, d):
+    """Error of the exactly recomputed float32 log-weight of point(s) x1 (float64 numbers).
+
+    x, x1 and the centring carry rounding u32 * |x|_max per entry, so the residual
+    r = x - alpha x1 has absolute error ~ 2 eps32 |x|_max per entry and |r|^2 / (2
+    sigma^2) changes by ~ 2 eps32 |x|_max |r|_1 / sigma^2 (x4 margin); the d log sigma
+    and log q terms add ~ eps32 d |log sigma| (x8 margin).
+    """
+    r = np.abs(x - c.alpha * x1).sum(axis=-1)
+    xmax = np.abs(x).max(axis=-1)
+    return 8 * EPS32 * xmax * r / c.sigma**2 + 8 * EPS32 * d * (abs(np.log(c.sigma)) + 1)
+
+
+@pytest.mark.parametrize("d", [2, 16])
+def test_float32_duplicated_data_gives_the_same_numbers(d):
+    """Same distribution in, same numbers out: every point of the data given twice."""
+    rng = np.random.default_rng(21)
+    data = (1.0 + rng.normal(size=(100, d))).astype(np.float32)
+    path = fs.GaussianPath(fs.CondOT(sigma_min=1e-4))
+    once = fs.EmpiricalMarginal(path, data, chunk_size=7)
+    twice = fs.EmpiricalMarginal(path, np.concatenate([data, data]), chunk_size=7)
+    for t in (1.0, 0.999, 0.99):
+        t32 = np.float32(t)
+        c = path.schedule(np.float64(t32))
+        # queries within ~1e-4 of a data point: the streamed form errs by eps32 |x|^2 /
+        # sigma^2 (tens of nats here), the exact form by the inputs' own rounding
+        x = (c.alpha * data[:10] + 1e-4 * rng.normal(size=(10, d))).astype(np.float32)
+        bound = float32_logweight_bound(x.astype(np.float64), data[:10].astype(np.float64), c, d)
+        assert np.all(np.abs(once.log_prob(x, t32) - twice.log_prob(x, t32)) <= bound)
+        w1, w2 = once.posterior(x, t32), twice.posterior(x, t32)
+        # the two copies of a point: the same exact log-weight, or both below the exact
+        # band where a weight errs by at most u relative to the row maximum
+        np.testing.assert_allclose(w2[:, :100], w2[:, 100:], rtol=0, atol=8 * EPS32)
+        # and together the weight of the point given once (posterior error <= 2x the
+        # log-weight error: the weight and the normaliser)
+        assert np.all(np.abs(w2[:, :100] + w2[:, 100:] - w1) <= 2 * bound[:, None])
+
+
+@pytest.mark.parametrize("d", [2, 16])
+def test_float32_nearly_duplicated_data_against_float64(d):
+    """Pairs of points 3e-6 apart, near t = 1: float32 against float64 on the same inputs."""
+    rng = np.random.default_rng(22)
+    base = (1.0 + rng.normal(size=(60, d))).astype(np.float32)
+    near = base + (3e-6 * rng.normal(size=base.shape)).astype(np.float32)
+    data = np.concatenate([base, near])
+    path = fs.GaussianPath(fs.CondOT(sigma_min=1e-4))
+    m = fs.EmpiricalMarginal(path, data, chunk_size=16)
+    for t in (1.0, 0.999, 0.99):
+        t32 = np.float32(t)
+        c = path.schedule(np.float64(t32))
+        x = (c.alpha * base[:8] + 1e-4 * rng.normal(size=(8, d))).astype(np.float32)
+        ref, *_ = naive(path.schedule, data.astype(np.float64), x.astype(np.float64), float(t32))
+        x64 = x.astype(np.float64)
+        bound = np.maximum(
+            float32_logweight_bound(x64, base[:8].astype(np.float64), c, d),
+            float32_logweight_bound(x64, near[:8].astype(np.float64), c, d),
+        )
+        assert np.all(np.abs(m.log_prob(x, t32) - ref["log_prob"]) <= bound)
+        assert np.all(np.abs(m.posterior(x, t32) - ref["posterior"]) <= 2 * bound[:, None])
+
+
+@pytest.mark.parametrize("chunk", [None, 2, 1])
+def test_far_queries_work_relative_to_the_row_maximum(chunk):
+    """|x| = 1e8: absolute log-weights ~ 1e16 nats; only their differences matter."""
+    rng = np.random.default_rng(23)
+    data = rng.normal(size=(9, 2))
+    schedule = fs.Cosine()
+    m = fs.EmpiricalMarginal(fs.GaussianPath(schedule), data, chunk_size=chunk)
+    x = np.array([[1e8, -3e7], [-2e8, 5e7]])
+    for t in (0.0, 1e-9, 1e-7):
+        c = schedule(t)
+        # reference: the log-weight differences alpha x . y / sigma^2 - alpha^2 |y|^2 /
+        # (2 sigma^2) (the |x|^2 term is common to a row), error eps * alpha |x| |y| /
+        # sigma^2 <= 1e-7 here; at t = 0 (alpha = 0) the posterior is exactly uniform
+        lw = c.alpha * x @ data.T / c.sigma**2 - c.alpha**2 * np.sum(data**2, 1) / (2 * c.sigma**2)
+        w = np.exp(lw - lw.max(axis=1, keepdims=True))
+        w /= w.sum(axis=1, keepdims=True)
+        mean = w @ data
+        # weights: that reference error plus a few ulp; the mean inherits it times max|x1|
+        tol_w = 64 * EPS64 * (1 + np.abs(lw).max())
+        np.testing.assert_allclose(m.posterior(x, t), w, rtol=0, atol=tol_w)
+        np.testing.assert_allclose(m.denoise(x, t), mean, rtol=0, atol=tol_w * 4)
+        v = (c.d_sigma / c.sigma) * (x - c.alpha * mean) + c.d_alpha * mean
+        # velocity ~ (d_sigma / sigma) x: relative error a few ulp of that term
+        np.testing.assert_allclose(m.velocity(x, t), v, rtol=0, atol=16 * EPS64 * np.abs(v).max())
+    u = m.posterior(x, 0.0)
+    assert np.all(u == u[:, :1]) and np.all(np.abs(u - 1 / 9) <= EPS64)
+
+
+def test_weights_whose_sum_overflows():
+    rng = np.random.default_rng(24)
+    data = rng.normal(size=(5, 2))
+    x = rng.normal(size=(3, 2))
+    path = fs.GaussianPath(fs.CondOT(sigma_min=0.1))
+    huge = fs.EmpiricalMarginal(path, data, weights=np.full(5, 1e308))
+    uniform = fs.EmpiricalMarginal(path, data)
+    for name in ("log_prob", "velocity", "posterior", "denoise", "divergence"):
+        a, b = getattr(huge, name)(x, 0.5), getattr(uniform, name)(x, 0.5)
+        assert np.all(np.isfinite(a)), name
+        # the same distribution: equal up to the rounding of log q (an ulp of log 5)
+        np.testing.assert_allclose(a, b, rtol=0, atol=64 * EPS64 * (1 + np.abs(b).max()))
+    tiny = fs.EmpiricalMarginal(path, data, weights=np.array([1.0, 2.0, 3.0, 4.0, 5.0]) * 1e-320)
+    ref = fs.EmpiricalMarginal(path, data, weights=np.array([1.0, 2.0, 3.0, 4.0, 5.0]))
+    # subnormal weights carry ~ 1e-320 / 5e-324 = 2000 ulp of relative resolution
+    np.testing.assert_allclose(tiny.posterior(x, 0.5), ref.posterior(x, 0.5), rtol=0, atol=1e-3)
+
+
+def test_partials_merge_in_any_order():
+    """The per-block partials and their merge: any grouping gives the same statistics."""
+    from flowspec import marginal as mg
+
+    rng = np.random.default_rng(25)
+    data = rng.normal(size=(11, 3))
+    x = rng.normal(size=(4, 3))
+    t = np.array([0.2, 0.5, 0.9, 0.99])
+    m = fs.EmpiricalMarginal(fs.GaussianPath(fs.CondOT(sigma_min=0.01)), data, chunk_size=3)
+    xp, _, _, st = m._stats(x, t)
+    rows = st["rows"]
+    parts = [mg._block_partial(xp, rows, *b) for b in m._blocks(4)]
+    left = parts[0]
+    for p in parts[1:]:
+        left = mg._merge_partials(xp, rows, left, p)
+    right = parts[-1]
+    for p in reversed(parts[:-1]):
+        right = mg._merge_partials(xp, rows, p, right)
+    tree = mg._merge_partials(
+        xp,
+        rows,
+        mg._merge_partials(xp, rows, parts[0], parts[1]),
+        mg._merge_partials(xp, rows, parts[2], parts[3]),
+    )
+    for other in (right, tree):
+        for name in ("anchor", "mass", "first", "second"):
+            a, b = getattr(left, name), getattr(other, name)
+            # regrouped sums of <= 11 terms of size <= (1 + |y|^2) each
+            np.testing.assert_allclose(a, b, rtol=0, atol=64 * EPS64 * (1 + np.abs(b).max()))
 
 
 @pytest.mark.parametrize(("schedule", "t_max"), SCHEDULES, ids=IDS)

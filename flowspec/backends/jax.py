@@ -17,7 +17,8 @@ What the backend adds to the core:
 - :func:`sample_time` and :func:`sample_noise` driven by ``jax.random`` keys.
 
 The schedule coefficients come from the core's schedules
-(``schedule._arrays(jax.numpy, t)``); nothing here re-derives a formula.
+(``schedule.arrays(jax.numpy, t)``) and every path quantity from the core's
+:mod:`flowspec.formulas`; nothing here re-derives a formula.
 
 Examples
 --------
@@ -34,7 +35,6 @@ True
 
 from __future__ import annotations
 
-import math
 import numbers
 from collections.abc import Callable
 from typing import Any, Literal
@@ -44,11 +44,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .. import formulas, validation
 from .. import losses as _losses
-from .. import validation
 from ..ode import METHODS
 from ..paths import GaussianPath
 from ..schedules import Coefficients
+from ..tableaus import fraction, tableau, weighted_sum
 from ..typing import Array, Field
 
 __all__ = [
@@ -72,7 +73,7 @@ __all__ = [
     "velocity",
 ]
 
-Method = Literal["euler", "midpoint", "heun", "rk4"]
+Method = str
 
 #: Coordinates of the exact divergence evaluated together (memory O(chunk * B * D)).
 _EXACT_CHUNK = 64
@@ -96,28 +97,15 @@ def _check_state(name: str, x: Any) -> None:
 
 
 def _time(t: Any, x: Array, name: str = "t", x_name: str = "x") -> Array:
-    """``t`` as a (B, 1, ..., 1) array of ``x``'s dtype (host values checked in [0, 1]).
+    """``t`` as a (B, 1, ..., 1) array of ``x``'s dtype: :func:`flowspec.validation.time_array`.
 
-    A Python number becomes a constant of ``x``'s dtype without a device argument, so
-    that under ``jax.jit`` it follows ``x``'s sharding; arrays go through the core's
-    :func:`flowspec.validation.time_array` (shape and dtype checks only).
+    With the placement policy ``device=None``: a Python number becomes a constant
+    created without a device argument, so that under ``jax.jit`` it follows ``x``'s
+    sharding. An array must be a JAX array.
     """
-    if isinstance(t, numbers.Real) and not isinstance(t, bool):
-        value = validation.real_number(name, t)
-        validation.check_host_times(name, np.asarray(value), 0.0, 1.0)
-        return jnp.full((int(x.shape[0]),) + (1,) * (x.ndim - 1), value, dtype=x.dtype)
     if not isinstance(t, bool) and array_api_compat.is_array_api_obj(t):
         _check_jax(name, t)
-        if t.ndim == 0 and _weak(t) and jnp.issubdtype(t.dtype, jnp.floating):
-            # a weakly typed scalar is how JAX carries a Python float through jit (it
-            # becomes float64 under x64): it takes x's dtype, as the Python number would
-            t = t.astype(x.dtype)
-    return validation.time_array(jnp, t, x, name=name, x_name=x_name)
-
-
-def _weak(t: Array) -> bool:
-    aval = getattr(t, "aval", None)
-    return bool(getattr(aval, "weak_type", getattr(t, "weak_type", False)))
+    return validation.time_array(jnp, t, x, name=name, x_name=x_name, device=None)
 
 
 def _check_path(path: Any) -> None:
@@ -134,7 +122,7 @@ def _prepare(path: Any, a_name: str, a: Any, b_name: str, b: Any, t: Any) -> Coe
     _check_jax(b_name, b)
     validation.check_float(jnp, b_name, b, like=(a_name, a))
     validation.check_same_shape(a_name, a, b_name, b)
-    return path.schedule._arrays(jnp, _time(t, a, x_name=a_name))
+    return path.schedule.arrays(jnp, _time(t, a, x_name=a_name))
 
 
 def _per_sample(x: Array) -> Array:
@@ -156,13 +144,13 @@ def sample(path: GaussianPath, x0: Array, x1: Array, t: Array | float) -> Array:
     [[0.5, 0.5]]
     """
     c = _prepare(path, "x0", x0, "x1", x1, t)
-    return c.alpha * x1 + c.sigma * x0
+    return formulas.sample(c, x0, x1)
 
 
 def target(path: GaussianPath, x0: Array, x1: Array, t: Array | float) -> Array:
-    r""":meth:`flowspec.GaussianPath.target`: :math:`\dot\alpha_t x_1 + \dot\sigma_t x_0` (eq. 13, 23)."""
+    r""":meth:`flowspec.GaussianPath.target`: :math:`\dot\alpha_t x_1 + \dot\sigma_t x_0` (the target of eq. 14; eq. 23 for OT)."""
     c = _prepare(path, "x0", x0, "x1", x1, t)
-    return c.d_alpha * x1 + c.d_sigma * x0
+    return formulas.target(c, x0, x1)
 
 
 def sample_and_target(
@@ -170,38 +158,31 @@ def sample_and_target(
 ) -> tuple[Array, Array]:
     r""":meth:`flowspec.GaussianPath.sample_and_target`: ``(x_t, target)`` with one schedule call."""
     c = _prepare(path, "x0", x0, "x1", x1, t)
-    return c.alpha * x1 + c.sigma * x0, c.d_alpha * x1 + c.d_sigma * x0
+    return formulas.sample(c, x0, x1), formulas.target(c, x0, x1)
 
 
 def velocity(path: GaussianPath, x: Array, x1: Array, t: Array | float) -> Array:
     r""":meth:`flowspec.GaussianPath.velocity`, Theorem 3 (eq. 15):
     :math:`\frac{\dot\sigma_t}{\sigma_t}(x - \alpha_t x_1) + \dot\alpha_t x_1`."""
     c = _prepare(path, "x", x, "x1", x1, t)
-    return (c.d_sigma / c.sigma) * (x - c.alpha * x1) + c.d_alpha * x1
+    return formulas.velocity(c, x, x1)
 
 
 def log_prob(path: GaussianPath, x: Array, x1: Array, t: Array | float) -> Array:
     r""":meth:`flowspec.GaussianPath.log_prob`: :math:`\log \mathcal N(x \mid \alpha_t x_1, \sigma_t^2 I)`, shape (B,)."""
     c = _prepare(path, "x", x, "x1", x1, t)
-    d = validation.event_size(x)
-    r = jnp.reshape(x - c.alpha * x1, (x.shape[0], -1))
-    sigma = _per_sample(c.sigma)
-    return (
-        -0.5 * jnp.sum(r * r, axis=1) / (sigma * sigma)
-        - d * jnp.log(sigma)
-        - 0.5 * d * math.log(2 * math.pi)
-    )
+    return formulas.log_prob(c, x, x1, xp=jnp)
 
 
 def score(path: GaussianPath, x: Array, x1: Array, t: Array | float) -> Array:
     r""":meth:`flowspec.GaussianPath.score`: :math:`-(x - \alpha_t x_1)/\sigma_t^2`."""
     c = _prepare(path, "x", x, "x1", x1, t)
-    return -(x - c.alpha * x1) / (c.sigma * c.sigma)
+    return formulas.score(c, x, x1)
 
 
 def _path_divergence(path: GaussianPath, x: Array, x1: Array, t: Array | float) -> Array:
     c = _prepare(path, "x", x, "x1", x1, t)
-    return validation.event_size(x) * _per_sample(c.d_sigma / c.sigma)
+    return formulas.divergence(c, x, xp=jnp)
 
 
 def cfm_loss(v: Array, u: Array, reduction: Literal["mean", "sum", "none"] = "mean") -> Array:
@@ -239,7 +220,7 @@ def sample_time(
 ) -> Array:
     r"""Times :math:`t \sim \mathcal U[\text{low}, \text{high})`, one per sample, shape (B,).
 
-    The paper trains on :math:`t \sim \mathcal U[0, 1]` (Algorithm of Sec. 4; eq. 9);
+    The paper trains on :math:`t \sim \mathcal U[0, 1]` (eq. 5 and 9);
     for schedules that are singular at t = 1 (VP, LinearVP) pass ``high = 1 - eps``.
 
     Parameters
@@ -309,57 +290,42 @@ def _call(field: Field, t: Array, x: Array) -> Array:
 
 
 def _rk_step(f: Callable[[Array, Any], Any], method: str, s: dict[str, Array], x: Any) -> Any:
-    """One step of ``method`` on a pytree state; ``s`` holds the step's times and factors.
+    """One step of ``method``'s tableau on a pytree state; ``s`` holds the step's factors.
 
-    The arithmetic is the core's ``flowspec.ode._step`` term by term; the stage times
-    and the factors h, h/2, h/6 are precomputed (in float64 on the host for host grids).
+    The arithmetic is the core's :func:`flowspec.ode.step` term by term; the stage
+    times ``t<i>`` and the row factors ``a<i>`` and ``b`` are precomputed
+    (:func:`_factors`, in float64 on the host for host grids).
     """
-    add = jax.tree_util.tree_map
+    tab = tableau(method)
+    tree_map = jax.tree_util.tree_map
 
-    def axpy(a: Any, y: Any, k: Any) -> Any:
-        return add(lambda yi, ki: yi + a * ki, y, k)
+    def row(scale: Any, weights: tuple[float, ...], ks: list[Any]) -> Any:
+        return tree_map(lambda xi, *ki: xi + scale * weighted_sum(weights, ki), x, *ks)
 
-    k1 = f(s["t"], x)
-    if method == "euler":
-        return axpy(s["h"], x, k1)
-    if method == "midpoint":
-        return axpy(s["h"], x, f(s["t_half"], axpy(s["h_half"], x, k1)))
-    if method == "heun":
-        k2 = f(s["t_end"], axpy(s["h"], x, k1))
-        return add(lambda yi, a, b: yi + s["h_half"] * (a + b), x, k1, k2)
-    k2 = f(s["t_half"], axpy(s["h_half"], x, k1))
-    k3 = f(s["t_half"], axpy(s["h_half"], x, k2))
-    k4 = f(s["t_end"], axpy(s["h"], x, k3))
-    return add(
-        lambda yi, a, b, c, d: yi + s["h_sixth"] * (a + 2.0 * b + 2.0 * c + d), x, k1, k2, k3, k4
-    )
+    ks = [f(s["t"], x)]
+    for i, a in enumerate(tab.a):
+        ks.append(f(s[f"t{i}"], row(s[f"a{i}"], a.weights, ks)))
+    return row(s["b"], tab.b.weights, ks)
 
 
-def _schedule_from_host(grid: np.ndarray, dtype: Any) -> dict[str, Array]:
+def _factors(method: str, t: Any, h: Any) -> dict[str, Any]:
+    """Per-step stage times and row factors of ``method`` for times ``t`` and steps ``h``."""
+    tab = tableau(method)
+    out = {"t": t, "b": fraction(h, tab.b.factor)}
+    for i, (c, a) in enumerate(zip(tab.c, tab.a, strict=True)):
+        out[f"t{i}"] = t + fraction(h, c)
+        out[f"a{i}"] = fraction(h, a.factor)
+    return out
+
+
+def _schedule_from_host(method: str, grid: np.ndarray, dtype: Any) -> dict[str, Array]:
     """Per-step times and factors of a float64 host grid, rounded once to ``dtype``."""
-    t, h = grid[:-1], np.diff(grid)
-    raw = {
-        "t": t,
-        "h": h,
-        "t_half": t + 0.5 * h,
-        "t_end": t + h,
-        "h_half": 0.5 * h,
-        "h_sixth": h / 6.0,
-    }
+    raw = _factors(method, grid[:-1], np.diff(grid))
     return {k: jnp.asarray(v, dtype=dtype) for k, v in raw.items()}
 
 
-def _schedule_from_array(grid: Array) -> dict[str, Array]:
-    t = grid[:-1]
-    h = grid[1:] - grid[:-1]
-    return {
-        "t": t,
-        "h": h,
-        "t_half": t + 0.5 * h,
-        "t_end": t + h,
-        "h_half": 0.5 * h,
-        "h_sixth": h / 6.0,
-    }
+def _schedule_from_array(method: str, grid: Array) -> dict[str, Array]:
+    return _factors(method, grid[:-1], grid[1:] - grid[:-1])
 
 
 def _scan(
@@ -391,8 +357,7 @@ def _check_field(field: Any, name: str = "field") -> None:
 
 
 def _check_method(method: Any) -> None:
-    if method not in METHODS:
-        raise ValueError(f"`method` must be one of {tuple(METHODS)}, got {method!r}")
+    tableau(method)
 
 
 def euler(
@@ -424,7 +389,7 @@ def euler(
 
     Returns
     -------
-    JAX array, shape (B, *event), or (steps + 1, B, *event) with ``return_path``
+    JAX array, shape (B, *event), or (steps + 1, B, *event) with return_path
 
     Examples
     --------
@@ -439,10 +404,12 @@ def euler(
     grid = np.asarray(times, dtype=np.float64)
     sched = {"t": jnp.asarray(grid, dtype=x0.dtype)}
     # h is the same Python float for every step, a compile-time constant as in the core
-    return _scan(lambda t, x: _call(field, t, x), "euler", sched, x0, bool(return_path), {"h": h})
+    return _scan(lambda t, x: _call(field, t, x), "euler", sched, x0, bool(return_path), {"b": h})
 
 
-def _grid_schedule(time_grid: Any, dtype: Any, like: Array, name: str = "time_grid") -> Any:
+def _grid_schedule(
+    method: str, time_grid: Any, dtype: Any, like: Array, name: str = "time_grid"
+) -> Any:
     """Validate ``time_grid`` (host grids by value, JAX grids by shape/dtype) and schedule it.
 
     Returns (schedule dict, host grid as float64 NumPy array or None).
@@ -460,9 +427,9 @@ def _grid_schedule(time_grid: Any, dtype: Any, like: Array, name: str = "time_gr
             raise ValueError(
                 f"`{name}` must be 1-D with at least 2 times, got shape {tuple(time_grid.shape)}"
             )
-        return _schedule_from_array(time_grid), None
+        return _schedule_from_array(method, time_grid), None
     grid = validation.host_grid(name, time_grid)
-    return _schedule_from_host(grid, dtype), grid
+    return _schedule_from_host(method, grid, dtype), grid
 
 
 def integrate(
@@ -481,13 +448,13 @@ def integrate(
     field : callable
         ``field(t, x)`` with t of shape (B,).
     x0 : JAX array, shape (B, *event)
-    time_grid : sequence of float, NumPy array or 1-D JAX array of ``x0``'s dtype
+    time_grid : sequence of float, NumPy array or 1-D JAX array of x0's dtype
     method : {"euler", "midpoint", "heun", "rk4"}
     return_path : bool
 
     Returns
     -------
-    JAX array, shape (B, *event), or (len(time_grid), B, *event) with ``return_path``
+    JAX array, shape (B, *event), or (len(time_grid), B, *event) with return_path
 
     Examples
     --------
@@ -500,7 +467,7 @@ def integrate(
     _check_field(field)
     _check_method(method)
     _check_state("x0", x0)
-    sched, _ = _grid_schedule(time_grid, x0.dtype, x0)
+    sched, _ = _grid_schedule(method, time_grid, x0.dtype, x0)
     return _scan(lambda t, x: _call(field, t, x), method, sched, x0, bool(return_path))
 
 
@@ -681,6 +648,7 @@ def log_likelihood(
     time_grid: Any,
     method: Method = "euler",
     divergence: Literal["exact", "hutchinson"] | Callable[[Array, Array], Array] = "exact",
+    *,
     key: Array | None = None,
     n_probes: int = 1,
 ) -> Array:
@@ -710,7 +678,7 @@ def log_likelihood(
         callable ``divergence(t, x) -> (B,)`` as in the reference. Hutchinson draws its
         ``n_probes`` Rademacher probes once from ``key`` and keeps them for the whole
         solve (the estimate of log p is then unbiased).
-    key : jax.random key, required for ``"hutchinson"``
+    key : jax.random key, required for "hutchinson"
     n_probes : int
 
     Returns
@@ -734,7 +702,7 @@ def log_likelihood(
     _check_method(method)
     _check_state("x1", x1)
     batch = int(x1.shape[0])
-    sched, host = _grid_schedule(time_grid, x1.dtype, x1)
+    sched, host = _grid_schedule(method, time_grid, x1.dtype, x1)
     if host is not None:
         validation.check_data_to_noise("time_grid", host[0], host[-1], time_grid)
 

@@ -1,0 +1,163 @@
+r"""The formulas of the Gaussian conditional path, as plain functions of its coefficients.
+
+Every quantity of the conditional path :math:`p_t(x \mid x_1) = \mathcal N(x \mid
+\alpha_t x_1, \sigma_t^2 I)` (paper Sec. 4) is an expression in the schedule's
+coefficients at t and the arrays: it is written here once, and
+:class:`~flowspec.GaussianPath`, :class:`~flowspec.EmpiricalMarginal`, the conformance
+kit and every backend call these functions rather than writing it again.
+
+These functions validate nothing: their callers have already validated and reshaped
+(:meth:`flowspec.GaussianPath.prepare`, :mod:`flowspec.validation`). The
+coefficients ``c`` are a :class:`~flowspec.Coefficients` whose fields are either
+arrays shaped to broadcast against the batch, (B, 1, ..., 1), or Python floats for
+coefficients that are constant in t (what :meth:`Schedule.coefficients
+<flowspec.schedules.Schedule.coefficients>` returns on a (B, 1, ..., 1) time). The
+functions that reduce over the event axes (shape (B,) results) take the namespace
+``xp`` of the arrays as a keyword, resolved from ``x`` when omitted.
+
+=============================  ===========================================================  =========
+function                       value                                                        paper
+=============================  ===========================================================  =========
+``sample(c, x0, x1)``          :math:`\alpha_t x_1 + \sigma_t x_0`                          eq. 11
+``target(c, x0, x1)``          :math:`\dot\alpha_t x_1 + \dot\sigma_t x_0`                  eq. 14, 23
+``velocity(c, x, x1)``         :math:`\frac{\dot\sigma_t}{\sigma_t}(x - \alpha_t x_1) + \dot\alpha_t x_1`  eq. 15
+``score(c, x, x1)``            :math:`-(x - \alpha_t x_1)/\sigma_t^2`                       eq. 10
+``log_prob(c, x, x1, xp=)``    :math:`-\frac{\lVert x-\alpha_t x_1\rVert^2}{2\sigma_t^2} - d\log\sigma_t - \frac d2\log 2\pi`  eq. 10
+``divergence(c, x, xp=)``      :math:`d\,\dot\sigma_t/\sigma_t`, shape (B,)                 eq. 15
+=============================  ===========================================================  =========
+
+d is the number of event entries, ``prod(x.shape[1:])``. Where :math:`\sigma_t = 0`
+or a coefficient is infinite the functions return what the arithmetic gives (see each
+schedule's ``degenerate_at`` and ``divergent_at``); :func:`target` has no division.
+
+Examples
+--------
+>>> import numpy as np, flowspec as fs
+>>> from flowspec import formulas
+>>> c = fs.CondOT()(np.array([[0.25]]))        # coefficients of shape (B, 1)
+>>> x0, x1 = np.array([[1.0, -1.0]]), np.array([[3.0, 5.0]])
+>>> formulas.sample(c, x0, x1).tolist(), formulas.target(c, x0, x1).tolist()
+([[1.5, 0.5]], [[2.0, 6.0]])
+"""
+
+from __future__ import annotations
+
+import math
+
+import array_api_compat
+
+from .schedules import Coefficients
+from .typing import Array, Namespace
+
+__all__ = ["divergence", "log_prob", "per_sample", "sample", "score", "target", "velocity"]
+
+_LOG_2PI = math.log(2.0 * math.pi)
+
+
+def per_sample(value: Array | float, x: Array, *, xp: Namespace | None = None) -> Array:
+    """A coefficient of shape (B, 1, ..., 1), or a constant, as an array of shape (B,) like ``x``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from flowspec.formulas import per_sample
+    >>> per_sample(2.0, np.zeros((3, 4))).tolist(), per_sample(np.ones((2, 1)), np.zeros((2, 5))).shape
+    ([2.0, 2.0, 2.0], (2,))
+    """
+    xp = array_api_compat.array_namespace(x) if xp is None else xp
+    batch = (int(x.shape[0]),)
+    if isinstance(value, float):
+        return xp.full(batch, value, dtype=x.dtype, device=array_api_compat.device(x))
+    return xp.reshape(value, batch)
+
+
+def sample(c: Coefficients, x0: Array, x1: Array) -> Array:
+    r"""The conditional flow :math:`\psi_t(x_0 \mid x_1) = \alpha_t x_1 + \sigma_t x_0` (eq. 11).
+
+    Examples
+    --------
+    >>> import numpy as np, flowspec as fs
+    >>> c = fs.CondOT()(np.array([[0.5]]))
+    >>> fs.formulas.sample(c, np.zeros((1, 2)), np.ones((1, 2))).tolist()
+    [[0.5, 0.5]]
+    """
+    return c.alpha * x1 + c.sigma * x0
+
+
+def target(c: Coefficients, x0: Array, x1: Array) -> Array:
+    r"""The CFM target :math:`\frac{d}{dt}\psi_t(x_0 \mid x_1) = \dot\alpha_t x_1 + \dot\sigma_t x_0` (the target of eq. 14; eq. 23 for OT).
+
+    Examples
+    --------
+    >>> import numpy as np, flowspec as fs
+    >>> c = fs.CondOT()(np.array([[1.0]]))
+    >>> fs.formulas.target(c, np.array([[1.0]]), np.array([[3.0]])).tolist()
+    [[2.0]]
+    """
+    return c.d_alpha * x1 + c.d_sigma * x0
+
+
+def velocity(c: Coefficients, x: Array, x1: Array) -> Array:
+    r"""The conditional field of Theorem 3 (eq. 15), :math:`\frac{\dot\sigma_t}{\sigma_t}(x - \alpha_t x_1) + \dot\alpha_t x_1`.
+
+    Examples
+    --------
+    >>> import numpy as np, flowspec as fs
+    >>> c = fs.CondOT()(np.array([[0.5]]))
+    >>> fs.formulas.velocity(c, np.array([[0.5]]), np.array([[2.0]])).tolist()
+    [[3.0]]
+    """
+    return (c.d_sigma / c.sigma) * (x - c.alpha * x1) + c.d_alpha * x1
+
+
+def score(c: Coefficients, x: Array, x1: Array) -> Array:
+    r"""The conditional score :math:`\nabla_x \log p_t(x \mid x_1) = -(x - \alpha_t x_1)/\sigma_t^2` (eq. 10).
+
+    Examples
+    --------
+    >>> import numpy as np, flowspec as fs
+    >>> c = fs.CondOT()(np.array([[0.0]]))
+    >>> fs.formulas.score(c, np.array([[2.0]]), np.zeros((1, 1))).tolist()
+    [[-2.0]]
+    """
+    return -(x - c.alpha * x1) / (c.sigma * c.sigma)
+
+
+def log_prob(c: Coefficients, x: Array, x1: Array, *, xp: Namespace | None = None) -> Array:
+    r"""The log-density of :math:`\mathcal N(x \mid \alpha_t x_1, \sigma_t^2 I)` (eq. 10), shape (B,).
+
+    .. math::
+        \log p_t(x \mid x_1) = -\frac{\lVert x - \alpha_t x_1 \rVert^2}{2\sigma_t^2}
+        - d \log \sigma_t - \frac d2 \log 2\pi
+
+    Examples
+    --------
+    >>> import numpy as np, flowspec as fs
+    >>> c = fs.CondOT()(np.array([[0.0]]))
+    >>> lp = fs.formulas.log_prob(c, np.zeros((1, 1)), np.zeros((1, 1)))
+    >>> bool(np.isclose(lp[0], -0.5 * np.log(2 * np.pi)))
+    True
+    """
+    xp = array_api_compat.array_namespace(x) if xp is None else xp
+    d = math.prod(int(s) for s in x.shape[1:])
+    r = x - c.alpha * x1
+    sq_sum = xp.sum(xp.reshape(r * r, (x.shape[0], -1)), axis=1)
+    sigma = per_sample(c.sigma, x, xp=xp)
+    return -0.5 * sq_sum / (sigma * sigma) - d * xp.log(sigma) - 0.5 * d * _LOG_2PI
+
+
+def divergence(c: Coefficients, x: Array, *, xp: Namespace | None = None) -> Array:
+    r"""The divergence :math:`\nabla_x \cdot u_t(x \mid x_1) = d\, \dot\sigma_t/\sigma_t` (eq. 15), shape (B,).
+
+    The field of Theorem 3 is affine in x with Jacobian :math:`(\dot\sigma_t/\sigma_t) I`;
+    only ``x``'s shape, dtype and device are used.
+
+    Examples
+    --------
+    >>> import numpy as np, flowspec as fs
+    >>> c = fs.CondOT()(np.array([[0.5]]))
+    >>> fs.formulas.divergence(c, np.zeros((1, 3))).tolist()
+    [-6.0]
+    """
+    d = math.prod(int(s) for s in x.shape[1:])
+    return d * per_sample(c.d_sigma / c.sigma, x, xp=xp)
