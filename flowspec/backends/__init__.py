@@ -67,8 +67,15 @@ CONTRACT: dict[str, Parameters | None] = {
 
 #: Names a backend exports beyond the contract (documented on its page).
 EXTRAS: dict[str, tuple[str, ...]] = {
-    "torch": ("coefficients", "sample_rademacher"),
-    "jax": (),
+    "torch": (
+        "coefficients",
+        "sample_rademacher",
+        # flowspec.riemannian (issue 18)
+        "riemannian_divergence",
+        "riemannian_log_likelihood",
+        "riemannian_source",
+    ),
+    "jax": ("riemannian_divergence", "riemannian_log_likelihood", "riemannian_source"),
     "cupy": ("kernel_source",),
 }
 
