@@ -90,10 +90,11 @@ def step_with_integral(
     h = t_next - t
 
     def at(time: float, y: Array) -> Array:
+        assert integrand is not None  # only called when there is one
         tb = xp.full((int(y.shape[0]),), time, dtype=y.dtype, device=_xp.device(y))
         return _xp.check_output(
             "divergence(t, x)", integrand(tb, y), xp, (int(y.shape[0]),), y.dtype
-        )  # type: ignore[misc]
+        )
 
     ks = [_call(manifold, field, xp, t, x)]
     gs = [at(t, x)] if integrand is not None else []
