@@ -69,13 +69,25 @@ CONTRACT: dict[str, Parameters | None] = {
 EXTRAS: dict[str, tuple[str, ...]] = {
     "torch": (
         "coefficients",
+        "coupled_sample_and_target",
+        "entropic_pairs",
+        "marginal",
         "sample_rademacher",
         # flowspec.riemannian (issue 18)
         "riemannian_divergence",
         "riemannian_log_likelihood",
         "riemannian_source",
     ),
-    "jax": ("riemannian_divergence", "riemannian_log_likelihood", "riemannian_source"),
+    "jax": (
+        "coupled_sample_and_target",
+        "entropic_pairs",
+        "marginal",
+        "sharded_marginal",
+        # flowspec.riemannian (issue 18)
+        "riemannian_divergence",
+        "riemannian_log_likelihood",
+        "riemannian_source",
+    ),
     "cupy": ("kernel_source",),
 }
 
