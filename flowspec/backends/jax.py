@@ -1021,6 +1021,71 @@ def entropic_pairs(
 
 
 # --------------------------------------------------------------------------------------
+# Discrete Flow Matching (flowspec.discrete): the random draws, from a JAX key
+# --------------------------------------------------------------------------------------
+# The discrete core takes caller-drawn uniforms so that it runs on every array library;
+# these wrappers draw them with ``jax.random.uniform`` from an explicit key and call the
+# core, so there is one definition of every discrete formula. They trace under jax.jit
+# (the Euler loop unrolls over its static number of steps).
+
+
+def _discrete_dtype(dtype: Any) -> Any:
+    if dtype is None:
+        return jnp.asarray(0.0).dtype  # float64 with x64 enabled, else float32
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(f"`dtype` must be a floating dtype, got {dtype!r}")
+    return dtype
+
+
+def discrete_source_sample(path: Any, key: Array, shape: tuple[int, ...]) -> Array:
+    """Source tokens of a :class:`flowspec.discrete.MixturePath`, shape ``shape`` (int64
+    with x64 enabled); see :meth:`flowspec.discrete.MixturePath.source_sample`."""
+    u = jax.random.uniform(key, tuple(int(s) for s in shape), dtype=_discrete_dtype(None))
+    return path.source_sample(u)
+
+
+def discrete_sample(path: Any, key: Array, x0: Array, x1: Array, t: Array | float) -> Array:
+    r"""A draw of :math:`x_t \sim p_t(\cdot \mid x_0, x_1)` of a mixture path.
+
+    :meth:`flowspec.discrete.MixturePath.sample` with ``jax.random.uniform`` uniforms in
+    t's dtype (the default floating dtype when t is a Python number).
+    """
+    _check_jax("x1", x1)
+    # a weakly typed scalar (a Python float traced by jit) takes the default dtype
+    weak = bool(getattr(getattr(t, "aval", None), "weak_type", getattr(t, "weak_type", False)))
+    dtype = t.dtype if isinstance(t, jax.Array) and not weak else None
+    u = jax.random.uniform(key, tuple(x1.shape), dtype=_discrete_dtype(dtype))
+    return path.sample(x0, x1, t, u)
+
+
+def discrete_euler(
+    rate: Callable[[Array, Array], Array],
+    key: Array,
+    x0: Array,
+    *,
+    steps: int,
+    t0: float = 0.0,
+    t1: float = 1.0,
+    dtype: Any = None,
+    return_path: bool = False,
+) -> Array:
+    r"""The discrete Euler (jump) sampler with uniforms from ``jax.random.uniform(key)``.
+
+    :func:`flowspec.discrete.euler` on the grid :math:`t_k = t_0 + k h`; ``rate(t, x)``
+    gets t of shape (B,) in ``dtype`` (the default floating dtype if None).
+    """
+    from ..discrete import euler as _discrete_euler_core
+
+    _check_jax("x0", x0)
+    validation.euler_times(steps, t0, t1)
+    u = jax.random.uniform(key, (int(steps), *x0.shape), dtype=_discrete_dtype(dtype))
+    return _discrete_euler_core(rate, x0, u, steps=steps, t0=t0, t1=t1, return_path=return_path)
+
+
+__all__ += ["discrete_euler", "discrete_sample", "discrete_source_sample"]
+
+
+# --------------------------------------------------------------------------------------
 # Riemannian Flow Matching (flowspec.riemannian): random sources and autodiff divergences
 # --------------------------------------------------------------------------------------
 def riemannian_source(manifold: Any, key: Any, batch: int, dtype: Any = None) -> Array:

@@ -1142,6 +1142,96 @@ def entropic_pairs(
 
 
 # ---------------------------------------------------------------------------------------
+# Discrete Flow Matching (flowspec.discrete): the random draws, from a torch.Generator
+# ---------------------------------------------------------------------------------------
+# The discrete core takes caller-drawn uniforms so that it runs on every array library;
+# these wrappers draw them with ``torch.rand`` (explicit generator, device and dtype) and
+# call the core, so there is one definition of every discrete formula.
+
+
+def _token_tensor(name: str, x: Any) -> Tensor:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"`{name}` must be a torch.Tensor, got {validation.describe(x)}")
+    return x
+
+
+def _discrete_uniforms(
+    shape: tuple[int, ...], generator: torch.Generator | None, like: Tensor, dtype: Any
+) -> Tensor:
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"`generator` must be a torch.Generator or None, got {generator!r}")
+    if dtype is None:
+        dtype = torch.get_default_dtype()
+    if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise TypeError(f"`dtype` must be a torch floating dtype, got {dtype!r}")
+    return torch.rand(shape, generator=generator, dtype=dtype, device=like.device)
+
+
+def discrete_source_sample(
+    path: Any,
+    shape: Sequence[int],
+    *,
+    generator: torch.Generator | None = None,
+    device: Any = None,
+) -> Tensor:
+    """Source tokens of a :class:`flowspec.discrete.MixturePath`, shape ``shape`` (int64).
+
+    Uniform source: ``floor(u V)`` of ``torch.rand`` uniforms; mask source: the mask
+    token. See :meth:`flowspec.discrete.MixturePath.source_sample`.
+    """
+    like = torch.empty((), device=device)
+    u = _discrete_uniforms(tuple(int(s) for s in shape), generator, like, torch.float64)
+    return path.source_sample(u)
+
+
+def discrete_sample(
+    path: Any,
+    x0: Tensor,
+    x1: Tensor,
+    t: Any,
+    *,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    r"""A draw of :math:`x_t \sim p_t(\cdot \mid x_0, x_1)` of a mixture path.
+
+    :meth:`flowspec.discrete.MixturePath.sample` with ``torch.rand`` uniforms in t's
+    dtype (torch's default dtype when t is a Python number), on x1's device.
+    """
+    x1 = _token_tensor("x1", x1)
+    dtype = t.dtype if isinstance(t, Tensor) else None
+    u = _discrete_uniforms(tuple(x1.shape), generator, x1, dtype)
+    return path.sample(x0, x1, t, u)
+
+
+def discrete_euler(
+    rate: Callable[[Tensor, Tensor], Tensor],
+    x0: Tensor,
+    *,
+    steps: int,
+    generator: torch.Generator | None = None,
+    t0: float = 0.0,
+    t1: float = 1.0,
+    dtype: Any = None,
+    return_path: bool = False,
+) -> Tensor:
+    r"""The discrete Euler (jump) sampler with ``torch.rand`` uniforms.
+
+    :func:`flowspec.discrete.euler` on the grid :math:`t_k = t_0 + k h`; ``rate(t, x)``
+    gets t of shape (B,) in ``dtype`` (torch's default dtype if None). The uniforms
+    (steps, *x0.shape) are drawn up front from ``generator``.
+    """
+    from ..discrete import euler as _discrete_euler_core
+
+    x0 = _token_tensor("x0", x0)
+    validation.euler_times(steps, t0, t1)
+    u = _discrete_uniforms((int(steps), *x0.shape), generator, x0, dtype)
+    return _discrete_euler_core(rate, x0, u, steps=steps, t0=t0, t1=t1, return_path=return_path)
+
+
+__all__ += ["discrete_euler", "discrete_sample", "discrete_source_sample"]
+
+
+# ---------------------------------------------------------------------------------------
 # Riemannian Flow Matching (flowspec.riemannian): random sources and autograd divergences
 # ---------------------------------------------------------------------------------------
 def riemannian_source(
