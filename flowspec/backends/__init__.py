@@ -77,6 +77,10 @@ EXTRAS: dict[str, tuple[str, ...]] = {
         "marginal",
         "sample_rademacher",
         *_DISCRETE,
+        # flowspec.riemannian (issue 18)
+        "riemannian_divergence",
+        "riemannian_log_likelihood",
+        "riemannian_source",
     ),
     "jax": (
         "coupled_sample_and_target",
@@ -84,6 +88,10 @@ EXTRAS: dict[str, tuple[str, ...]] = {
         "marginal",
         "sharded_marginal",
         *_DISCRETE,
+        # flowspec.riemannian (issue 18)
+        "riemannian_divergence",
+        "riemannian_log_likelihood",
+        "riemannian_source",
     ),
     "cupy": ("kernel_source",),
 }

@@ -63,6 +63,9 @@ __all__ = [
     "log_likelihood",
     "log_prob",
     "marginal",
+    "riemannian_divergence",
+    "riemannian_log_likelihood",
+    "riemannian_source",
     "sample",
     "sample_and_target",
     "sample_noise",
@@ -1226,3 +1229,105 @@ def discrete_euler(
 
 
 __all__ += ["discrete_euler", "discrete_sample", "discrete_source_sample"]
+
+
+# ---------------------------------------------------------------------------------------
+# Riemannian Flow Matching (flowspec.riemannian): random sources and autograd divergences
+# ---------------------------------------------------------------------------------------
+def riemannian_source(
+    manifold: Any,
+    batch: int,
+    *,
+    generator: torch.Generator | None = None,
+    dtype: torch.dtype | None = None,
+    device: Any = None,
+) -> Tensor:
+    """``batch`` samples of ``manifold``'s source, drawing its normals or uniforms from ``generator``.
+
+    The core takes caller-drawn randomness (``manifold.source_sample(draws)``); this
+    draws it with torch (``torch.randn`` / ``torch.rand``) in the given dtype (default:
+    torch's default) and device.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from flowspec.backends.torch import riemannian_source
+    >>> from flowspec.riemannian import Sphere
+    >>> x = riemannian_source(Sphere(2), 4, generator=torch.Generator().manual_seed(0))
+    >>> tuple(x.shape), bool(torch.allclose(x.norm(dim=1), torch.ones(4, dtype=x.dtype)))
+    ((4, 3), True)
+    """
+    from ..riemannian import Manifold
+
+    if not isinstance(manifold, Manifold):
+        raise TypeError(
+            f"`manifold` must be a flowspec.riemannian manifold, got {validation.describe(manifold)}"
+        )
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise ValueError(f"`batch` must be an integer >= 1, got {validation.describe(batch)}")
+    kind, shape = manifold.source_draws
+    draw = torch.randn if kind == "normal" else torch.rand
+    z = draw((batch, *shape), generator=generator, dtype=dtype, device=device)
+    return manifold.source_sample(z)
+
+
+def riemannian_divergence(manifold: Any, field: Field, t: Any, x: Tensor) -> Tensor:
+    r"""The Riemannian divergence :math:`\mathrm{div}_g v = \mathrm{tr}(P_x\, \partial_x v)`, shape (B,).
+
+    For a manifold embedded in a flat (pseudo-)Euclidean space with the induced metric,
+    the Levi-Civita derivative of a tangent field is the tangential projection of its
+    ambient derivative, so the divergence is the trace of ``proju`` composed with the
+    field's Jacobian (any smooth extension off the manifold gives the same value). One
+    forward-mode product per embedding coordinate (D of them), the whole batch at
+    once (a field that mixes samples breaks this, as for :func:`divergence`).
+
+    Parameters
+    ----------
+    manifold : flowspec.riemannian.Manifold
+    field : callable
+        ``field(t, x)`` with t of shape (B,).
+    t : float or tensor, shape () or (B,)
+    x : tensor, shape (B, *event_shape)
+        Points of the manifold.
+    """
+    from ..riemannian import Manifold
+
+    if not isinstance(manifold, Manifold):
+        raise TypeError(
+            f"`manifold` must be a flowspec.riemannian manifold, got {validation.describe(manifold)}"
+        )
+    if not callable(field):
+        raise TypeError(f"`field` must be a callable field(t, x), got {validation.describe(field)}")
+    manifold._check(x=x)
+    tb = _batch_time(t, x)
+    batch = int(x.shape[0])
+    size = validation.event_size(x)
+    out = torch.zeros(batch, dtype=x.dtype, device=x.device)
+    for j in range(size):
+        e = torch.zeros(batch, size, dtype=x.dtype, device=x.device)
+        e[:, j] = 1.0
+        _, jv = _jvp(lambda y: field(tb, y), (x,), (e.reshape(x.shape),))
+        out = out + manifold.proju(x, jv).reshape(batch, size)[:, j]
+    return out
+
+
+def riemannian_log_likelihood(
+    manifold: Any,
+    field: Field,
+    x1: Tensor,
+    log_p0: Callable[[Tensor], Tensor],
+    steps: int = 100,
+    method: str = "euler",
+) -> Tensor:
+    r""":func:`flowspec.riemannian.log_likelihood` with :func:`riemannian_divergence` by autograd.
+
+    Returns
+    -------
+    tensor, shape (B,)
+    """
+    from ..riemannian import log_likelihood as _riemannian_log_likelihood
+
+    def div(tb: Tensor, x: Tensor) -> Tensor:
+        return riemannian_divergence(manifold, field, tb, x)
+
+    return _riemannian_log_likelihood(manifold, field, x1, log_p0, div, steps=steps, method=method)  # type: ignore[arg-type]

@@ -280,3 +280,104 @@ def discrete_adapters() -> list[FlowMatchingDiscrete]:
             PolynomialConvexScheduler(2), fd.Polynomial(2.0), "PolynomialConvexScheduler(2)", 4, 3
         ),
     ]
+
+
+# -- Riemannian: GeodesicProbPath on each manifold, RiemannianODESolver -------------------
+class FlowMatchingGeodesic:
+    """``GeodesicProbPath(scheduler, manifold)`` and ``RiemannianODESolver`` as a manifold adapter.
+
+    ``manifold`` is flowspec's twin of flow_matching's (``Euclidean``, ``Sphere``,
+    ``FlatTorus``, same coordinates); ``kappa`` is the flowspec schedule whose sigma_t
+    equals flow_matching's geodesic parameter: its code computes
+    exp_{x0}(alpha_t log_{x0} x1) = exp_{x1}((1 - alpha_t) log_{x1} x0), so kappa_t =
+    1 - alpha_t, which is sigma_t of CondOT and of Polynomial(n). Capabilities: the
+    manifold's maps it has (``dist`` on the sphere only), ``sample``, ``target``,
+    ``path_time`` (``PathSample.t``) and ``solve`` (``step_size=(t1 - t0)/steps`` on
+    ``time_grid=[t0, t1]``).
+    """
+
+    def __init__(
+        self, fm_manifold: Any, manifold: Any, scheduler: Any, kappa: Any, label: str
+    ) -> None:
+        from flow_matching.path import GeodesicProbPath
+
+        self.fm = fm_manifold
+        self.manifold = manifold
+        self.kappa = kappa
+        self.path = GeodesicProbPath(scheduler=scheduler, manifold=fm_manifold)
+        self.name = f"flow_matching.GeodesicProbPath({label})"
+        if hasattr(fm_manifold, "dist"):
+            self.dist = lambda x, y: self.fm.dist(tensor(x), tensor(y))
+
+    def expmap(self, x: np.ndarray, u: np.ndarray) -> Any:
+        return self.fm.expmap(tensor(x), tensor(u))
+
+    def logmap(self, x: np.ndarray, y: np.ndarray) -> Any:
+        return self.fm.logmap(tensor(x), tensor(y))
+
+    def projx(self, x: np.ndarray) -> Any:
+        return self.fm.projx(tensor(x))
+
+    def proju(self, x: np.ndarray, u: np.ndarray) -> Any:
+        return self.fm.proju(tensor(x), tensor(u))
+
+    def sample(self, x0: np.ndarray, x1: np.ndarray, t: np.ndarray) -> Any:
+        return self.path.sample(x_0=tensor(x0), x_1=tensor(x1), t=tensor(t)).x_t
+
+    def target(self, x0: np.ndarray, x1: np.ndarray, t: np.ndarray) -> Any:
+        return self.path.sample(x_0=tensor(x0), x_1=tensor(x1), t=tensor(t)).dx_t
+
+    def path_time(self, x0: np.ndarray, x1: np.ndarray, t: np.ndarray) -> Any:
+        return self.path.sample(x_0=tensor(x0), x_1=tensor(x1), t=tensor(t)).t
+
+    def solve(
+        self,
+        field: Callable[[Any, Any], Any],
+        x0: np.ndarray,
+        t0: float,
+        t1: float,
+        steps: int,
+        method: str,
+    ) -> Any:
+        import torch
+        from flow_matching.solver import RiemannianODESolver
+
+        f = wrap_field(field, x0.shape[0])
+
+        class _Model(torch.nn.Module):
+            def forward(self, x: Any, t: Any) -> Any:
+                tb = torch.full((x.shape[0],), float(t), dtype=x.dtype)
+                return f(tb, x)
+
+        solver = RiemannianODESolver(manifold=self.fm, velocity_model=_Model())
+        grid = torch.tensor([t0, t1], dtype=torch.float64)
+        return solver.sample(
+            x_init=tensor(x0), step_size=(t1 - t0) / steps, method=method, time_grid=grid
+        )
+
+
+def manifold_adapters() -> list[FlowMatchingGeodesic]:
+    """One adapter per (manifold, scheduler): Euclidean, Sphere, FlatTorus x CondOT, Polynomial(2)."""
+    from flow_matching.path.scheduler import CondOTScheduler, PolynomialConvexScheduler
+    from flow_matching.utils import manifolds as fm
+
+    from ...riemannian import Euclidean, FlatTorus, Sphere
+
+    out = []
+    for fm_m, m in (
+        (fm.Euclidean(), Euclidean(3)),
+        (fm.Sphere(), Sphere(2)),
+        (fm.FlatTorus(), FlatTorus(2)),
+    ):
+        for sched, kappa, label in (
+            (CondOTScheduler(), fs_schedules.CondOT(0.0), "CondOTScheduler()"),
+            (
+                PolynomialConvexScheduler(2),
+                fs_schedules.Polynomial(2.0),
+                "PolynomialConvexScheduler(2)",
+            ),
+        ):
+            out.append(
+                FlowMatchingGeodesic(fm_m, m, sched, kappa, f"{label}, {type(fm_m).__name__}()")
+            )
+    return out
