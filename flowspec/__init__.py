@@ -6,8 +6,9 @@ against the Python Array API standard: it runs unchanged on NumPy, array-api-str
 PyTorch, JAX and CuPy arrays. Importing flowspec imports no array framework.
 """
 
-from . import backends
+from . import backends, couplings
 from .continuity import continuity_residual
+from .coupled_paths import CoupledPath
 from .guidance import guided_field
 from .likelihood import log_likelihood
 from .losses import LossFloor, cfm_loss, cfm_loss_floor
@@ -33,6 +34,7 @@ __all__ = [
     "Coefficients",
     "CondOT",
     "Cosine",
+    "CoupledPath",
     "EmpiricalMarginal",
     "GaussianPath",
     "LinearVP",
@@ -48,6 +50,7 @@ __all__ = [
     "continuity_residual",
     "convert",
     "convert_field",
+    "couplings",
     "euler",
     "guided_field",
     "integrate",

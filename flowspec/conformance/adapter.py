@@ -28,6 +28,23 @@ method                                  returns
                                         the adapter's ``source_schedule`` (Guide 4.8.2)
 ======================================  ==============================================
 
+Coupled paths and couplings (:mod:`flowspec.coupled_paths`, :mod:`flowspec.couplings`):
+an adapter that also has a ``noise`` attribute (the
+:class:`~flowspec.coupled_paths.NoiseScale` it claims, e.g. ``ConstantNoise(0.1)``)
+and/or a ``coupling`` attribute (``"independent"``, ``"exact"`` or ``"entropic"``, with
+``coupling_reg`` for the entropic plan in the convention of
+:func:`flowspec.couplings.sinkhorn`) is checked for these methods too:
+
+======================================  ==============================================
+method                                  returns
+======================================  ==============================================
+``coupled_sample(x0, x1, eps, t)``      ``alpha x1 + sigma x0 + gamma eps``
+``coupled_target(x0, x1, eps, t)``      ``d_alpha x1 + d_sigma x0 + d_gamma eps``
+``coupled_velocity(x, x0, x1, t)``      ``u_t(x | x0, x1)``, the x-form field
+``plan(x0, x1)``                        the coupling's (B0, B1) plan, summing to 1
+``pairs(x0, x1)``                       the paired batch ``(x0', x1')`` a training step uses
+======================================  ==============================================
+
 ``t`` is always a NumPy array of shape (B,). ``field(t, x)`` given to ``euler`` takes
 NumPy arrays (t of shape (B,) or a 0-d array, x of shape (B, *event)) and returns a
 NumPy array; the adapter converts around it. ``loss_reduction`` (default ``"mean"``)
@@ -48,6 +65,8 @@ from .libraries import to_numpy
 __all__ = [
     "CAPABILITIES",
     "CONVERSIONS",
+    "COUPLED",
+    "COUPLINGS",
     "Adapter",
     "LibraryAdapter",
     "ReferenceAdapter",
@@ -75,6 +94,11 @@ CONVERSION_KINDS = {
     "x1_from_x0": ("x0", "x1"),
     "x0_from_x1": ("x1", "x0"),
 }
+#: The methods of a coupled path and of a coupling (checked, and reported missing, for
+#: adapters with a ``noise`` or ``coupling`` attribute).
+COUPLED = ("coupled_sample", "coupled_target", "coupled_velocity", "plan", "pairs")
+#: The couplings an adapter may claim.
+COUPLINGS = ("independent", "exact", "entropic")
 #: Every optional method of the protocol, in the order they are checked.
 CAPABILITIES = (
     "coefficients",
@@ -98,19 +122,44 @@ class Adapter(Protocol):
     schedule: Schedule
 
 
+def _discrete(adapter: Any) -> bool:
+    """Whether ``adapter`` claims a kappa schedule (see :mod:`.discrete`)."""
+    from ..discrete import KappaSchedule
+
+    return isinstance(getattr(adapter, "schedule", None), KappaSchedule)
+
+
+def _coupled(adapter: Any) -> bool:
+    return hasattr(adapter, "noise") or hasattr(adapter, "coupling")
+
+
 def capabilities(adapter: Any) -> list[str]:
     """The protocol methods ``adapter`` has."""
-    return [c for c in CAPABILITIES if callable(getattr(adapter, c, None))]
+    if _discrete(adapter):  # a discrete path: the protocol of flowspec.conformance.discrete
+        from .discrete import discrete_capabilities
+
+        return discrete_capabilities(adapter)
+    extra = COUPLED if _coupled(adapter) else ()
+    return [c for c in (*CAPABILITIES, *extra) if callable(getattr(adapter, c, None))]
 
 
 def missing(adapter: Any) -> list[str]:
     """The protocol methods ``adapter`` lacks (reported, not checked)."""
+    if _discrete(adapter):
+        from .discrete import discrete_missing
+
+        return discrete_missing(adapter)
     have = set(capabilities(adapter))
-    return [c for c in CAPABILITIES if c not in have]
+    extra = COUPLED if _coupled(adapter) else ()
+    return [c for c in (*CAPABILITIES, *extra) if c not in have]
 
 
 def validate(adapter: Any) -> None:
     """Raise TypeError unless ``adapter`` has a name and a contract schedule."""
+    if _discrete(adapter):
+        from .discrete import validate_discrete
+
+        return validate_discrete(adapter)
     if not isinstance(getattr(adapter, "name", None), str):
         raise TypeError(f"`adapter` must have a string `name`, got {adapter!r}")
     if not isinstance(getattr(adapter, "schedule", None), Schedule):
@@ -122,6 +171,27 @@ def validate(adapter: Any) -> None:
     red = getattr(adapter, "loss_reduction", "mean")
     if red not in ("mean", "sum", "none"):
         raise ValueError(f"`adapter.loss_reduction` must be 'mean', 'sum' or 'none', got {red!r}")
+    _validate_coupled(adapter)
+
+
+def _validate_coupled(adapter: Any) -> None:
+    from ..coupled_paths import NoiseScale
+
+    if hasattr(adapter, "noise") and not isinstance(adapter.noise, NoiseScale):
+        raise TypeError(
+            f"`adapter.noise` must be a flowspec NoiseScale (e.g. ConstantNoise(0.1)), got "
+            f"{adapter.noise!r}"
+        )
+    if not hasattr(adapter, "coupling"):
+        return
+    if adapter.coupling not in COUPLINGS:
+        raise ValueError(f"`adapter.coupling` must be one of {COUPLINGS}, got {adapter.coupling!r}")
+    if adapter.coupling == "entropic":
+        reg = getattr(adapter, "coupling_reg", None)
+        if isinstance(reg, bool) or not isinstance(reg, (int, float)) or not reg > 0:
+            raise ValueError(
+                f"`adapter.coupling_reg` must be a number > 0 for an entropic coupling, got {reg!r}"
+            )
 
 
 # -- flowspec itself as an adapter ------------------------------------------------------

@@ -46,6 +46,7 @@ from ..ode import euler as ref_euler
 from ..paths import GaussianPath
 from ..schedules import Coefficients, Schedule
 from .adapter import CONVERSION_KINDS, CONVERSIONS, capabilities, to_numpy
+from .coupled import coupled_properties
 from .errors import EPS, TINY, ULPS, Measure, compare, tolerance
 
 __all__ = ["Property", "properties"]
@@ -675,11 +676,18 @@ def all_properties() -> list[Property]:
         _shapes(),
         _dtype(),
         _euler(),
+        *coupled_properties(),
     ]
 
 
 def properties(adapter: Any) -> list[Property]:
     """The properties that apply to ``adapter`` (those whose capabilities it has)."""
+    from .adapter import _discrete
+
+    if _discrete(adapter):  # a discrete path: the properties of flowspec.conformance.discrete
+        from .discrete import discrete_properties
+
+        return discrete_properties(adapter)
     caps = set(capabilities(adapter))
     out = []
     for p in all_properties():
