@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import flowspec as fs
+from flowspec.conformance.properties import _times, _values
 from flowspec.continuity import continuity_bound
 
 EPS64 = float(np.finfo(np.float64).eps)
@@ -18,16 +19,26 @@ EPS32 = float(np.finfo(np.float32).eps)
 
 
 shapes = st.sampled_from([(1, 1), (4, 2), (3, 3), (2, 3, 4), (5, 1, 2, 2)])
-seeds = st.integers(0, 2**32 - 1)
 
 
 def draw(shape, seed, lo=0.02, hi=0.98):
+    """Fixed inputs for the example tests (no Hypothesis)."""
     rng = np.random.default_rng(seed)
     return (
         rng.standard_normal(shape),
         rng.standard_normal(shape),
         rng.uniform(lo, hi, size=shape[0]),
     )
+
+
+@st.composite
+def drawn(data, shape=shapes, lo=0.02, hi=0.98):
+    """(shape, x0, x1, t) through the conformance kit's strategies, so shrinking shrinks
+    the arrays: entries in [-4, 4] (the range of the standard normals they replace),
+    times in [lo, hi]."""
+    shape = data(shape)
+    values = _values(shape, -4.0, 4.0)
+    return shape, data(values), data(values), data(_times(shape[0], lo, hi))
 
 
 def col(t, like):
@@ -41,9 +52,9 @@ def assert_close(got, want, rtol, atol=None):
 # -- the paper's closed forms ---------------------------------------------------------
 
 
-@given(shape=shapes, seed=seeds, sigma_min=st.floats(0.0, 0.5))
-def test_ot_path_eq_20_to_23(shape, seed, sigma_min):
-    x0, x1, t = draw(shape, seed)
+@given(case=drawn(), sigma_min=st.floats(0.0, 0.5))
+def test_ot_path_eq_20_to_23(case, sigma_min):
+    _, x0, x1, t = case
     path = fs.GaussianPath(fs.CondOT(sigma_min=sigma_min))
     tc = col(t, x0)
     # eq. 22: psi_t(x0) = (1 - (1 - sigma_min) t) x0 + t x1
@@ -57,9 +68,9 @@ def test_ot_path_eq_20_to_23(shape, seed, sigma_min):
     assert_close(path.velocity(x_t, x1, t), u, 1e3 * EPS64)
 
 
-@given(shape=shapes, seed=seeds)
-def test_vp_field_eq_19(shape, seed):
-    x, x1, t = draw(shape, seed)
+@given(case=drawn())
+def test_vp_field_eq_19(case):
+    _, x, x1, t = case
     b0, b1 = 0.1, 20.0
     s = col(1 - t, x)
     big_t = s * b0 + 0.5 * s**2 * (b1 - b0)  # T(1 - t)
@@ -71,9 +82,9 @@ def test_vp_field_eq_19(shape, seed):
     assert_close(got, u, 1e4 * EPS64, atol=1e4 * EPS64 * np.max(np.abs(u)))
 
 
-@given(shape=shapes, seed=seeds)
-def test_ve_field(shape, seed):
-    x, x1, t = draw(shape, seed)
+@given(case=drawn())
+def test_ve_field(case):
+    _, x, x1, t = case
     lo, hi = 0.01, 80.0
     sigma = lo * (hi / lo) ** col(1 - t, x)
     d_sigma_arg = sigma * np.log(hi / lo)  # sigma'(1 - t), derivative in its own argument
@@ -85,9 +96,9 @@ def test_ve_field(shape, seed):
 # -- identities -------------------------------------------------------------------------
 
 
-@given(shape=shapes, seed=seeds)
-def test_theorem_3_target_equals_velocity_at_x_t(xp, schedule, shape, seed):
-    x0, x1, t = (xp.asarray(a) for a in draw(shape, seed))
+@given(case=drawn())
+def test_theorem_3_target_equals_velocity_at_x_t(xp, schedule, case):
+    x0, x1, t = (xp.asarray(a) for a in case[1:])
     path = fs.GaussianPath(schedule)
     x_t, u = path.sample_and_target(x0, x1, t)
     # velocity recovers sigma_t x0 = x_t - alpha_t x1 and divides by sigma_t >= ~0.03:
@@ -99,9 +110,9 @@ def test_theorem_3_target_equals_velocity_at_x_t(xp, schedule, shape, seed):
     assert np.max(err) <= 1e4 * EPS64
 
 
-@given(shape=shapes, seed=seeds)
-def test_time_derivative_of_sample_is_target(schedule, shape, seed):
-    x0, x1, t = draw(shape, seed, 0.05, 0.95)
+@given(case=drawn(lo=0.05, hi=0.95))
+def test_time_derivative_of_sample_is_target(schedule, case):
+    _, x0, x1, t = case
     path = fs.GaussianPath(schedule)
     h = 1e-6
     fd = (path.sample(x0, x1, t + h) - path.sample(x0, x1, t - h)) / (2 * h)
@@ -111,9 +122,9 @@ def test_time_derivative_of_sample_is_target(schedule, shape, seed):
     assert np.all(np.abs(fd - u) <= (h * h / 6 * 1e5 + 4 * EPS64 / h) * scale)
 
 
-@given(shape=shapes, seed=seeds)
-def test_score_is_gradient_of_log_prob_and_divergence(schedule, shape, seed):
-    x, x1, t = draw(shape, seed)
+@given(case=drawn())
+def test_score_is_gradient_of_log_prob_and_divergence(schedule, case):
+    shape, x, x1, t = case
     path = fs.GaussianPath(schedule)
     score = path.score(x, x1, t).reshape(shape[0], -1)
     u0 = path.velocity(x, x1, t).reshape(shape[0], -1)
@@ -162,9 +173,9 @@ def test_log_prob_integrates_to_one_2d(schedule):
     assert total == pytest.approx(1.0, abs=1e-8)
 
 
-@given(shape=shapes, seed=seeds)
-def test_continuity_residual_of_conditional_path_vanishes(xp, schedule, shape, seed):
-    x, x1, t = draw(shape, seed)
+@given(case=drawn())
+def test_continuity_residual_of_conditional_path_vanishes(xp, schedule, case):
+    _, x, x1, t = case
     path = fs.GaussianPath(schedule)
     xa, x1a = xp.asarray(x), xp.asarray(x1)
     r = fs.continuity_residual(
@@ -234,10 +245,12 @@ def test_dtype_namespace_and_shape_preserved(xp, method):
         assert tuple(out.shape) == ((3,) if per_sample else (3, 2))
 
 
-@given(seed=seeds)
+@given(seed=st.integers(0, 2**32 - 1))
 def test_float32_matches_float64_near_one(seed):
     # the x0-form target and the sample near t = 1 in float32 against float64 on the same
     # float32 inputs: relative error a few eps32 of the magnitudes involved
+    # seeded normals, not drawn arrays: drawn entries reach float32 subnormals, where
+    # this relative error model does not hold (Hypothesis finds x1 = 1.4e-45)
     x0, x1, _ = draw((8, 4), seed)
     x0, x1 = x0.astype(np.float32), x1.astype(np.float32)
     t = np.array([1 - 2.0**-k for k in range(1, 9)], dtype=np.float32)
