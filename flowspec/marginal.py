@@ -6,9 +6,11 @@ weights are given) and a Gaussian conditional path
 eq. 6 is a Gaussian mixture and the marginal field of eq. 8 is a posterior average:
 
 .. math::
-    p_t(x) = \sum_i q_i\, \mathcal N(x \mid \alpha_t x_1^{(i)}, \sigma_t^2 I), \qquad
-    w_i(x, t) = \frac{q_i\, p_t(x \mid x_1^{(i)})}{p_t(x)}, \qquad
-    \hat x_1(x, t) = \sum_i w_i\, x_1^{(i)},
+    \begin{aligned}
+    p_t(x) &= \sum_i q_i\, \mathcal N(x \mid \alpha_t x_1^{(i)}, \sigma_t^2 I), \\
+    w_i(x, t) &= \frac{q_i\, p_t(x \mid x_1^{(i)})}{p_t(x)}, \\
+    \hat x_1(x, t) &= \sum_i w_i\, x_1^{(i)},
+    \end{aligned}
 
 .. math::
     u_t(x) = \sum_i w_i\, u_t(x \mid x_1^{(i)})
