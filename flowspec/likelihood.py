@@ -95,7 +95,7 @@ def log_likelihood(
     for name, fn in (("log_p0", log_p0), ("divergence", divergence)):
         if not callable(fn):
             raise TypeError(f"`{name}` must be a callable, got {validation.describe(fn)}")
-    if method not in METHODS:
+    if not isinstance(method, str) or method not in METHODS:
         raise ValueError(f"`method` must be one of {tuple(METHODS)}, got {method!r}")
     xp = check_state(field, x1, method, name="x1")
     grid = grid_times(xp, time_grid, x1, x_name="x1")

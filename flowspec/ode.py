@@ -84,7 +84,7 @@ def check_state(field: Any, x0: Any, method: str, name: str = "x0") -> Any:
     """
     if not callable(field):
         raise TypeError(f"`field` must be a callable field(t, x), got {validation.describe(field)}")
-    if method not in METHODS:
+    if not isinstance(method, str) or method not in METHODS:
         raise ValueError(f"`method` must be one of {tuple(METHODS)}, got {method!r}")
     xp = validation.namespace(**{name: x0})
     validation.check_float(xp, name, x0)

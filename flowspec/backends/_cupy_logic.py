@@ -410,7 +410,7 @@ def run_solver(
 
 
 def check_method(method: Any) -> str:
-    if method not in METHODS:
+    if not isinstance(method, str) or method not in METHODS:
         raise ValueError(f"`method` must be one of {tuple(METHODS)}, got {method!r}")
     return method
 

@@ -12,8 +12,11 @@ becomes a function taking the path first):
   with respect to the field's parameters;
 * :func:`sample_and_target`, :func:`sample`, :func:`target` and :func:`cfm_loss` with
   as few passes over memory as eager PyTorch allows, and :func:`euler` /
-  :func:`integrate` loops; all of them trace under ``torch.compile(fullgraph=True)``
-  and capture in CUDA graphs (no host synchronisation, no value-dependent branch);
+  :func:`integrate` loops; all but :func:`integrate` and :func:`log_likelihood` trace
+  under ``torch.compile(fullgraph=True)`` and capture in CUDA graphs (no host
+  synchronisation, no value-dependent branch). Those two validate their host time
+  grid with NumPy, which the compiler does not trace: compile the field they call,
+  not the call itself;
 * random helpers :func:`sample_time`, :func:`sample_noise` and
   :func:`sample_rademacher` that take a ``torch.Generator`` and respect device and
   dtype.
@@ -84,6 +87,10 @@ def _tensor(name: str, x: Any) -> Tensor:
         raise TypeError(f"`{name}` must have a real floating dtype, got {validation.describe(x)}")
     if x.ndim < 1:
         raise ValueError(f"`{name}` must be batch-first with shape (B, *event), got a 0-d tensor")
+    if x.shape[0] < 1:
+        raise ValueError(
+            f"`{name}` must hold at least one sample (B >= 1), got shape {tuple(x.shape)}"
+        )
     return x
 
 
@@ -168,7 +175,9 @@ def coefficients(path: GaussianPath, t: Any, x: Tensor) -> Coefficients:
     """
     _path(path)
     _tensor("x", x)
-    return path.schedule.arrays(_ns, _time(t, x))
+    tt = _time(t, x)
+    # no output aliases the caller's t (CondOT's alpha is the time itself, a view of t)
+    return Coefficients(*(v.clone() if v is tt else v for v in path.schedule.arrays(_ns, tt)))
 
 
 def _prepared(path: Any, x0: Any, x1: Any, t: Any) -> Coefficients:
@@ -295,6 +304,11 @@ def cfm_loss(v: Tensor, u: Tensor, reduction: Literal["mean", "sum", "none"] = "
     if reduction == "none":
         flat = diff.reshape(v.shape[0], -1)
         return torch.linalg.vecdot(flat, flat)
+    if reduction == "mean" and v.dtype.itemsize < 4:
+        # float16 / bfloat16: the sum over B x D entries may overflow where the mean does
+        # not; per-sample norms, then torch's mean (accumulated in float32), as the core
+        flat = diff.reshape(v.shape[0], -1)
+        return torch.linalg.vecdot(flat, flat).mean()
     flat = diff.reshape(-1)
     total = torch.dot(flat, flat)
     return total if reduction == "sum" else total / v.shape[0]
@@ -366,7 +380,26 @@ def sample_time(
     t = torch.rand(int(batch), **_given(generator=generator, dtype=dtype, device=device))
     if low == 0.0 and high == 1.0:
         return t
-    return t.mul_(high - low).add_(low)
+    # rounding to a short dtype can give `high` itself or a value below `low`: clip to
+    # the dtype's values in [low, high) (a ValueError if there are none)
+    lo, hi = _representable_interval(low, high, dtype)
+    return t.mul_(high - low).add_(low).clamp_(lo, hi)
+
+
+def _representable_interval(low: float, high: float, dtype: torch.dtype) -> tuple[float, float]:
+    """The least ``dtype`` value >= low and the greatest < high (host scalars)."""
+    lo = torch.tensor(low, dtype=dtype)
+    if lo.item() < low:
+        lo = torch.nextafter(lo, torch.tensor(math.inf, dtype=dtype))
+    hi = torch.tensor(high, dtype=dtype)
+    if hi.item() >= high:
+        hi = torch.nextafter(hi, torch.tensor(-math.inf, dtype=dtype))
+    if not lo.item() <= hi.item():
+        raise ValueError(
+            f"`low` and `high`: no {dtype} value lies in [low, high) = [{low!r}, {high!r}); "
+            f"widen the interval or use a longer dtype"
+        )
+    return float(lo.item()), float(hi.item())
 
 
 def _given(**kwargs: Any) -> dict[str, Any]:
@@ -687,7 +720,7 @@ def _rk_step(f: Callable[[Any, Any], Any], method: str, t: Any, h: Any, x: Any) 
 
 def _state_check(field: Any, x0: Any, method: str) -> None:
     _callable("field", field, "field(t, x)")
-    if method not in METHODS:
+    if not isinstance(method, str) or method not in METHODS:
         raise ValueError(f"`method` must be one of {tuple(METHODS)}, got {method!r}")
     _tensor("x0", x0)
 
@@ -833,7 +866,7 @@ def log_likelihood(
     True
     """
     _callable("field", field, "field(t, x)")
-    if method not in METHODS:
+    if not isinstance(method, str) or method not in METHODS:
         raise ValueError(f"`method` must be one of {tuple(METHODS)}, got {method!r}")
     _callable("log_p0", log_p0, "log_p0(x)")
     _tensor("x1", x1)
