@@ -15,6 +15,7 @@ import torch
 import flowspec as fs
 
 steps = int(sys.argv[1] if len(sys.argv) > 1 else os.environ.get("FLOWSPEC_EXAMPLE_STEPS", 2000))
+torch.set_num_threads(1)  # a small model: more threads than free cores only slow it down
 torch.manual_seed(0)
 angles = 2 * math.pi * torch.arange(8) / 8
 centers = 3.0 * torch.stack([torch.cos(angles), torch.sin(angles)], dim=1)

@@ -172,7 +172,7 @@ def continuity_bound(
     wide = 1e-3
 
     def f(s: np.ndarray) -> np.ndarray:
-        return path.log_prob(x, x1, np.clip(s, 0.0, 1.0))
+        return np.asarray(path.log_prob(x, x1, np.clip(s, 0.0, 1.0)))
 
     third = np.abs(f(t + 2 * wide) - 2 * f(t + wide) + 2 * f(t - wide) - f(t - 2 * wide))
     third = third / (2 * wide**3)
@@ -185,4 +185,4 @@ def continuity_bound(
         + 1.0
     )
     d = x[0].size
-    return 10.0 * (h * h / 6.0 * third + (2 * d + 2) * eps ** (2 / 3) * terms)
+    return np.asarray(10.0 * (h * h / 6.0 * third + (2 * d + 2) * eps ** (2 / 3) * terms))

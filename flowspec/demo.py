@@ -1,22 +1,28 @@
 r"""``flowspec demo``: Flow Matching on a 2-D data set, end to end, in under a minute.
 
-Trains a small MLP ``v_theta(t, x)`` with the CFM loss (paper eq. 9, reparameterised
-as eq. 13) on samples of a 2-D density, then draws samples with the paper's Euler
-rule from the source :math:`\mathcal N(0, \sigma_0^2 I)` at t = 0 to t = 1, and writes
-one PNG with
+Trains a small MLP ``v_theta(t, x)`` with the CFM loss (paper eq. 9, in its
+reparameterised form eq. 14) on a training set of 2-D points, draws samples with the
+paper's Euler rule from the source :math:`\mathcal N(0, \sigma_0^2 I)` at t = 0 to
+t = 1, and writes one PNG with
 
-* the data and the generated samples,
-* a few Euler trajectories,
-* snapshots of the conditional-path marginal :math:`p_t` (samples of
+* the training set, the samples of the learned field, and the samples of the **exact
+  marginal field** of the training set (eq. 8, :class:`~flowspec.EmpiricalMarginal`)
+  from the same noise with the same Euler steps: the field that a perfect model learns;
+* the training loss with the **CFM loss floor**, the constant of Theorem 2
+  (:func:`~flowspec.cfm_loss_floor`): the loss of that perfect model, below which no
+  model can go;
+* snapshots of the marginal probability path :math:`p_t` (eq. 6; samples of
   :math:`\psi_t(x_0 \mid x_1) = \alpha_t x_1 + \sigma_t x_0` with :math:`x_1` from the
-  data) next to the learned flow at the same times: Theorem 1 says the two agree,
-* the training loss.
+  training set) next to the learned flow at the same times, chosen for each schedule
+  where its signal-to-noise ratio changes.
 
-It uses PyTorch when it is installed, else JAX (``pip install 'flowspec[demo]'``);
-either way the model is plain framework code and every Flow Matching step is a
-flowspec core function called on framework arrays through the Array API:
+It uses PyTorch when it is installed, else JAX (``pip install ".[demo]"`` in a
+checkout); either way the model is plain framework code and every Flow Matching step
+is a flowspec core function called on framework arrays through the Array API:
 :meth:`~flowspec.GaussianPath.sample_and_target`, :func:`~flowspec.cfm_loss`,
-:func:`~flowspec.euler`.
+:func:`~flowspec.euler`. The framework computes with ``threads`` intra-op threads (1 by
+default): the model is small, and more threads than free cores make a shared machine
+many times slower.
 
 Run ``flowspec demo --help`` for the options, or call :func:`main` / :func:`run`.
 """
@@ -36,7 +42,8 @@ from typing import Any
 
 import numpy as np
 
-from .losses import cfm_loss
+from .losses import LossFloor, cfm_loss, cfm_loss_floor
+from .marginal import EmpiricalMarginal
 from .ode import euler
 from .paths import GaussianPath
 from .schedules import (
@@ -49,7 +56,7 @@ from .schedules import (
     VariancePreserving,
 )
 
-__all__ = ["DATASETS", "SCHEDULES", "DemoResult", "main", "run", "sample_data"]
+__all__ = ["DATASETS", "SCHEDULES", "DemoResult", "main", "run", "sample_data", "snapshot_times"]
 
 #: Schedule name (as accepted by ``--schedule``, case-insensitive) -> the instance used.
 #: VarianceExploding is scaled to the data (sigma_max = 8 for data of radius ~ 4; the
@@ -171,8 +178,8 @@ def _train_torch(path, data_fn, steps, batch, seed, lr, t_max, progress):
         x1 = torch.from_numpy(data_fn(batch))
         x0 = torch.randn_like(x1)
         t = torch.rand(batch) * t_max
-        x_t, u = path.sample_and_target(x0, x1, t)  # eq. 11 and 13 on torch tensors
-        loss = cfm_loss(model(t, x_t), u)  # eq. 9
+        x_t, u = path.sample_and_target(x0, x1, t)  # eq. 11, target of eq. 14
+        loss = cfm_loss(model(t, x_t), u)  # eq. 14
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -214,8 +221,8 @@ def _train_jax(path, data_fn, steps, batch, seed, lr, t_max, progress):
         return h @ p[-1][0] + p[-1][1]
 
     def loss_fn(p, x0, x1, t):
-        x_t, u = path.sample_and_target(x0, x1, t)  # eq. 11 and 13, traced by jax
-        return cfm_loss(model(p, t, x_t), u)  # eq. 9
+        x_t, u = path.sample_and_target(x0, x1, t)  # eq. 11, target of eq. 14
+        return cfm_loss(model(p, t, x_t), u)  # eq. 14
 
     b1, b2, adam_eps = 0.9, 0.999, 1e-8
 
@@ -254,10 +261,55 @@ def _backend(name: str) -> tuple[str, Callable[..., Any]]:
         if importlib.util.find_spec(candidate) is not None:
             return candidate, _train_torch if candidate == "torch" else _train_jax
     raise ImportError(
-        "flowspec demo needs PyTorch or JAX (and matplotlib): pip install 'flowspec[demo]'"
+        'flowspec demo needs PyTorch or JAX (and matplotlib): pip install ".[demo]" in a checkout'
         if name == "auto"
         else f"flowspec demo --backend {name} needs {name}, which is not installed"
     )
+
+
+def _set_threads(backend: str, threads: int) -> None:
+    """Intra-op threads of the framework (PyTorch now; JAX/XLA if not yet started)."""
+    if backend == "torch":
+        torch = importlib.import_module("torch")
+        torch.set_num_threads(threads)
+    elif "jax" not in sys.modules:  # XLA reads its flags once, when it starts
+        flags = os.environ.get("XLA_FLAGS", "")
+        if "intra_op_parallelism_threads" not in flags:
+            extra = f"--xla_cpu_multi_thread_eigen={'true' if threads > 1 else 'false'} "
+            extra += f"intra_op_parallelism_threads={threads}"
+            os.environ["XLA_FLAGS"] = f"{flags} {extra}".strip()
+
+
+def snapshot_times(schedule: Schedule, steps: int, n: int = 5) -> list[float]:
+    r"""``n`` times on the Euler grid ``k / steps`` at which ``schedule`` changes evenly.
+
+    The times split the range of :math:`r_t = \alpha_t / (\alpha_t + \sigma_t)`, the
+    share of the data in :math:`x_t = \alpha_t x_1 + \sigma_t x_0`, into equal parts,
+    from t = 0 to t = 1: evenly spaced for CondOT, late for VP (whose
+    :math:`\alpha_t` stays near 0 until t is about 0.7).
+
+    Examples
+    --------
+    >>> import flowspec as fs
+    >>> from flowspec.demo import snapshot_times
+    >>> snapshot_times(fs.CondOT(), 100)
+    [0.0, 0.25, 0.5, 0.75, 1.0]
+    >>> snapshot_times(fs.VariancePreserving(), 100)[1:4]
+    [0.53, 0.74, 0.9]
+    """
+    grid = np.arange(steps + 1, dtype=np.float64) / steps
+    with np.errstate(divide="ignore", invalid="ignore"):
+        c = schedule(grid)
+    alpha = np.broadcast_to(np.asarray(c.alpha, dtype=np.float64), grid.shape)
+    sigma = np.broadcast_to(np.asarray(c.sigma, dtype=np.float64), grid.shape)
+    share = alpha / (alpha + sigma)
+    levels = np.linspace(share[0], share[-1], n)
+    out = []
+    for level in levels:
+        k = int(np.argmin(np.abs(share - level)))
+        out.append(k / steps)
+    out[0], out[-1] = 0.0, 1.0
+    return out
 
 
 @dataclass
@@ -266,12 +318,21 @@ class DemoResult:
 
     backend: str
     schedule: str
-    data: np.ndarray  # (n, 2)
-    samples: np.ndarray  # (n, 2), Euler from t=0 to t=1
-    path: np.ndarray  # (sample_steps + 1, n, 2)
+    data: np.ndarray  # (n_data, 2), the training set
+    samples: np.ndarray  # (n_samples, 2), Euler from t=0 to t=1 with the learned field
+    path: np.ndarray  # (sample_steps + 1, n_samples, 2), the learned flow's Euler states
+    marginal_samples: np.ndarray  # (n_samples, 2), the same Euler run with the exact field
+    floor: LossFloor  # the CFM loss floor of the training set (Theorem 2)
     losses: list[float]
     seconds: float
+    threads: int
     out: str | None
+
+
+def _positive(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"`{name}` must be an integer >= 1, got {value!r}")
+    return value
 
 
 def run(
@@ -282,33 +343,43 @@ def run(
     data: str = "checkerboard",
     backend: str = "auto",
     batch: int = 512,
+    n_data: int = 2000,
     n_samples: int = 2000,
     sample_steps: int = 100,
     lr: float = 2e-2,
+    threads: int = 1,
     progress: bool = True,
 ) -> DemoResult:
-    """Train, sample and plot; return a :class:`DemoResult`. ``out=None`` skips the PNG."""
-    for name, value, low in (
-        ("steps", steps, 1),
-        ("batch", batch, 1),
-        ("n_samples", n_samples, 1),
-        ("sample_steps", sample_steps, 1),
+    """Train, sample and plot; return a :class:`DemoResult`. ``out=None`` skips the PNG.
+
+    The model is trained on minibatches drawn from a fixed training set of ``n_data``
+    points of the data set ``data``; the exact marginal field and the loss floor refer
+    to that training set. ``threads`` sets the framework's intra-op threads.
+    """
+    for name, value in (
+        ("steps", steps),
+        ("batch", batch),
+        ("n_data", n_data),
+        ("n_samples", n_samples),
+        ("sample_steps", sample_steps),
+        ("threads", threads),
     ):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ValueError(f"`{name}` must be an integer >= {low}, got {value!r}")
+        _positive(name, value)
     if data not in DATASETS:
         raise ValueError(f"`data` must be one of {DATASETS}, got {data!r}")
     sched = schedule_named(schedule)
     sched_name = type(sched).__name__
     backend_name, trainer = _backend(backend)
+    _set_threads(backend_name, threads)
     path = GaussianPath(sched)
     rng = np.random.default_rng(seed)
     t_max = 1.0 - _T_EPS if 1.0 in sched.divergent_at else 1.0
+    train = sample_data(data, n_data, rng)  # the training set, float32
 
     start = time.perf_counter()
     field, to_array, losses = trainer(
         path,
-        lambda n: sample_data(data, n, rng),
+        lambda n: train[rng.integers(0, n_data, size=n)],
         steps,
         batch,
         seed,
@@ -319,19 +390,34 @@ def run(
     # the source at t = 0 is N(alpha_0 x1, sigma_0^2 I); alpha_0 x1 is 0 for every
     # schedule but VP (alpha_0 ~ 6.6e-3) and VE (alpha = 1 but sigma_0 = sigma_max >> |x1|)
     sigma_0 = float(sched(0.0).sigma)
-    x0 = to_array((sigma_0 * rng.standard_normal((n_samples, 2))).astype(np.float32))
-    traj = euler(field, x0, steps=sample_steps, return_path=True)  # x_{k+1} = x_k + h v
+    noise = sigma_0 * rng.standard_normal((n_samples, 2))
+    traj = euler(field, to_array(noise.astype(np.float32)), steps=sample_steps, return_path=True)
     traj = np.asarray(traj)
     seconds = time.perf_counter() - start
+
+    # the perfect model: the exact marginal field of the training set (float64 NumPy),
+    # sampled from the same noise with the same Euler steps, and its CFM loss (the floor)
+    marginal = EmpiricalMarginal(path, train.astype(np.float64))
+    exact = euler(lambda t, x: marginal.velocity(x, t), noise, steps=sample_steps)
+    m = 20 * batch
+    floor = cfm_loss_floor(
+        marginal,
+        rng.standard_normal((m, 2)),
+        train[rng.integers(0, n_data, size=m)].astype(np.float64),
+        rng.uniform(0.0, t_max, size=m),  # the training distribution of t
+    )
 
     result = DemoResult(
         backend=backend_name,
         schedule=sched_name,
-        data=sample_data(data, n_samples, rng),
+        data=train,
         samples=traj[-1],
         path=traj,
+        marginal_samples=exact,
+        floor=floor,
         losses=losses,
         seconds=seconds,
+        threads=threads,
         out=out,
     )
     if out is not None:
@@ -339,16 +425,19 @@ def run(
     return result
 
 
+DATA_COLOR, MODEL_COLOR, EXACT_COLOR = "#4c72b0", "#dd8452", "#55a868"
+
+
 def _plot(res: DemoResult, path: GaussianPath, rng: np.random.Generator, sample_steps: int):
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
     lim = float(np.max(np.abs(res.data))) * 1.15
-    data_color, model_color, path_color = "#4c72b0", "#dd8452", "#8c8c8c"
-    fig = plt.figure(figsize=(15, 6.4), dpi=110)
-    grid = fig.add_gridspec(2, 5, height_ratios=[1.25, 1.0], hspace=0.32, wspace=0.18)
+    fig = plt.figure(figsize=(11.0, 5.6), dpi=110)
+    grid = fig.add_gridspec(2, 5, height_ratios=[1.0, 1.0], hspace=0.22, wspace=0.12)
 
     def square(ax, title):
         ax.set_xlim(-lim, lim)
@@ -356,46 +445,56 @@ def _plot(res: DemoResult, path: GaussianPath, rng: np.random.Generator, sample_
         ax.set_aspect("equal")
         ax.set_xticks([])
         ax.set_yticks([])
-        ax.set_title(title, fontsize=10)
+        ax.set_title(title, fontsize=9)
+
+    def cloud(ax, xy, color, alpha=0.5):
+        ax.scatter(*np.asarray(xy).T, s=0.8, c=color, alpha=alpha, linewidths=0)
 
     ax = fig.add_subplot(grid[0, 0])
-    ax.scatter(*res.data.T, s=1.5, c=data_color, alpha=0.6, linewidths=0)
-    square(ax, "data $x_1 \\sim q$")
+    cloud(ax, res.data, DATA_COLOR)
+    square(ax, f"training set ({res.data.shape[0]} points)")
 
     ax = fig.add_subplot(grid[0, 1])
-    ax.scatter(*res.samples.T, s=1.5, c=model_color, alpha=0.6, linewidths=0)
-    square(ax, f"samples: Euler, {sample_steps} steps")
+    cloud(ax, res.samples, MODEL_COLOR)
+    for i in range(12):  # a few Euler trajectories of the learned field
+        xy = res.path[:, i, :]
+        ax.plot(xy[:, 0], xy[:, 1], lw=0.5, c="#333333", alpha=0.6)
+    square(ax, "learned field $v_\\theta$")
 
     ax = fig.add_subplot(grid[0, 2])
-    ax.scatter(*res.data.T, s=1.0, c=data_color, alpha=0.15, linewidths=0)
-    for i in range(24):
-        xy = res.path[:, i, :]
-        ax.plot(xy[:, 0], xy[:, 1], lw=0.8, c="#333333", alpha=0.8)
-        ax.plot(*xy[0], "o", ms=2.5, c="#333333")
-        ax.plot(*xy[-1], "o", ms=3.0, c=model_color)
-    square(ax, "trajectories $t: 0 \\to 1$")
+    cloud(ax, res.marginal_samples, EXACT_COLOR)
+    square(ax, "exact marginal field $u_t$")
 
     ax = fig.add_subplot(grid[0, 3:])
-    ax.plot(res.losses, lw=0.4, c=path_color, alpha=0.6, label="batch")
+    steps = np.arange(1, len(res.losses) + 1)
+    ax.plot(steps, res.losses, lw=0.4, c=MODEL_COLOR, alpha=0.35, label="CFM loss of a batch")
     window = max(1, len(res.losses) // 50)
     if len(res.losses) >= window:
         smooth = np.convolve(res.losses, np.ones(window) / window, mode="valid")
-        ax.plot(np.arange(window - 1, len(res.losses)), smooth, c="#222222", lw=1.2, label="mean")
-    low, high = np.quantile(res.losses, [0.005, 0.99])
-    ax.set_ylim(0.9 * float(low), 1.1 * float(high))
-    ax.set_xlabel("training step", fontsize=9)
-    ax.set_title("CFM loss $\\|v_\\theta(t, x_t) - \\dot\\psi_t(x_0\\mid x_1)\\|^2$", fontsize=10)
-    ax.legend(fontsize=8, frameon=False)
-    ax.tick_params(labelsize=8)
+        ax.plot(steps[window - 1 :], smooth, c=MODEL_COLOR, lw=1.4, label="running mean")
+    floor, low, high = float(res.floor.estimate), float(res.floor.low), float(res.floor.high)
+    ax.axhspan(low, high, color=EXACT_COLOR, alpha=0.25, lw=0)
+    ax.axhline(floor, c=EXACT_COLOR, lw=1.4, ls="--", label=f"floor of Theorem 2: {floor:.3f}")
+    top = max(float(np.quantile(res.losses, 0.995)), high)
+    bottom = max(0.0, low - 0.6 * (top - low))  # room below the floor for the legend
+    ax.set_ylim(bottom, top + 0.02 * (top - bottom))
+    ax.set_xlim(1, len(res.losses))
+    ax.set_xlabel("training step", fontsize=8)
+    ax.set_ylabel("CFM loss (eq. 14)", fontsize=8)
+    ax.yaxis.set_label_position("right")
+    ax.yaxis.tick_right()
+    ax.set_title("training loss and its floor (exact marginal field)", fontsize=9)
+    ax.legend(fontsize=7, frameon=False, loc="lower right")
+    ax.tick_params(labelsize=7)
 
-    # snapshots: the marginal path p_t (x_t = alpha_t x1 + sigma_t x0, x1 from the data)
-    # against the learned flow's Euler state at the same time
-    n = res.data.shape[0]
+    # snapshots: the marginal path p_t (x_t = alpha_t x1 + sigma_t x0, x1 from the
+    # training set) against the learned flow's Euler state at the same time
+    times = snapshot_times(path.schedule, sample_steps)
     sigma_0 = float(path.schedule(0.0).sigma)
-    for col, frac in enumerate((0.0, 0.25, 0.5, 0.75, 1.0)):
-        k = round(frac * sample_steps)
-        t = k / sample_steps
-        x1 = res.data.astype(np.float64)
+    n = res.samples.shape[0]
+    for col, t in enumerate(times):
+        k = round(t * sample_steps)
+        x1 = res.data[rng.integers(0, res.data.shape[0], size=n)].astype(np.float64)
         x0 = rng.standard_normal(x1.shape)
         if t == 0.0:  # the source the sampler starts from
             x_t = sigma_0 * x0
@@ -403,15 +502,22 @@ def _plot(res: DemoResult, path: GaussianPath, rng: np.random.Generator, sample_
             with np.errstate(divide="ignore"):
                 x_t = path.sample(x0, x1, t)
         ax = fig.add_subplot(grid[1, col])
-        ax.scatter(*x_t.T, s=1.0, c=path_color, alpha=0.45, linewidths=0)
-        ax.scatter(*res.path[k].T, s=1.0, c=model_color, alpha=0.45, linewidths=0)
+        cloud(ax, x_t, DATA_COLOR, alpha=0.35)
+        cloud(ax, res.path[k], MODEL_COLOR, alpha=0.35)
         square(ax, f"$t = {t:g}$")
-        if col == 0:
-            ax.set_ylabel(f"$p_t$ (grey) vs flow (orange), n={n}", fontsize=9)
+    handles = [
+        Line2D([], [], ls="", marker="o", ms=5, c=DATA_COLOR, label="data / path $p_t$ (eq. 6)"),
+        Line2D([], [], ls="", marker="o", ms=5, c=MODEL_COLOR, label="learned flow (Euler)"),
+        Line2D(
+            [], [], ls="", marker="o", ms=5, c=EXACT_COLOR, label="exact marginal field (Euler)"
+        ),
+    ]
+    fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=8, frameon=False,
+               bbox_to_anchor=(0.5, 0.02))  # fmt: skip
     fig.suptitle(
         f"flowspec demo: Conditional Flow Matching, {res.schedule} path, "
         f"{len(res.losses)} training steps ({res.backend})",
-        fontsize=12,
+        fontsize=11,
     )
     directory = os.path.dirname(os.path.abspath(res.out))
     os.makedirs(directory, exist_ok=True)
@@ -419,21 +525,58 @@ def _plot(res: DemoResult, path: GaussianPath, rng: np.random.Generator, sample_
     plt.close(fig)
 
 
+def _int_at_least_1(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
+    return value
+
+
+def _schedule_arg(text: str) -> str:
+    try:
+        return type(schedule_named(text)).__name__
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be one of {', '.join(SCHEDULES)} (case-insensitive), got {text!r}"
+        ) from None
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``flowspec demo`` (shared by :func:`main` and the CLI)."""
-    parser.add_argument("--out", default="flowspec-demo.png", help="PNG to write")
-    parser.add_argument("--steps", type=int, default=3000, help="training steps")
+    parser.add_argument("--out", default="flowspec-demo.png", metavar="PATH", help="PNG to write")
+    parser.add_argument(
+        "--steps", type=_int_at_least_1, metavar="N", default=3000, help="training steps"
+    )
     parser.add_argument(
         "--schedule",
         default="CondOT",
-        type=lambda s: type(schedule_named(s)).__name__,
-        metavar="NAME",
-        help=f"one of {', '.join(SCHEDULES)} (case-insensitive; default CondOT)",
+        type=_schedule_arg,
+        metavar="{" + ",".join(SCHEDULES) + "}",
+        help="the path's schedule (case-insensitive)",
     )
-    parser.add_argument("--seed", type=int, default=0, help="random seed")
-    parser.add_argument("--data", default="checkerboard", choices=DATASETS)
-    parser.add_argument("--backend", default="auto", choices=("auto", "torch", "jax"))
-    parser.add_argument("--sample-steps", type=int, default=100, help="Euler steps")
+    parser.add_argument("--data", default="checkerboard", choices=DATASETS, help="2-D data set")
+    parser.add_argument(
+        "--backend", default="auto", choices=("auto", "torch", "jax"),
+        help="framework of the model (auto: torch, else JAX)",
+    )  # fmt: skip
+    parser.add_argument("--seed", type=int, metavar="N", default=0, help="random seed")
+    parser.add_argument(
+        "--n-data",
+        type=_int_at_least_1,
+        metavar="N",
+        default=2000,
+        help="points in the training set",
+    )
+    parser.add_argument(
+        "--sample-steps", type=_int_at_least_1, metavar="N", default=100, help="Euler steps"
+    )
+    parser.add_argument(
+        "--threads", type=_int_at_least_1, metavar="N", default=1,
+        help="intra-op threads of the framework (more than the free cores slows it down)",
+    )  # fmt: skip
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
@@ -446,23 +589,32 @@ def _run_args(args: argparse.Namespace) -> int:
             seed=args.seed,
             data=args.data,
             backend=args.backend,
+            n_data=args.n_data,
             sample_steps=args.sample_steps,
+            threads=args.threads,
             progress=not args.no_progress,
         )
     except ImportError as exc:
         print(f"flowspec demo: {exc}", file=sys.stderr)
         return 2
     tail = res.losses[-max(1, len(res.losses) // 10) :]
+    f = res.floor
     print(
-        f"{res.schedule} path, {len(res.losses)} steps on {res.backend}: final loss "
-        f"{np.mean(tail):.3f}, {res.seconds:.1f} s; wrote {res.out}"
+        f"{res.schedule} path, {len(res.losses)} steps on {res.backend} "
+        f"({res.threads} thread{'s' if res.threads > 1 else ''}): final loss "
+        f"{np.mean(tail):.3f}, floor {float(f.estimate):.3f} "
+        f"[{float(f.low):.3f}, {float(f.high):.3f}], {res.seconds:.1f} s; wrote {res.out}"
     )
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``flowspec demo`` with command-line arguments; returns the exit status."""
-    parser = argparse.ArgumentParser(prog="flowspec demo", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="flowspec demo",
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     add_arguments(parser)
     return _run_args(parser.parse_args(argv))
 

@@ -19,7 +19,7 @@ functions that reduce over the event axes (shape (B,) results) take the namespac
 function                       value                                                        paper
 =============================  ===========================================================  =========
 ``sample(c, x0, x1)``          :math:`\alpha_t x_1 + \sigma_t x_0`                          eq. 11
-``target(c, x0, x1)``          :math:`\dot\alpha_t x_1 + \dot\sigma_t x_0`                  eq. 13, 23
+``target(c, x0, x1)``          :math:`\dot\alpha_t x_1 + \dot\sigma_t x_0`                  eq. 14, 23
 ``velocity(c, x, x1)``         :math:`\frac{\dot\sigma_t}{\sigma_t}(x - \alpha_t x_1) + \dot\alpha_t x_1`  eq. 15
 ``score(c, x, x1)``            :math:`-(x - \alpha_t x_1)/\sigma_t^2`                       eq. 10
 ``log_prob(c, x, x1, xp=)``    :math:`-\frac{\lVert x-\alpha_t x_1\rVert^2}{2\sigma_t^2} - d\log\sigma_t - \frac d2\log 2\pi`  eq. 10
@@ -85,7 +85,7 @@ def sample(c: Coefficients, x0: Array, x1: Array) -> Array:
 
 
 def target(c: Coefficients, x0: Array, x1: Array) -> Array:
-    r"""The CFM target :math:`\frac{d}{dt}\psi_t(x_0 \mid x_1) = \dot\alpha_t x_1 + \dot\sigma_t x_0` (eq. 13, 23).
+    r"""The CFM target :math:`\frac{d}{dt}\psi_t(x_0 \mid x_1) = \dot\alpha_t x_1 + \dot\sigma_t x_0` (the target of eq. 14; eq. 23 for OT).
 
     Examples
     --------

@@ -15,7 +15,8 @@ from collections.abc import Callable
 from typing import Any
 
 from . import validation
-from .ode import METHODS, Method, check_state, grid_times, step
+from .ode import Method, check_state, grid_times, step
+from .tableaus import tableau
 from .typing import Array
 
 __all__ = ["log_likelihood"]
@@ -51,7 +52,7 @@ def log_likelihood(
     log_p0 : callable
         ``log_p0(x) -> (B,)``: the log-density at the grid's last time (the source,
         e.g. the standard normal).
-    time_grid : sequence of float, NumPy array, or 1-D array of ``x1``'s namespace
+    time_grid : sequence of float, NumPy array, or 1-D array of x1's namespace
         At least two times, strictly decreasing, inside [0, 1]; for the likelihood of
         data it runs from 1 down to 0 (a grid [t_a, ..., t_b] gives
         :math:`\log p_{t_a}` from :math:`\log p_{t_b}` = ``log_p0``, e.g. t_a = 1 - 1e-5
@@ -92,11 +93,11 @@ def log_likelihood(
             f"`divergence` must be a callable divergence(t, x) in the core (names such as "
             f"{divergence!r} are understood by the torch and JAX backends), got {divergence!r}"
         )
-    for name, fn in (("log_p0", log_p0), ("divergence", divergence)):
-        if not callable(fn):
-            raise TypeError(f"`{name}` must be a callable, got {validation.describe(fn)}")
-    if not isinstance(method, str) or method not in METHODS:
-        raise ValueError(f"`method` must be one of {tuple(METHODS)}, got {method!r}")
+    if not callable(log_p0):
+        raise TypeError(f"`log_p0` must be a callable, got {validation.describe(log_p0)}")
+    if divergence is None or not callable(divergence):
+        raise TypeError(f"`divergence` must be a callable, got {validation.describe(divergence)}")
+    tableau(method)
     xp = check_state(field, x1, method, name="x1")
     grid = grid_times(xp, time_grid, x1, x_name="x1")
     if isinstance(grid[0], float):

@@ -379,7 +379,8 @@ class EmpiricalMarginal:
                 f"got {_xp.describe(path)}"
             )
         xp = _xp.namespace(data=data, weights=weights)
-        if weights is not None and not array_api_compat.is_array_api_obj(weights):
+        weights_is_array = array_api_compat.is_array_api_obj(weights)  # (no type narrowing)
+        if weights is not None and not weights_is_array:
             raise TypeError(f"`weights` must be an array or None, got {_xp.describe(weights)}")
         _xp.check_float(xp, "data", data)
         if data.ndim < 2:

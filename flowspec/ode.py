@@ -2,7 +2,8 @@ r"""Fixed-step ODE solvers for sampling :math:`\frac{d}{dt} x_t = v_t(x_t)` (pap
 
 The paper samples by integrating the learned field from noise (t = 0) to data (t = 1).
 :func:`euler` is its rule exactly; :func:`integrate` runs any of four explicit
-Runge-Kutta methods over an explicit, increasing or decreasing, time grid.
+Runge-Kutta methods over an explicit, increasing or decreasing, time grid; each
+method is a Butcher tableau of :data:`flowspec.tableaus.TABLEAUS`.
 
 A field is a callable ``field(t, x)`` with ``t`` of shape (B,) in the namespace and
 dtype of ``x``, as in training (``model(t, x_t)``); it must return an array of
@@ -11,19 +12,39 @@ dtype of ``x``, as in training (``model(t, x_t)``); it must return an array of
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 import array_api_compat
 
 from . import validation
+from .tableaus import TABLEAUS, fraction, tableau, weighted_sum
 from .typing import Array, Field
 
 __all__ = ["METHODS", "check_state", "euler", "grid_times", "integrate", "step"]
 
-Method = Literal["euler", "midpoint", "heun", "rk4"]
+#: A method name: a key of :data:`flowspec.tableaus.TABLEAUS`.
+Method = str
 
-#: Method name -> order of accuracy.
-METHODS: dict[str, int] = {"euler": 1, "midpoint": 2, "heun": 2, "rk4": 4}
+
+class _Orders(Mapping[str, int]):
+    """Method name -> order of accuracy, read from the tableaus (one source)."""
+
+    def __getitem__(self, name: str) -> int:
+        return TABLEAUS[name].order
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(TABLEAUS)
+
+    def __len__(self) -> int:
+        return len(TABLEAUS)
+
+    def __repr__(self) -> str:
+        return repr(dict(self))
+
+
+#: Method name -> order of accuracy: a read-only view of :data:`flowspec.tableaus.TABLEAUS`.
+METHODS: Mapping[str, int] = _Orders()
 
 
 def _call(field: Field, xp: Any, t: Any, x: Array) -> Array:
@@ -52,18 +73,12 @@ def step(field: Field, xp: Any, method: str, t: Any, h: Any, x: Array) -> Array:
     >>> step(field, xp, "euler", 0.0, 0.5, x).tolist()
     [[0.5]]
     """
-    k1 = _call(field, xp, t, x)
-    if method == "euler":
-        return x + h * k1
-    if method == "midpoint":
-        return x + h * _call(field, xp, t + 0.5 * h, x + (0.5 * h) * k1)
-    if method == "heun":
-        k2 = _call(field, xp, t + h, x + h * k1)
-        return x + (0.5 * h) * (k1 + k2)
-    k2 = _call(field, xp, t + 0.5 * h, x + (0.5 * h) * k1)
-    k3 = _call(field, xp, t + 0.5 * h, x + (0.5 * h) * k2)
-    k4 = _call(field, xp, t + h, x + h * k3)
-    return x + (h / 6.0) * (k1 + 2.0 * k2 + 2.0 * k3 + k4)
+    tab = tableau(method)
+    ks = [_call(field, xp, t, x)]
+    for c, row in zip(tab.c, tab.a, strict=True):
+        stage = x + fraction(h, row.factor) * weighted_sum(row.weights, ks)
+        ks.append(_call(field, xp, t + fraction(h, c), stage))
+    return x + fraction(h, tab.b.factor) * weighted_sum(tab.b.weights, ks)
 
 
 def check_state(field: Any, x0: Any, method: str, name: str = "x0") -> Any:
@@ -84,8 +99,7 @@ def check_state(field: Any, x0: Any, method: str, name: str = "x0") -> Any:
     """
     if not callable(field):
         raise TypeError(f"`field` must be a callable field(t, x), got {validation.describe(field)}")
-    if not isinstance(method, str) or method not in METHODS:
-        raise ValueError(f"`method` must be one of {tuple(METHODS)}, got {method!r}")
+    tableau(method)
     xp = validation.namespace(**{name: x0})
     validation.check_float(xp, name, x0)
     validation.check_batch(name, x0)
@@ -123,7 +137,7 @@ def euler(
 
     Returns
     -------
-    array, shape (B, *event), or (steps + 1, B, *event) with ``return_path``
+    array, shape (B, *event), or (steps + 1, B, *event) with return_path
 
     Examples
     --------
@@ -193,7 +207,7 @@ def integrate(
         ``field(t, x)``, t of shape (B,).
     x0 : array, shape (B, *event)
         The state at ``time_grid[0]``.
-    time_grid : sequence of float, NumPy array, or 1-D array of ``x0``'s namespace
+    time_grid : sequence of float, NumPy array, or 1-D array of x0's namespace
         At least two strictly monotone times. Host grids are validated; a grid on a
         device (or traced) is used as given, its values never read.
     method : {"euler", "midpoint", "heun", "rk4"}
@@ -202,7 +216,7 @@ def integrate(
 
     Returns
     -------
-    array, shape (B, *event), or (len(time_grid), B, *event) with ``return_path``
+    array, shape (B, *event), or (len(time_grid), B, *event) with return_path
 
     Examples
     --------

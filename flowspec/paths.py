@@ -125,7 +125,8 @@ class GaussianPath:
     def target(self, x0: Array, x1: Array, t: Array | float) -> Array:
         r"""The CFM regression target :math:`\frac{d}{dt}\psi_t(x_0 \mid x_1) = \dot\alpha_t x_1 + \dot\sigma_t x_0`.
 
-        The x0-form of the conditional field (eq. 13; eq. 23 for the OT path). It has
+        The conditional field along the flow, :math:`u_t(\psi_t(x_0 \mid x_1) \mid x_1)`
+        (eq. 13), in its x0-form: the regression target of eq. 14 (eq. 23 for the OT path). It has
         no division, so it is finite wherever the schedule's coefficients are, e.g. at
         t = 1 for ``CondOT(sigma_min=0)`` where the x-form is 0/0.
 
@@ -151,7 +152,7 @@ class GaussianPath:
     def sample_and_target(self, x0: Array, x1: Array, t: Array | float) -> tuple[Array, Array]:
         r"""``(sample(x0, x1, t), target(x0, x1, t))`` with one validation and one schedule call.
 
-        This is the training step of CFM (eq. 9 reparameterised as eq. 13): regress
+        This is the training step of CFM (eq. 9 reparameterised as eq. 14): regress
         ``model(t, x_t)`` on the target with :func:`~flowspec.cfm_loss`.
 
         Returns

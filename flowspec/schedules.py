@@ -115,7 +115,7 @@ class Schedule:
         r"""The coefficients at an already validated time array ``t`` of namespace ``xp``.
 
         The one method a subclass implements (paper Sec. 4: :math:`\alpha_t`,
-        :math:`\sigma_t` of eq. 10 and their derivatives, the coefficients of eq. 13).
+        :math:`\sigma_t` of eq. 10 and their derivatives, the coefficients of the target of eq. 14).
         Each field is an array of t's shape and dtype computed with standard Array API
         functions of ``xp`` only, or a Python float for a coefficient that is constant in
         t (``CondOT``'s derivatives, ``VarianceExploding``'s alpha): that spares the
@@ -225,8 +225,11 @@ class VariancePreserving(Schedule):
 
     Parameters
     ----------
-    beta_min, beta_max : float
-        The linear noise rates, 0 < beta_min < beta_max (paper: 0.1 and 20).
+    beta_min : float
+        The noise rate at diffusion time 0 (the data end, t = 1), > 0 (paper: 0.1).
+    beta_max : float
+        The noise rate at diffusion time 1 (the noise end, t = 0), > beta_min
+        (paper: 20).
 
     Examples
     --------
@@ -281,8 +284,10 @@ class VarianceExploding(Schedule):
 
     Parameters
     ----------
-    sigma_min, sigma_max : float
-        0 < sigma_min < sigma_max.
+    sigma_min : float
+        The noise level at the data end (t = 1), > 0.
+    sigma_max : float
+        The noise level at the noise end (t = 0), > sigma_min.
 
     Examples
     --------

@@ -10,8 +10,67 @@ from __future__ import annotations
 import importlib
 import importlib.util
 from types import ModuleType
+from typing import NamedTuple
 
-__all__ = ["NAMES", "available", "get"]
+__all__ = ["CONTRACT", "EXTRAS", "NAMES", "Parameters", "available", "get"]
+
+
+class Parameters(NamedTuple):
+    """The parameters of a function of the backend contract.
+
+    ``positional``: the names of the positional parameters, in order (``"*args"`` for
+    a var-positional one), or ``None`` where they are the framework's own source of
+    randomness (a key, a generator, a batch size); ``keyword``: keyword-only
+    parameters every backend has. A backend may add keyword-only parameters of its
+    own after these.
+
+    Examples
+    --------
+    >>> import flowspec as fs
+    >>> fs.backends.CONTRACT["sample_and_target"].positional
+    ('path', 'x0', 'x1', 't')
+    >>> fs.backends.CONTRACT["sample_time"]
+    Parameters(positional=None, keyword=('low', 'high', 'dtype'))
+    """
+
+    positional: tuple[str, ...] | None
+    keyword: tuple[str, ...] = ()
+
+
+_PATH0 = Parameters(("path", "x0", "x1", "t"))
+_PATH = Parameters(("path", "x", "x1", "t"))
+
+#: The names every backend module exports, and their parameters (``None``: a constant).
+#: Where the core has the function, the names and order are the core's; a path method
+#: becomes a function that takes the path first. A backend computes each one with its
+#: own implementation where it has a genuinely different one (a fused kernel, autodiff,
+#: a compiled loop) and otherwise calls the core. The table is documented, with what
+#: each backend adds, in the docs' "Backend contract" page.
+CONTRACT: dict[str, Parameters | None] = {
+    "METHODS": None,
+    "sample": _PATH0,
+    "target": _PATH0,
+    "sample_and_target": _PATH0,
+    "velocity": _PATH,
+    "log_prob": _PATH,
+    "score": _PATH,
+    # divergence(field, t, x, *, method) of a field, or divergence(path, x, x1, t)
+    "divergence": Parameters(("field", "t", "x", "*args"), ("method",)),
+    "cfm_loss": Parameters(("v", "u", "reduction")),
+    "euler": Parameters(("field", "x0", "steps", "t0", "t1", "return_path")),
+    "integrate": Parameters(("field", "x0", "time_grid", "method", "return_path")),
+    "continuity_residual": Parameters(("log_prob", "velocity", "t", "x")),
+    "log_likelihood": Parameters(("field", "x1", "log_p0", "time_grid", "method", "divergence")),
+    "sample_time": Parameters(None, ("low", "high", "dtype")),
+    "sample_noise": Parameters(None),
+}
+
+#: Names a backend exports beyond the contract (documented on its page).
+EXTRAS: dict[str, tuple[str, ...]] = {
+    "torch": ("coefficients", "sample_rademacher"),
+    "jax": (),
+    "cupy": ("kernel_source",),
+}
 
 #: Backend name -> the framework package it needs.
 NAMES: dict[str, str] = {"torch": "torch", "jax": "jax", "cupy": "cupy"}
@@ -60,7 +119,7 @@ def get(name: str) -> ModuleType:
     if importlib.util.find_spec(NAMES[name]) is None:
         raise ImportError(
             f"the {name!r} backend needs {NAMES[name]!r}, which is not installed "
-            f"(pip install 'flowspec[{name}]')"
+            f'(pip install ".[{name}]" in a checkout of flowspec)'
         )
     if not _module_exists(name):
         raise ImportError(f"this version of flowspec has no {name!r} backend module")

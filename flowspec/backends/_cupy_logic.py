@@ -13,9 +13,9 @@ logic of every fused kernel:
 - The solver driver :func:`run_solver` and the fused training step
   :func:`sample_and_target` take a ``launch`` callable, so the CuPy module runs them with
   compiled kernels and the CPU tests run them with :func:`emulate`.
-- :func:`marginal_stats` (streaming log-sum-exp over data chunks with matrix products)
-  and :func:`residual_with_parts` are written against the Array API namespace and run on
-  NumPy and CuPy alike.
+- What the Array API already expresses is not here: the exact marginal and the
+  continuity residual run on CuPy arrays through the core
+  (:class:`flowspec.EmpiricalMarginal`, :func:`flowspec.continuity_residual`).
 
 The kernels are compiled with ``--fmad=false`` so that ``a * x + b * y`` is rounded
 exactly as the reference rounds it (two products, one sum), not contracted into a fused
@@ -26,6 +26,7 @@ coefficients.
 from __future__ import annotations
 
 import ast
+import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -35,15 +36,13 @@ import array_api_compat
 import numpy as np
 
 from .. import validation
-from ..ode import METHODS
+from ..tableaus import TABLEAUS, fraction, tableau
 from ..typing import Array
 
 __all__ = [
     "KERNELS",
     "KernelSpec",
     "emulate",
-    "marginal_stats",
-    "residual_with_parts",
     "run_solver",
     "sample_and_target",
     "solver_plan",
@@ -117,38 +116,60 @@ SAMPLE_AND_TARGET = KernelSpec(
     ),
 )
 
+
+def _literal(w: float) -> str:
+    return f"T({int(w)})" if float(w).is_integer() else f"T({float(w)!r})"
+
+
+@functools.cache
+def row_kernel(weights: tuple[float, ...]) -> KernelSpec:
+    """The kernel of one tableau row: ``y = x + c[j] * (w_1 k1 + w_2 k2 + ...)``.
+
+    ``weights`` are the row's non-zero weights (:mod:`flowspec.tableaus`); the sum runs
+    left to right, a weight of one is not multiplied, exactly as
+    :func:`flowspec.tableaus.weighted_sum` forms it. ``c[j]`` is the row's factor times
+    the step h of step ``j``.
+    """
+    if not weights or any(w == 0.0 for w in weights):
+        raise ValueError(f"`weights` must be the non-zero weights of a row, got {weights!r}")
+    ks = tuple(f"k{m + 1}" if len(weights) > 1 else "k" for m in range(len(weights)))
+    terms = [k if w == 1.0 else f"{_literal(w)} * {k}" for w, k in zip(weights, ks, strict=True)]
+    if len(terms) == 1 and weights[0] == 1.0:
+        name, expr = "flowspec_axpy", "x + c[j] * k"
+    else:
+        tag = "_".join(str(int(w)) if float(w).is_integer() else repr(w) for w in weights)
+        name = "flowspec_row_" + tag.replace(".", "p").replace("-", "m")
+        expr = f"x + c[j] * ({' + '.join(terms)})"
+    return KernelSpec(
+        name=name,
+        inputs=("x", *ks),
+        raw=("c",),
+        scalars=("j",),
+        outputs=("y",),
+        body=(("y", expr),),
+    )
+
+
+def _nonzero(weights: tuple[float, ...]) -> tuple[float, ...]:
+    return tuple(w for w in weights if w != 0.0)
+
+
 #: ``y = x + c[j] * k``: the Euler update (in place with y = x), a Runge-Kutta stage,
 #: and the midpoint rule's final update.
-AXPY = KernelSpec(
-    name="flowspec_axpy",
-    inputs=("x", "k"),
-    raw=("c",),
-    scalars=("j",),
-    outputs=("y",),
-    body=(("y", "x + c[j] * k"),),
-)
-
+AXPY = row_kernel((1.0,))
 #: Heun's final update, ``x + (h/2) * (k1 + k2)`` as in the reference.
-HEUN = KernelSpec(
-    name="flowspec_heun",
-    inputs=("x", "k1", "k2"),
-    raw=("c",),
-    scalars=("j",),
-    outputs=("y",),
-    body=(("y", "x + c[j] * (k1 + k2)"),),
-)
-
+HEUN = row_kernel(_nonzero(TABLEAUS["heun"].b.weights))
 #: The classical Runge-Kutta final update, ``x + (h/6) * (k1 + 2 k2 + 2 k3 + k4)``.
-RK4 = KernelSpec(
-    name="flowspec_rk4",
-    inputs=("x", "k1", "k2", "k3", "k4"),
-    raw=("c",),
-    scalars=("j",),
-    outputs=("y",),
-    body=(("y", "x + c[j] * (k1 + T(2) * k2 + T(2) * k3 + k4)"),),
-)
+RK4 = row_kernel(_nonzero(TABLEAUS["rk4"].b.weights))
 
-KERNELS: dict[str, KernelSpec] = {spec.name: spec for spec in (SAMPLE_AND_TARGET, AXPY, HEUN, RK4)}
+
+def kernels() -> dict[str, KernelSpec]:
+    """Every kernel by name: the training step and the rows of every tableau."""
+    rows = [row_kernel(_nonzero(r.weights)) for tab in TABLEAUS.values() for r in (*tab.a, tab.b)]
+    return {spec.name: spec for spec in (SAMPLE_AND_TARGET, *rows)}
+
+
+KERNELS: dict[str, KernelSpec] = kernels()
 
 # -- NumPy emulation of cupy.ElementwiseKernel -----------------------------------------
 
@@ -271,8 +292,9 @@ def sample_and_target(launch: Launch, path: Any, x0: Array, x1: Array, t: Any) -
 class Plan:
     """Everything a solver needs, computed once before the loop.
 
-    ``times[j, s]`` is the time of stage s of step j and ``coef[m][j]`` the step
-    coefficient m of step j (arrays of x's namespace and dtype, one upload in all).
+    ``times[j, s]`` is the time of stage s of step j and ``coef[m][j]`` the factor of
+    row m of the tableau (the rows of a, then b) times the step h of step j (arrays of
+    x's namespace and dtype, one upload in all).
     """
 
     method: str
@@ -282,30 +304,23 @@ class Plan:
 
 
 def solver_plan(xp: Any, method: str, grid: list[Any], like: Array) -> Plan:
-    """Stage times and step coefficients, rounded exactly as the reference rounds them.
+    """Stage times and row factors of ``method``'s tableau, rounded as the reference rounds them.
 
     ``grid`` is the reference's grid: a list of Python floats (host grid, arithmetic in
     float64 then rounded to x's dtype at use) or of 0-d arrays (device grid, arithmetic
     in x's dtype).
     """
+    tab = tableau(method)
     steps = len(grid) - 1
     dev = validation.device(like)
     if all(isinstance(g, float) for g in grid):
         t = np.asarray(grid[:-1], dtype=np.float64)
         h = np.diff(np.asarray(grid, dtype=np.float64))
-        half = 0.5 * h
     else:
         g = xp.stack(grid)
         t, h = g[:-1], g[1:] - g[:-1]
-        half = 0.5 * h
-    if method == "euler":
-        times, coef = [t], [h]
-    elif method == "midpoint":
-        times, coef = [t, t + half], [half, h]
-    elif method == "heun":
-        times, coef = [t, t + h], [h, half]
-    else:
-        times, coef = [t, t + half, t + h], [half, h, h / 6.0]
+    times = [t, *(t + fraction(h, c) for c in tab.c)]
+    coef = [fraction(h, row.factor) for row in (*tab.a, tab.b)]
     if isinstance(t, np.ndarray):
         times_arr = xp.asarray(np.stack(times, axis=1).astype(like.dtype), device=dev)
         coef_arr = xp.asarray(np.stack(coef).astype(like.dtype), device=dev)
@@ -363,11 +378,12 @@ def run_solver(
     aliases the stage buffer, a copy of it, since the stage is overwritten before the
     output is last read).
     """
+    tab = tableau(plan.method)
     batch = int(x0.shape[0])
     shape = tuple(x0.shape)
     dev = validation.device(x0)
     tb = xp.empty((batch,), dtype=x0.dtype, device=dev)
-    stage = None if plan.method == "euler" else xp.empty_like(x0)
+    stage = xp.empty_like(x0) if tab.a else None
     if return_path:
         out = xp.empty((plan.steps + 1, *shape), dtype=x0.dtype, device=dev)
         out[0, ...] = x0
@@ -382,275 +398,24 @@ def run_solver(
         return v
 
     c = plan.coef
+
+    def row(m: int, weights: tuple[float, ...], ks: list[Array], j: int, y: Array) -> None:
+        used = [k for w, k in zip(weights, ks, strict=False) if w != 0.0]
+        launch(row_kernel(_nonzero(weights)), x, *used, c[m], j, out=(y,))
+
     for j in range(plan.steps):
         if return_path:
             x, y = out[j, ...], out[j + 1, ...]
         else:
             y = x
-        k1 = call(j, 0, x)
-        if plan.method == "euler":
-            launch(AXPY, x, k1, c[0], j, out=(y,))
-        elif plan.method == "midpoint":
-            launch(AXPY, x, k1, c[0], j, out=(stage,))
-            k2 = call(j, 1, stage)
-            launch(AXPY, x, k2, c[1], j, out=(y,))
-        elif plan.method == "heun":
-            launch(AXPY, x, k1, c[0], j, out=(stage,))
-            k2 = call(j, 1, stage)
-            launch(HEUN, x, k1, k2, c[1], j, out=(y,))
-        else:
-            launch(AXPY, x, k1, c[0], j, out=(stage,))
-            k2 = call(j, 1, stage)
-            launch(AXPY, x, k2, c[0], j, out=(stage,))
-            k3 = call(j, 1, stage)
-            launch(AXPY, x, k3, c[1], j, out=(stage,))
-            k4 = call(j, 2, stage)
-            launch(RK4, x, k1, k2, k3, k4, c[2], j, out=(y,))
+        ks = [call(j, 0, x)]
+        for m, a in enumerate(tab.a):
+            row(m, a.weights, ks, j, stage)
+            ks.append(call(j, m + 1, stage))
+        row(len(tab.a), tab.b.weights, ks, j, y)
     return out if return_path else x
 
 
 def check_method(method: Any) -> str:
-    if not isinstance(method, str) or method not in METHODS:
-        raise ValueError(f"`method` must be one of {tuple(METHODS)}, got {method!r}")
-    return method
-
-
-# -- the exact marginal of an empirical data set, streamed -----------------------------
-
-
-@dataclass(frozen=True)
-class MarginalStats:
-    """Streaming results for x of shape (B, D), data centred at ``shift``.
-
-    ``lse``: log sum_i q_i exp(-|x - alpha x1_i|^2 / (2 sigma^2)), shape (B,);
-    ``mean_c``: posterior mean of x1 - shift, shape (B, D); ``var``: posterior trace of
-    the covariance of x1, shape (B,); ``shift``: (D,); ``xc`` = x - alpha shift.
-    """
-
-    lse: Array
-    mean_c: Array
-    var: Array
-    shift: Array
-    xc: Array
-
-
-def default_chunk(batch: int, n: int, budget_elements: int = 1 << 25) -> int:
-    """Data rows per chunk so that one (B, chunk) logit block holds ``budget_elements``."""
-    return max(1, min(n, budget_elements // max(batch, 1)))
-
-
-def log_weights(xp: Any, weights: Array | None, n: int, like: Array) -> Array | None:
-    """log q_i for normalised weights, or None for the uniform 1/N (added at the end)."""
-    if weights is None:
-        return None
-    return xp.log(weights) - xp.log(xp.sum(weights))
-
-
-def marginal_stats(
-    xp: Any,
-    x: Array,
-    data: Array,
-    alpha: Array,
-    sigma: Array,
-    logq: Array | None,
-    chunk: int,
-    need_var: bool,
-) -> MarginalStats:
-    """One pass over the data in chunks with a running log-sum-exp (online softmax).
-
-    ``x``: (B, D); ``data``: (N, D); ``alpha``, ``sigma``: (B, 1). The squared
-    distances use the matrix-product form |x'|^2 - 2 alpha x'.y + alpha^2 |y|^2 on data
-    centred at its mean (x' = x - alpha mean), which shrinks the terms that cancel;
-    the result is clamped at 0 (a squared distance). Peak extra memory is O(B chunk).
-    """
-    n = int(data.shape[0])
-    shift = xp.mean(data, axis=0)
-    yc = data - shift
-    xc = x - alpha * shift
-    xx = xp.sum(xc * xc, axis=1, keepdims=True)
-    inv = 1.0 / (2.0 * sigma * sigma)
-    run_max = s0 = s1 = s2 = None
-    for start in range(0, n, chunk):
-        y = yc[start : start + chunk, ...]
-        yy = xp.sum(y * y, axis=1)
-        sq = xx - 2.0 * alpha * xp.matmul(xc, xp.matrix_transpose(y)) + (alpha * alpha) * yy
-        logits = -xp.maximum(sq, xp.zeros_like(sq)) * inv
-        if logq is not None:
-            logits = logits + logq[start : start + chunk]
-        block_max = xp.max(logits, axis=1, keepdims=True)
-        if run_max is None:
-            new_max = block_max
-            p = xp.exp(logits - new_max)
-            s0 = xp.sum(p, axis=1, keepdims=True)
-            s1 = xp.matmul(p, y)
-            s2 = xp.sum(p * yy, axis=1, keepdims=True) if need_var else None
-        else:
-            new_max = xp.maximum(run_max, block_max)
-            scale = xp.exp(run_max - new_max)
-            p = xp.exp(logits - new_max)
-            s0 = s0 * scale + xp.sum(p, axis=1, keepdims=True)
-            s1 = s1 * scale + xp.matmul(p, y)
-            if need_var:
-                s2 = s2 * scale + xp.sum(p * yy, axis=1, keepdims=True)
-        run_max = new_max
-    lse = xp.reshape(run_max + xp.log(s0), (-1,))
-    if logq is None:
-        lse = lse - math.log(n)
-    mean_c = s1 / s0
-    if need_var:
-        second = xp.reshape(s2 / s0, (-1,))
-        var = second - xp.sum(mean_c * mean_c, axis=1)
-        var = xp.maximum(var, xp.zeros_like(var))  # a variance; rounding may go below 0
-    else:
-        var = None
-    return MarginalStats(lse=lse, mean_c=mean_c, var=var, shift=shift, xc=xc)
-
-
-def marginal_quantity(
-    xp: Any,
-    quantity: str,
-    path: Any,
-    data: Array,
-    x: Array,
-    t: Any,
-    weights: Array | None,
-    chunk: int | None,
-) -> Array:
-    """``log_prob``, ``velocity``, ``score``, ``divergence``, ``denoise`` or ``posterior``."""
-    from ..paths import GaussianPath
-
-    if not isinstance(path, GaussianPath):
-        raise TypeError(f"`path` must be a flowspec GaussianPath, got {validation.describe(path)}")
-    xp2 = validation.namespace(x=x, data=data, t=t, weights=weights)
-    if xp2 is not xp:
-        raise TypeError(
-            f"`x` must be an array of this backend's library, got {validation.describe(x)}"
-        )
-    validation.check_float(xp, "data", data)
-    validation.check_float(xp, "x", x, like=("data", data))
-    validation.check_batch("x", x)
-    if data.ndim < 1 or tuple(data.shape[1:]) != tuple(x.shape[1:]) or int(data.shape[0]) < 1:
-        raise ValueError(
-            f"`data` must have shape (N, *event) with N >= 1 and the event shape of `x` "
-            f"{tuple(x.shape[1:])}, got {tuple(data.shape)}"
-        )
-    n = int(data.shape[0])
-    if weights is not None:
-        validation.check_float(xp, "weights", weights, like=("data", data))
-        if tuple(weights.shape) != (n,):
-            raise ValueError(f"`weights` must have shape (N,) = {(n,)}, got {tuple(weights.shape)}")
-    if chunk is None:
-        chunk = default_chunk(int(x.shape[0]), n)
-    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
-        raise ValueError(f"`chunk` must be an integer >= 1, got {validation.describe(chunk)}")
-    batch, d = int(x.shape[0]), validation.event_size(x)
-    tt = validation.time_array(xp, t, x)
-    c = path.schedule.arrays(xp, tt)
-    col = [xp.reshape(per_sample(xp, v, batch, x), (batch, 1)) for v in c]
-    alpha, sigma, d_alpha, d_sigma = col
-    xf = xp.reshape(x, (batch, d))
-    yf = xp.reshape(data, (n, d))
-    logq = log_weights(xp, weights, n, x)
-    if quantity == "posterior":
-        stats = marginal_stats(xp, xf, yf, alpha, sigma, logq, chunk, need_var=False)
-        blocks = []
-        inv = 1.0 / (2.0 * sigma * sigma)
-        xx = xp.sum(stats.xc * stats.xc, axis=1, keepdims=True)
-        lse = xp.reshape(stats.lse, (batch, 1))
-        for start in range(0, n, chunk):
-            y = yf[start : start + chunk, ...] - stats.shift
-            yy = xp.sum(y * y, axis=1)
-            sq = (
-                xx
-                - 2.0 * alpha * xp.matmul(stats.xc, xp.matrix_transpose(y))
-                + (alpha * alpha) * yy
-            )
-            logits = -xp.maximum(sq, xp.zeros_like(sq)) * inv
-            logits = logits + (logq[start : start + chunk] if logq is not None else -math.log(n))
-            blocks.append(xp.exp(logits - lse))
-        return xp.concat(blocks, axis=1)
-    stats = marginal_stats(xp, xf, yf, alpha, sigma, logq, chunk, need_var=quantity == "divergence")
-    if quantity == "log_prob":
-        s = xp.reshape(sigma, (batch,))
-        return stats.lse - d * xp.log(s) - 0.5 * d * math.log(2.0 * math.pi)
-    residual = stats.xc - alpha * stats.mean_c  # x - alpha E[x1 | x]
-    if quantity == "denoise":
-        out = stats.mean_c + stats.shift
-    elif quantity == "score":
-        out = -residual / (sigma * sigma)
-    elif quantity == "velocity":
-        out = (d_sigma / sigma) * residual + d_alpha * (stats.mean_c + stats.shift)
-    elif quantity == "divergence":
-        ratio = xp.reshape(d_sigma / sigma, (batch,))
-        gain = xp.reshape((d_alpha - alpha * d_sigma / sigma) * alpha / (sigma * sigma), (batch,))
-        return d * ratio + gain * stats.var
-    else:  # pragma: no cover - internal
-        raise AssertionError(quantity)
-    return xp.reshape(out, tuple(x.shape))
-
-
-# -- continuity residual with analytic parts -------------------------------------------
-
-
-def residual_with_parts(
-    xp: Any,
-    log_prob: Callable[[Array, Array], Array],
-    velocity: Callable[[Array, Array], Array],
-    t: Any,
-    x: Array,
-    divergence: Callable[[Array, Array], Array] | None,
-    score: Callable[[Array, Array], Array] | None,
-) -> Array:
-    r"""The log-form continuity residual with analytic spatial parts where given.
-
-    :math:`\partial_t \log p` is always a central difference in t with the reference's
-    step :math:`\epsilon^{1/3}`, so a wrong :math:`\dot\alpha_t` or :math:`\dot\sigma_t`
-    shows up. The divergence of ``velocity`` and the score are taken from
-    ``divergence(t, x) -> (B,)`` and ``score(t, x) -> x-shaped`` where given, otherwise
-    by the reference's central differences in x (step
-    :math:`\epsilon^{1/3}\max(1, \lVert x\rVert_\infty)` per sample).
-    """
-    batch = int(x.shape[0])
-    shape = tuple(x.shape)
-    tb = xp.reshape(validation.time_array(xp, t, x), (batch,))
-    h = float(xp.finfo(x.dtype).eps) ** (1.0 / 3.0)
-
-    def lp(tt: Array, xx: Array) -> Array:
-        return validation.check_output("log_prob(t, x)", log_prob(tt, xx), xp, (batch,), x.dtype)
-
-    def vel(tt: Array, xx: Array) -> Array:
-        return validation.check_output("velocity(t, x)", velocity(tt, xx), xp, shape, x.dtype)
-
-    t_plus, t_minus = tb + h, tb - h
-    dt_log_p = (lp(t_plus, x) - lp(t_minus, x)) / (t_plus - t_minus)
-    u = vel(tb, x)
-    d = validation.event_size(x)
-    u_flat = xp.reshape(u, (batch, d))
-    if divergence is not None:
-        div = validation.check_output("divergence(t, x)", divergence(tb, x), xp, (batch,), x.dtype)
-    if score is not None:
-        g = validation.check_output("score(t, x)", score(tb, x), xp, shape, x.dtype)
-        transport = xp.sum(u_flat * xp.reshape(g, (batch, d)), axis=1)
-    if divergence is None or score is None:
-        flat = xp.reshape(x, (batch, d))
-        scale = xp.max(xp.abs(flat), axis=1)
-        step = h * xp.where(scale > 1.0, scale, xp.ones_like(scale))
-        step_col = xp.reshape(step, (batch,) + (1,) * (x.ndim - 1))
-        index = xp.arange(d, device=validation.device(x))
-        fd_div = xp.zeros_like(tb)
-        fd_transport = xp.zeros_like(tb)
-        for i in range(d):
-            unit = xp.reshape(xp.astype(index == i, x.dtype), shape[1:])
-            x_plus, x_minus = x + step_col * unit, x - step_col * unit
-            width = xp.reshape(x_plus - x_minus, (batch, d))[:, i]
-            if divergence is None:
-                du = xp.reshape(vel(tb, x_plus) - vel(tb, x_minus), (batch, d))[:, i]
-                fd_div = fd_div + du / width
-            if score is None:
-                grad_i = (lp(tb, x_plus) - lp(tb, x_minus)) / width
-                fd_transport = fd_transport + u_flat[:, i] * grad_i
-        if divergence is None:
-            div = fd_div
-        if score is None:
-            transport = fd_transport
-    return dt_log_p + div + transport
+    tableau(method)
+    return str(method)

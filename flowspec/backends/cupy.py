@@ -14,13 +14,11 @@ the path first):
   stage buffer and the time array allocated once; each update is one fused kernel
   (``x += h v`` in place for Euler) and ``return_path`` writes into one preallocated
   (steps + 1, B, *event) array.
-- ``marginal_*``: the exact marginal of an empirical data set (paper eq. 6 and 8),
-  streamed over the data in chunks with cuBLAS matrix products and a running
-  log-sum-exp; no (B, N, D) array is formed.
-- :func:`continuity_residual` and :func:`path_continuity_residual`: CuPy has no
-  autodiff, so the residual uses analytic spatial parts where given and the
-  reference's central differences otherwise.
 - :func:`sample_time` and :func:`sample_noise` on an explicit ``cupy.random.Generator``.
+
+The exact marginal (:class:`flowspec.EmpiricalMarginal`, paper eq. 6 and 8) and the
+continuity residual (:func:`flowspec.continuity_residual`) need nothing here: the core
+runs on CuPy arrays through the Array API, its matrix products on cuBLAS.
 
 Importing :mod:`flowspec` never imports this module; ``flowspec.backends.get("cupy")``
 does, and needs CuPy (and, to run anything, a CUDA device).
@@ -36,27 +34,32 @@ from typing import Any
 import array_api_compat
 import cupy
 
+from .. import continuity as _continuity
+from .. import likelihood as _likelihood
+from .. import losses as _losses
 from .. import validation
-from ..continuity import continuity_residual as _reference_residual
-from ..ode import check_state, grid_times
+from ..ode import METHODS, check_state, grid_times
+from ..paths import GaussianPath
 from ..typing import Array, Field
 from . import _cupy_logic as _logic
 
 __all__ = [
+    "METHODS",
+    "cfm_loss",
     "continuity_residual",
+    "divergence",
     "euler",
     "integrate",
     "kernel_source",
-    "marginal_denoise",
-    "marginal_divergence",
-    "marginal_log_prob",
-    "marginal_posterior",
-    "marginal_score",
-    "marginal_velocity",
-    "path_continuity_residual",
+    "log_likelihood",
+    "log_prob",
+    "sample",
     "sample_and_target",
     "sample_noise",
     "sample_time",
+    "score",
+    "target",
+    "velocity",
 ]
 
 
@@ -78,12 +81,14 @@ def _launch(spec: _logic.KernelSpec, *args: Any, out: tuple[Array, ...] | None =
 def kernel_source(name: str) -> tuple[str, str, str]:
     """``(in_params, out_params, operation)`` of a fused kernel, for inspection.
 
-    ``name`` is one of ``"flowspec_sample_and_target"``, ``"flowspec_axpy"``,
-    ``"flowspec_heun"``, ``"flowspec_rk4"``.
+    ``name`` is ``"flowspec_sample_and_target"`` or the kernel of a row of a solver's
+    tableau: ``"flowspec_axpy"`` (``y = x + c[j] * k``), ``"flowspec_row_1_1"`` (Heun),
+    ``"flowspec_row_1_2_2_1"`` (RK4).
     """
-    if name not in _logic.KERNELS:
-        raise ValueError(f"`name` must be one of {tuple(_logic.KERNELS)}, got {name!r}")
-    return _logic.KERNELS[name].cuda()
+    known = _logic.kernels()
+    if name not in known:
+        raise ValueError(f"`name` must be one of {tuple(known)}, got {name!r}")
+    return known[name].cuda()
 
 
 def _require_cupy(name: str, x: Any) -> None:
@@ -102,7 +107,7 @@ def sample_and_target(path: Any, x0: Array, x1: Array, t: Array | float) -> tupl
     .. math:: x_t = \alpha_t x_1 + \sigma_t x_0, \qquad
               \text{target} = \dot\alpha_t x_1 + \dot\sigma_t x_0
 
-    (paper eq. 11 and the x0-form of eq. 13; eq. 22-23 for the OT path). Same
+    (paper eq. 11 and the target of eq. 14; eq. 22-23 for the OT path). Same
     validation and result as ``path.sample_and_target(x0, x1, t)``: the kernel is
     compiled without multiply-add contraction, so it rounds exactly as the Array API
     path does on the same coefficients.
@@ -186,165 +191,6 @@ def integrate(
         return _logic.run_solver(_launch, xp, field, x0, plan, bool(return_path))
 
 
-# -- exact marginal of an empirical data set -------------------------------------------
-
-
-def _marginal(quantity: str, path: Any, data: Array, x: Array, t: Any, weights: Any, chunk: Any):
-    _require_cupy("x", x)
-    xp = array_api_compat.array_namespace(x)
-    with x.device:
-        return _logic.marginal_quantity(xp, quantity, path, data, x, t, weights, chunk)
-
-
-_MARGINAL_DOC = r"""{summary}
-
-    For :math:`q = \sum_i q_i \delta_{{x^i}}` (uniform, or ``weights`` normalised) and the
-    Gaussian path of ``path``, with posterior weights
-    :math:`w_i \propto q_i \exp(-\lVert x - \alpha_t x^i\rVert^2 / 2\sigma_t^2)` (paper eq. 6
-    and 8). One streaming pass over the data in chunks of ``chunk`` rows: the squared
-    distances by a cuBLAS matrix product on data centred at its mean, a running
-    log-sum-exp, and the weighted sums by a second matrix product. Peak extra memory
-    is O(B chunk); no (B, N, D) array is formed. In float32 the matrix-product form
-    loses about :math:`\epsilon(\lVert x'\rVert^2 + \alpha_t^2\lVert y\rVert^2)/(2\sigma_t^2)` in
-    each logit (x', y centred); use float64 where :math:`\sigma_t` is tiny.
-
-    Parameters
-    ----------
-    path : GaussianPath
-    data : cupy.ndarray, shape (N, *event)
-    x : cupy.ndarray, shape (B, *event), dtype of ``data``
-    t : float or cupy.ndarray, shape () or (B,)
-    weights : cupy.ndarray, shape (N,), optional
-        Non-negative point weights (normalised here); uniform if omitted.
-    chunk : int, optional
-        Data rows per chunk; by default one (B, chunk) block holds 2**25 entries.
-
-    Returns
-    -------
-    {returns}
-    """
-
-
-def marginal_log_prob(path, data, x, t, *, weights=None, chunk=None):
-    return _marginal("log_prob", path, data, x, t, weights, chunk)
-
-
-def marginal_velocity(path, data, x, t, *, weights=None, chunk=None):
-    return _marginal("velocity", path, data, x, t, weights, chunk)
-
-
-def marginal_score(path, data, x, t, *, weights=None, chunk=None):
-    return _marginal("score", path, data, x, t, weights, chunk)
-
-
-def marginal_divergence(path, data, x, t, *, weights=None, chunk=None):
-    return _marginal("divergence", path, data, x, t, weights, chunk)
-
-
-def marginal_denoise(path, data, x, t, *, weights=None, chunk=None):
-    return _marginal("denoise", path, data, x, t, weights, chunk)
-
-
-def marginal_posterior(path, data, x, t, *, weights=None, chunk=None):
-    return _marginal("posterior", path, data, x, t, weights, chunk)
-
-
-marginal_log_prob.__doc__ = _MARGINAL_DOC.format(
-    summary=r"The marginal log-density :math:`\log p_t(x) = \log\sum_i q_i\,\mathcal N(x; \alpha_t x^i, \sigma_t^2 I)`.",
-    returns="cupy.ndarray, shape (B,)",
-)
-marginal_velocity.__doc__ = _MARGINAL_DOC.format(
-    summary=r"The marginal field :math:`u_t(x) = \frac{\dot\sigma_t}{\sigma_t}(x - \alpha_t \hat x_1) + \dot\alpha_t \hat x_1`, :math:`\hat x_1 = \sum_i w_i x^i`.",
-    returns="cupy.ndarray, shape (B, *event)",
-)
-marginal_score.__doc__ = _MARGINAL_DOC.format(
-    summary=r"The marginal score :math:`\nabla_x \log p_t(x) = -(x - \alpha_t \hat x_1)/\sigma_t^2`.",
-    returns="cupy.ndarray, shape (B, *event)",
-)
-marginal_divergence.__doc__ = _MARGINAL_DOC.format(
-    summary=r"The divergence :math:`d\,\dot\sigma_t/\sigma_t + (\dot\alpha_t - \alpha_t\dot\sigma_t/\sigma_t)\,\alpha_t\,\mathrm{tr\,Cov}_w(x^i)/\sigma_t^2` of the marginal field.",
-    returns="cupy.ndarray, shape (B,)",
-)
-marginal_denoise.__doc__ = _MARGINAL_DOC.format(
-    summary=r"The posterior mean :math:`\hat x_1 = E[x_1 \mid x_t = x] = \sum_i w_i x^i`.",
-    returns="cupy.ndarray, shape (B, *event)",
-)
-marginal_posterior.__doc__ = _MARGINAL_DOC.format(
-    summary="The posterior weights :math:`w_i(x, t)`, each row summing to 1.",
-    returns="cupy.ndarray, shape (B, N)",
-)
-
-
-# -- continuity ------------------------------------------------------------------------
-
-
-def continuity_residual(
-    log_prob: Callable[[Array, Array], Array],
-    velocity: Callable[[Array, Array], Array],
-    t: Array | float,
-    x: Array,
-    *,
-    divergence: Callable[[Array, Array], Array] | None = None,
-    score: Callable[[Array, Array], Array] | None = None,
-) -> Array:
-    r"""The log-form continuity residual on CuPy (paper eq. 26).
-
-    .. math:: r = \partial_t \log p_t(x) + \nabla\cdot u_t(x) + u_t(x)\cdot\nabla_x \log p_t(x)
-
-    With neither ``divergence`` nor ``score`` this is the reference
-    :func:`flowspec.continuity_residual` (central differences, 2 + 2d evaluations of
-    ``log_prob``). CuPy has no autodiff, so where the analytic parts are known they can
-    be passed: ``divergence(t, x) -> (B,)`` replaces the differences of ``velocity`` and
-    ``score(t, x) -> x-shaped`` those of ``log_prob`` in x. The time derivative stays a
-    central difference (step :math:`\epsilon^{1/3}`), so the residual still tests that
-    the field moves the density: error about :math:`\epsilon^{2/3}` relative.
-
-    Returns
-    -------
-    cupy.ndarray, shape (B,)
-    """
-    _require_cupy("x", x)
-    if divergence is None and score is None:
-        return _reference_residual(log_prob, velocity, t, x)
-    for name, fn in (
-        ("log_prob", log_prob),
-        ("velocity", velocity),
-        ("divergence", divergence),
-        ("score", score),
-    ):
-        if fn is not None and not callable(fn):
-            raise TypeError(
-                f"`{name}` must be a callable {name}(t, x), got {validation.describe(fn)}"
-            )
-    xp = validation.namespace(x=x, t=t)
-    validation.check_float(xp, "x", x)
-    validation.check_batch("x", x)
-    return _logic.residual_with_parts(xp, log_prob, velocity, t, x, divergence, score)
-
-
-def path_continuity_residual(path: Any, x: Array, x1: Array, t: Array | float) -> Array:
-    r"""The continuity residual of a conditional path: Theorem 3 checked on the GPU.
-
-    ``log_prob``, ``velocity``, ``score`` and ``divergence`` of ``path`` conditioned on
-    ``x1``, the time derivative by a central difference. It vanishes (to about
-    :math:`\epsilon^{2/3}` relative) exactly when the schedule's ``d_alpha`` and
-    ``d_sigma`` are the derivatives of its ``alpha`` and ``sigma``. ``t`` plus or minus
-    :math:`\epsilon^{1/3}` must lie inside the schedule's finite domain.
-
-    Returns
-    -------
-    cupy.ndarray, shape (B,)
-    """
-    return continuity_residual(
-        lambda tt, xx: path.log_prob(xx, x1, tt),
-        lambda tt, xx: path.velocity(xx, x1, tt),
-        t,
-        x,
-        divergence=lambda tt, xx: path.divergence(xx, x1, tt),
-        score=lambda tt, xx: path.score(xx, x1, tt),
-    )
-
-
 # -- random helpers --------------------------------------------------------------------
 
 
@@ -371,10 +217,10 @@ def sample_time(
     *,
     generator: Any,
     dtype: Any = cupy.float32,
-    t_min: float = 0.0,
-    t_max: float = 1.0,
+    low: float = 0.0,
+    high: float = 1.0,
 ) -> Array:
-    r"""Times :math:`t \sim U[t_{\min}, t_{\max})`, shape (B,), for the CFM loss (eq. 9).
+    r"""Times :math:`t \sim U[\text{low}, \text{high})`, shape (B,), for the CFM loss (eq. 9).
 
     Parameters
     ----------
@@ -383,8 +229,8 @@ def sample_time(
     generator : cupy.random.Generator
         Explicit source of randomness.
     dtype : float32 or float64
-    t_min, t_max : float
-        0 <= t_min < t_max <= 1; e.g. ``t_max = 1 - 1e-5`` as the paper's VP runs.
+    low, high : float
+        0 <= low < high <= 1; e.g. ``high = 1 - 1e-5`` as the paper's VP runs.
 
     Returns
     -------
@@ -394,12 +240,10 @@ def sample_time(
     dt = _check_dtype(dtype)
     if isinstance(batch, bool) or not isinstance(batch, numbers.Integral) or batch < 1:
         raise ValueError(f"`batch` must be an integer >= 1, got {validation.describe(batch)}")
-    lo = validation.real_number("t_min", t_min)
-    hi = validation.real_number("t_max", t_max)
+    lo = validation.real_number("low", low)
+    hi = validation.real_number("high", high)
     if not 0.0 <= lo < hi <= 1.0:
-        raise ValueError(
-            f"`t_min` and `t_max` must satisfy 0 <= t_min < t_max <= 1, got {lo!r}, {hi!r}"
-        )
+        raise ValueError(f"`low` and `high` must satisfy 0 <= low < high <= 1, got {lo!r}, {hi!r}")
     u = generator.random(int(batch), dtype=dt)
     if lo == 0.0 and hi == 1.0:
         return u
@@ -436,3 +280,109 @@ def sample_noise(shape: Any, *, generator: Any, dtype: Any = cupy.float32) -> Ar
             f"`shape` must be a tuple (B, *event) of integers with B >= 1, got {shape!r}"
         )
     return generator.standard_normal(tuple(int(s) for s in shape), dtype=dt)
+
+
+# -- the rest of the backend contract: calls into the core -----------------------------
+# The core runs on CuPy arrays through the Array API; these functions only add the
+# backend's checks (CuPy arrays, a GaussianPath), so that every backend exports the
+# same names.
+
+
+def _check_path(path: Any) -> GaussianPath:
+    if not isinstance(path, GaussianPath):
+        raise TypeError(
+            f"`path` must be a flowspec GaussianPath (e.g. fs.GaussianPath(fs.CondOT())), "
+            f"got {validation.describe(path)}"
+        )
+    return path
+
+
+def sample(path: Any, x0: Array, x1: Array, t: Array | float) -> Array:
+    r""":meth:`flowspec.GaussianPath.sample` on CuPy arrays: :math:`\alpha_t x_1 + \sigma_t x_0` (eq. 11)."""
+    _require_cupy("x0", x0)
+    return _check_path(path).sample(x0, x1, t)
+
+
+def target(path: Any, x0: Array, x1: Array, t: Array | float) -> Array:
+    r""":meth:`flowspec.GaussianPath.target` on CuPy arrays (eq. 13, 23)."""
+    _require_cupy("x0", x0)
+    return _check_path(path).target(x0, x1, t)
+
+
+def velocity(path: Any, x: Array, x1: Array, t: Array | float) -> Array:
+    r""":meth:`flowspec.GaussianPath.velocity` on CuPy arrays, Theorem 3 (eq. 15)."""
+    _require_cupy("x", x)
+    return _check_path(path).velocity(x, x1, t)
+
+
+def log_prob(path: Any, x: Array, x1: Array, t: Array | float) -> Array:
+    r""":meth:`flowspec.GaussianPath.log_prob` on CuPy arrays (eq. 10), shape (B,)."""
+    _require_cupy("x", x)
+    return _check_path(path).log_prob(x, x1, t)
+
+
+def score(path: Any, x: Array, x1: Array, t: Array | float) -> Array:
+    r""":meth:`flowspec.GaussianPath.score` on CuPy arrays (eq. 10)."""
+    _require_cupy("x", x)
+    return _check_path(path).score(x, x1, t)
+
+
+def divergence(field: Any, t: Any, x: Any, *args: Any, method: str = "exact") -> Array:
+    r"""``divergence(path, x, x1, t)``: :meth:`flowspec.GaussianPath.divergence` (eq. 15) on CuPy.
+
+    CuPy has no automatic differentiation, so the divergence of a field (the
+    ``divergence(field, t, x)`` form of the torch and JAX backends) is not available:
+    pass a field's divergence to :func:`log_likelihood` as a callable.
+    """
+    if not isinstance(field, GaussianPath):
+        raise TypeError(
+            f"`field` must be a GaussianPath on the cupy backend (CuPy has no automatic "
+            f"differentiation for a field's divergence), got {validation.describe(field)}"
+        )
+    if len(args) != 1:
+        raise TypeError("`divergence(path, x, x1, t)` takes exactly x, x1 and t")
+    if method != "exact":
+        raise ValueError(f"`method` must be 'exact' (closed form) for a path, got {method!r}")
+    _require_cupy("x", t)
+    return field.divergence(t, x, args[0])
+
+
+def cfm_loss(v: Array, u: Array, reduction: str = "mean") -> Array:
+    r""":func:`flowspec.cfm_loss` on CuPy arrays: :math:`\lVert v - u \rVert^2` per sample (eq. 9, 23), reduced."""
+    _require_cupy("v", v)
+    return _losses.cfm_loss(v, u, reduction=reduction)
+
+
+def continuity_residual(
+    log_prob: Callable[[Array, Array], Array],
+    velocity: Callable[[Array, Array], Array],
+    t: Array | float,
+    x: Array,
+) -> Array:
+    r""":func:`flowspec.continuity_residual` on CuPy arrays (paper eq. 26, central differences)."""
+    _require_cupy("x", x)
+    return _continuity.continuity_residual(log_prob, velocity, t, x)
+
+
+def log_likelihood(
+    field: Field,
+    x1: Array,
+    log_p0: Callable[[Array], Array],
+    time_grid: Any,
+    method: str = "euler",
+    divergence: Callable[[Array, Array], Array] | None = None,
+) -> Array:
+    r""":func:`flowspec.log_likelihood` on CuPy arrays (paper App. C).
+
+    ``divergence(t, x) -> (B,)`` must be given as a callable: CuPy has no automatic
+    differentiation to compute it.
+    """
+    if not callable(divergence):
+        raise TypeError(
+            f"`divergence` must be a callable divergence(t, x) on the cupy backend (CuPy has "
+            f"no automatic differentiation), got {validation.describe(divergence)}"
+        )
+    _require_cupy("x1", x1)
+    return _likelihood.log_likelihood(
+        field, x1, log_p0, time_grid, method=method, divergence=divergence
+    )

@@ -49,6 +49,7 @@ from .. import losses as _losses
 from ..ode import METHODS
 from ..paths import GaussianPath
 from ..schedules import Coefficients
+from ..tableaus import fraction, tableau, weighted_sum
 from ..typing import Array, Field
 
 __all__ = [
@@ -69,7 +70,7 @@ __all__ = [
     "velocity",
 ]
 
-Method = Literal["euler", "midpoint", "heun", "rk4"]
+Method = str
 
 #: Coordinates of the exact divergence evaluated together (memory O(chunk * B * D)).
 _EXACT_CHUNK = 64
@@ -144,7 +145,7 @@ def sample(path: GaussianPath, x0: Array, x1: Array, t: Array | float) -> Array:
 
 
 def target(path: GaussianPath, x0: Array, x1: Array, t: Array | float) -> Array:
-    r""":meth:`flowspec.GaussianPath.target`: :math:`\dot\alpha_t x_1 + \dot\sigma_t x_0` (eq. 13, 23)."""
+    r""":meth:`flowspec.GaussianPath.target`: :math:`\dot\alpha_t x_1 + \dot\sigma_t x_0` (the target of eq. 14; eq. 23 for OT)."""
     c = _prepare(path, "x0", x0, "x1", x1, t)
     return formulas.target(c, x0, x1)
 
@@ -216,7 +217,7 @@ def sample_time(
 ) -> Array:
     r"""Times :math:`t \sim \mathcal U[\text{low}, \text{high})`, one per sample, shape (B,).
 
-    The paper trains on :math:`t \sim \mathcal U[0, 1]` (Algorithm of Sec. 4; eq. 9);
+    The paper trains on :math:`t \sim \mathcal U[0, 1]` (eq. 5 and 9);
     for schedules that are singular at t = 1 (VP, LinearVP) pass ``high = 1 - eps``.
 
     Parameters
@@ -290,57 +291,42 @@ def _call(field: Field, t: Array, x: Array) -> Array:
 
 
 def _rk_step(f: Callable[[Array, Any], Any], method: str, s: dict[str, Array], x: Any) -> Any:
-    """One step of ``method`` on a pytree state; ``s`` holds the step's times and factors.
+    """One step of ``method``'s tableau on a pytree state; ``s`` holds the step's factors.
 
-    The arithmetic is the core's ``flowspec.ode.step`` term by term; the stage times
-    and the factors h, h/2, h/6 are precomputed (in float64 on the host for host grids).
+    The arithmetic is the core's :func:`flowspec.ode.step` term by term; the stage
+    times ``t<i>`` and the row factors ``a<i>`` and ``b`` are precomputed
+    (:func:`_factors`, in float64 on the host for host grids).
     """
-    add = jax.tree_util.tree_map
+    tab = tableau(method)
+    tree_map = jax.tree_util.tree_map
 
-    def axpy(a: Any, y: Any, k: Any) -> Any:
-        return add(lambda yi, ki: yi + a * ki, y, k)
+    def row(scale: Any, weights: tuple[float, ...], ks: list[Any]) -> Any:
+        return tree_map(lambda xi, *ki: xi + scale * weighted_sum(weights, ki), x, *ks)
 
-    k1 = f(s["t"], x)
-    if method == "euler":
-        return axpy(s["h"], x, k1)
-    if method == "midpoint":
-        return axpy(s["h"], x, f(s["t_half"], axpy(s["h_half"], x, k1)))
-    if method == "heun":
-        k2 = f(s["t_end"], axpy(s["h"], x, k1))
-        return add(lambda yi, a, b: yi + s["h_half"] * (a + b), x, k1, k2)
-    k2 = f(s["t_half"], axpy(s["h_half"], x, k1))
-    k3 = f(s["t_half"], axpy(s["h_half"], x, k2))
-    k4 = f(s["t_end"], axpy(s["h"], x, k3))
-    return add(
-        lambda yi, a, b, c, d: yi + s["h_sixth"] * (a + 2.0 * b + 2.0 * c + d), x, k1, k2, k3, k4
-    )
+    ks = [f(s["t"], x)]
+    for i, a in enumerate(tab.a):
+        ks.append(f(s[f"t{i}"], row(s[f"a{i}"], a.weights, ks)))
+    return row(s["b"], tab.b.weights, ks)
 
 
-def _schedule_from_host(grid: np.ndarray, dtype: Any) -> dict[str, Array]:
+def _factors(method: str, t: Any, h: Any) -> dict[str, Any]:
+    """Per-step stage times and row factors of ``method`` for times ``t`` and steps ``h``."""
+    tab = tableau(method)
+    out = {"t": t, "b": fraction(h, tab.b.factor)}
+    for i, (c, a) in enumerate(zip(tab.c, tab.a, strict=True)):
+        out[f"t{i}"] = t + fraction(h, c)
+        out[f"a{i}"] = fraction(h, a.factor)
+    return out
+
+
+def _schedule_from_host(method: str, grid: np.ndarray, dtype: Any) -> dict[str, Array]:
     """Per-step times and factors of a float64 host grid, rounded once to ``dtype``."""
-    t, h = grid[:-1], np.diff(grid)
-    raw = {
-        "t": t,
-        "h": h,
-        "t_half": t + 0.5 * h,
-        "t_end": t + h,
-        "h_half": 0.5 * h,
-        "h_sixth": h / 6.0,
-    }
+    raw = _factors(method, grid[:-1], np.diff(grid))
     return {k: jnp.asarray(v, dtype=dtype) for k, v in raw.items()}
 
 
-def _schedule_from_array(grid: Array) -> dict[str, Array]:
-    t = grid[:-1]
-    h = grid[1:] - grid[:-1]
-    return {
-        "t": t,
-        "h": h,
-        "t_half": t + 0.5 * h,
-        "t_end": t + h,
-        "h_half": 0.5 * h,
-        "h_sixth": h / 6.0,
-    }
+def _schedule_from_array(method: str, grid: Array) -> dict[str, Array]:
+    return _factors(method, grid[:-1], grid[1:] - grid[:-1])
 
 
 def _scan(
@@ -372,8 +358,7 @@ def _check_field(field: Any, name: str = "field") -> None:
 
 
 def _check_method(method: Any) -> None:
-    if not isinstance(method, str) or method not in METHODS:
-        raise ValueError(f"`method` must be one of {tuple(METHODS)}, got {method!r}")
+    tableau(method)
 
 
 def euler(
@@ -405,7 +390,7 @@ def euler(
 
     Returns
     -------
-    JAX array, shape (B, *event), or (steps + 1, B, *event) with ``return_path``
+    JAX array, shape (B, *event), or (steps + 1, B, *event) with return_path
 
     Examples
     --------
@@ -420,10 +405,12 @@ def euler(
     grid = np.asarray(times, dtype=np.float64)
     sched = {"t": jnp.asarray(grid, dtype=x0.dtype)}
     # h is the same Python float for every step, a compile-time constant as in the core
-    return _scan(lambda t, x: _call(field, t, x), "euler", sched, x0, bool(return_path), {"h": h})
+    return _scan(lambda t, x: _call(field, t, x), "euler", sched, x0, bool(return_path), {"b": h})
 
 
-def _grid_schedule(time_grid: Any, dtype: Any, like: Array, name: str = "time_grid") -> Any:
+def _grid_schedule(
+    method: str, time_grid: Any, dtype: Any, like: Array, name: str = "time_grid"
+) -> Any:
     """Validate ``time_grid`` (host grids by value, JAX grids by shape/dtype) and schedule it.
 
     Returns (schedule dict, host grid as float64 NumPy array or None).
@@ -441,9 +428,9 @@ def _grid_schedule(time_grid: Any, dtype: Any, like: Array, name: str = "time_gr
             raise ValueError(
                 f"`{name}` must be 1-D with at least 2 times, got shape {tuple(time_grid.shape)}"
             )
-        return _schedule_from_array(time_grid), None
+        return _schedule_from_array(method, time_grid), None
     grid = validation.host_grid(name, time_grid)
-    return _schedule_from_host(grid, dtype), grid
+    return _schedule_from_host(method, grid, dtype), grid
 
 
 def integrate(
@@ -462,13 +449,13 @@ def integrate(
     field : callable
         ``field(t, x)`` with t of shape (B,).
     x0 : JAX array, shape (B, *event)
-    time_grid : sequence of float, NumPy array or 1-D JAX array of ``x0``'s dtype
+    time_grid : sequence of float, NumPy array or 1-D JAX array of x0's dtype
     method : {"euler", "midpoint", "heun", "rk4"}
     return_path : bool
 
     Returns
     -------
-    JAX array, shape (B, *event), or (len(time_grid), B, *event) with ``return_path``
+    JAX array, shape (B, *event), or (len(time_grid), B, *event) with return_path
 
     Examples
     --------
@@ -481,7 +468,7 @@ def integrate(
     _check_field(field)
     _check_method(method)
     _check_state("x0", x0)
-    sched, _ = _grid_schedule(time_grid, x0.dtype, x0)
+    sched, _ = _grid_schedule(method, time_grid, x0.dtype, x0)
     return _scan(lambda t, x: _call(field, t, x), method, sched, x0, bool(return_path))
 
 
@@ -662,6 +649,7 @@ def log_likelihood(
     time_grid: Any,
     method: Method = "euler",
     divergence: Literal["exact", "hutchinson"] | Callable[[Array, Array], Array] = "exact",
+    *,
     key: Array | None = None,
     n_probes: int = 1,
 ) -> Array:
@@ -691,7 +679,7 @@ def log_likelihood(
         callable ``divergence(t, x) -> (B,)`` as in the reference. Hutchinson draws its
         ``n_probes`` Rademacher probes once from ``key`` and keeps them for the whole
         solve (the estimate of log p is then unbiased).
-    key : jax.random key, required for ``"hutchinson"``
+    key : jax.random key, required for "hutchinson"
     n_probes : int
 
     Returns
@@ -715,7 +703,7 @@ def log_likelihood(
     _check_method(method)
     _check_state("x1", x1)
     batch = int(x1.shape[0])
-    sched, host = _grid_schedule(time_grid, x1.dtype, x1)
+    sched, host = _grid_schedule(method, time_grid, x1.dtype, x1)
     if host is not None:
         validation.check_data_to_noise("time_grid", host[0], host[-1], time_grid)
 

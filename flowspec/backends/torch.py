@@ -47,9 +47,11 @@ from torch.func import jvp as _jvp
 from torch.func import vjp as _vjp
 from torch.func import vmap as _vmap
 
-from .. import validation
+from .. import formulas, validation
+from ..ode import METHODS
 from ..paths import GaussianPath
 from ..schedules import Coefficients
+from ..tableaus import fraction, tableau, weighted_sum
 
 __all__ = [
     "METHODS",
@@ -60,19 +62,20 @@ __all__ = [
     "euler",
     "integrate",
     "log_likelihood",
+    "log_prob",
     "sample",
     "sample_and_target",
     "sample_noise",
     "sample_rademacher",
     "sample_time",
+    "score",
     "target",
+    "velocity",
 ]
 
 Tensor = torch.Tensor
 Field = Callable[[Tensor, Tensor], Tensor]
 
-#: Method name -> order of accuracy (the core's fixed-step methods).
-METHODS: dict[str, int] = {"euler": 1, "midpoint": 2, "heun": 2, "rk4": 4}
 _DIVERGENCES = ("exact", "hutchinson")
 _REDUCTIONS = ("mean", "sum", "none")
 
@@ -180,11 +183,13 @@ def coefficients(path: GaussianPath, t: Any, x: Tensor) -> Coefficients:
     return Coefficients(*(v.clone() if v is tt else v for v in path.schedule.arrays(_ns, tt)))
 
 
-def _prepared(path: Any, x0: Any, x1: Any, t: Any) -> Coefficients:
+def _prepared(
+    path: Any, x0: Any, x1: Any, t: Any, a_name: str = "x0", b_name: str = "x1"
+) -> Coefficients:
     _path(path)
-    _tensor("x0", x0)
-    _like("x0", x0, "x1", x1)
-    return path.schedule.coefficients(_ns, _time(t, x0, x_name="x0"))
+    _tensor(a_name, x0)
+    _like(a_name, x0, b_name, x1)
+    return path.schedule.coefficients(_ns, _time(t, x0, x_name=a_name))
 
 
 def _combine(a: Tensor | float, x1: Tensor, b: Tensor | float, x0: Tensor) -> Tensor:
@@ -218,7 +223,7 @@ def sample(path: GaussianPath, x0: Tensor, x1: Tensor, t: Any) -> Tensor:
 
 
 def target(path: GaussianPath, x0: Tensor, x1: Tensor, t: Any) -> Tensor:
-    r"""The CFM target :math:`\dot\alpha_t x_1 + \dot\sigma_t x_0` (eq. 13; eq. 23 for OT), fused.
+    r"""The CFM target :math:`\dot\alpha_t x_1 + \dot\sigma_t x_0` (the target of eq. 14; eq. 23 for OT), fused.
 
     Same contract as :meth:`flowspec.GaussianPath.target`, for torch tensors.
 
@@ -234,7 +239,7 @@ def target(path: GaussianPath, x0: Tensor, x1: Tensor, t: Any) -> Tensor:
 
 
 def sample_and_target(path: GaussianPath, x0: Tensor, x1: Tensor, t: Any) -> tuple[Tensor, Tensor]:
-    r"""``(x_t, target)`` of the CFM training step (eq. 9 reparameterised as eq. 13), fused.
+    r"""``(x_t, target)`` of the CFM training step (eq. 9 reparameterised as eq. 14), fused.
 
     .. math:: x_t = \alpha_t x_1 + \sigma_t x_0, \qquad u = \dot\alpha_t x_1 + \dot\sigma_t x_0
 
@@ -521,13 +526,13 @@ def _checked_field(field: Field, x: Tensor) -> Field:
 
 
 def divergence(
-    field: Field,
+    field: Field | GaussianPath,
     t: Any,
     x: Tensor,
+    *args: Any,
     method: Literal["exact", "hutchinson"] = "exact",
     n_probes: int = 1,
     generator: torch.Generator | None = None,
-    *,
     chunk_size: int | None = None,
 ) -> Tensor:
     r"""The divergence :math:`\nabla_x \cdot v_t(x) = \operatorname{tr} \partial_x v_t(x)` by autodiff.
@@ -543,6 +548,10 @@ def divergence(
     The result is differentiable with respect to the field's parameters (no
     ``torch.no_grad`` inside), so it can enter a training loss. Samples must be
     independent through ``field`` (see the module notes).
+
+    With a :class:`~flowspec.GaussianPath` first, ``divergence(path, x, x1, t)`` is the
+    closed form of :meth:`flowspec.GaussianPath.divergence` (the backend rule: path
+    methods take the path first).
 
     Parameters
     ----------
@@ -571,6 +580,14 @@ def divergence(
     >>> fst.divergence(field, 0.5, torch.ones(3, 4, 5)).tolist()
     [-40.0, -40.0, -40.0]
     """
+    if isinstance(field, GaussianPath):
+        if len(args) != 1:
+            raise TypeError("`divergence(path, x, x1, t)` takes exactly x, x1 and t")
+        x_, x1_, t_ = t, x, args[0]
+        c = _prepared(field, x_, x1_, t_, "x", "x1")
+        return formulas.divergence(c, x_, xp=_ns)
+    if args:
+        raise TypeError(f"`divergence(field, t, x)` got {len(args)} extra positional arguments")
     _callable("field", field, "field(t, x)")
     if method not in _DIVERGENCES:
         raise ValueError(f"`method` must be one of {_DIVERGENCES}, got {method!r}")
@@ -697,31 +714,26 @@ def _axpy(x: Tensor, h: Any, v: Tensor) -> Tensor:
 
 
 def _rk_step(f: Callable[[Any, Any], Any], method: str, t: Any, h: Any, x: Any) -> Any:
-    """One step of ``method`` on a state that is a tuple of tensors; f(t, state) -> tuple."""
+    """One step of ``method``'s tableau on a tuple-of-tensors state; f(t, state) -> tuple.
 
-    def add(state: Any, scale: Any, slope: Any) -> Any:
-        return tuple(_axpy(s, scale, k) for s, k in zip(state, slope, strict=True))
+    The core's :func:`flowspec.ode.step` with each row's update ``x + s * slope`` as one
+    ``_axpy`` per component.
+    """
+    tab = tableau(method)
 
-    k1 = f(t, x)
-    if method == "euler":
-        return add(x, h, k1)
-    half = 0.5 * h
-    if method == "midpoint":
-        return add(x, h, f(t + half, add(x, half, k1)))
-    if method == "heun":
-        k2 = f(t + h, add(x, h, k1))
-        return add(x, half, tuple(a + b for a, b in zip(k1, k2, strict=True)))
-    k2 = f(t + half, add(x, half, k1))
-    k3 = f(t + half, add(x, half, k2))
-    k4 = f(t + h, add(x, h, k3))
-    slope = tuple(a + 2.0 * b + 2.0 * c + d for a, b, c, d in zip(k1, k2, k3, k4, strict=True))
-    return add(x, h / 6.0, slope)
+    def row(scale: Any, weights: tuple[float, ...], ks: list[Any]) -> Any:
+        slopes = (weighted_sum(weights, parts) for parts in zip(*ks, strict=True))
+        return tuple(_axpy(s, scale, k) for s, k in zip(x, slopes, strict=True))
+
+    ks = [f(t, x)]
+    for c, a in zip(tab.c, tab.a, strict=True):
+        ks.append(f(t + fraction(h, c), row(fraction(h, a.factor), a.weights, ks)))
+    return row(fraction(h, tab.b.factor), tab.b.weights, ks)
 
 
 def _state_check(field: Any, x0: Any, method: str) -> None:
     _callable("field", field, "field(t, x)")
-    if not isinstance(method, str) or method not in METHODS:
-        raise ValueError(f"`method` must be one of {tuple(METHODS)}, got {method!r}")
+    tableau(method)
     _tensor("x0", x0)
 
 
@@ -766,7 +778,7 @@ def integrate(
     field: Field,
     x0: Tensor,
     time_grid: Any,
-    method: Literal["euler", "midpoint", "heun", "rk4"] = "euler",
+    method: str = "euler",
     return_path: bool = False,
 ) -> Tensor:
     r"""Integrate :math:`\dot x = v(t, x)` over an explicit grid with a fixed-step method.
@@ -805,10 +817,10 @@ def log_likelihood(
     x1: Tensor,
     log_p0: Callable[[Tensor], Tensor],
     time_grid: Any,
-    method: Literal["euler", "midpoint", "heun", "rk4"] = "euler",
+    method: str = "euler",
     divergence: Literal["exact", "hutchinson"] | Callable[[Tensor, Tensor], Tensor] = "exact",
-    generator: torch.Generator | None = None,
     *,
+    generator: torch.Generator | None = None,
     n_probes: int = 1,
 ) -> Tensor:
     r"""Log-likelihood of data under a flow, by the instantaneous change of variables.
@@ -866,8 +878,7 @@ def log_likelihood(
     True
     """
     _callable("field", field, "field(t, x)")
-    if not isinstance(method, str) or method not in METHODS:
-        raise ValueError(f"`method` must be one of {tuple(METHODS)}, got {method!r}")
+    tableau(method)
     _callable("log_p0", log_p0, "log_p0(x)")
     _tensor("x1", x1)
     if isinstance(n_probes, bool) or not isinstance(n_probes, numbers.Integral) or n_probes < 1:
@@ -919,3 +930,49 @@ def log_likelihood(
         state = _rk_step(f, method, grid[k], grid[k + 1] - grid[k], state)
     x0, change = state
     return _checked("log_p0(x)", log_p0(x0), (batch,), x1) + change
+
+
+# ---------------------------------------------------------------------------------------
+# the rest of the backend contract: the core's formulas on validated tensors
+# ---------------------------------------------------------------------------------------
+def velocity(path: GaussianPath, x: Tensor, x1: Tensor, t: Any) -> Tensor:
+    r""":meth:`flowspec.GaussianPath.velocity` on tensors, Theorem 3 (eq. 15).
+
+    The core's formula (:func:`flowspec.formulas.velocity`) after this backend's
+    validation (devices included).
+
+    Examples
+    --------
+    >>> import torch, flowspec as fs
+    >>> fst = fs.backends.get("torch")
+    >>> fst.velocity(fs.GaussianPath(fs.CondOT()), torch.tensor([[0.5]]), torch.tensor([[2.0]]), 0.5).tolist()
+    [[3.0]]
+    """
+    return formulas.velocity(_prepared(path, x, x1, t, "x", "x1"), x, x1)
+
+
+def log_prob(path: GaussianPath, x: Tensor, x1: Tensor, t: Any) -> Tensor:
+    r""":meth:`flowspec.GaussianPath.log_prob` on tensors (eq. 10), shape (B,).
+
+    Examples
+    --------
+    >>> import math, torch, flowspec as fs
+    >>> fst = fs.backends.get("torch")
+    >>> lp = fst.log_prob(fs.GaussianPath(fs.CondOT()), torch.zeros(1, 1), torch.zeros(1, 1), 0.0)
+    >>> abs(float(lp) + 0.5 * math.log(2 * math.pi)) < 1e-6
+    True
+    """
+    return formulas.log_prob(_prepared(path, x, x1, t, "x", "x1"), x, x1, xp=_ns)
+
+
+def score(path: GaussianPath, x: Tensor, x1: Tensor, t: Any) -> Tensor:
+    r""":meth:`flowspec.GaussianPath.score` on tensors: :math:`-(x - \alpha_t x_1)/\sigma_t^2` (eq. 10).
+
+    Examples
+    --------
+    >>> import torch, flowspec as fs
+    >>> fst = fs.backends.get("torch")
+    >>> fst.score(fs.GaussianPath(fs.CondOT()), torch.tensor([[2.0]]), torch.zeros(1, 1), 0.0).tolist()
+    [[-2.0]]
+    """
+    return formulas.score(_prepared(path, x, x1, t, "x", "x1"), x, x1)

@@ -184,7 +184,7 @@ def run_check(args: argparse.Namespace) -> int:
     if jobs and not have_hypothesis:
         print(
             "flowspec check: the conformance kit needs Hypothesis "
-            "(pip install 'flowspec[conformance]'); only the self-check ran",
+            '(pip install ".[conformance]" in a checkout of flowspec); only the self-check ran',
             file=sys.stderr,
         )
         if targets:
