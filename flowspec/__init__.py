@@ -6,13 +6,17 @@ against the Python Array API standard: it runs unchanged on NumPy, array-api-str
 PyTorch, JAX and CuPy arrays. Importing flowspec imports no array framework.
 """
 
-from . import backends
+from . import backends, couplings
 from .continuity import continuity_residual
+from .coupled_paths import CoupledPath
+from .guidance import guided_field
 from .likelihood import log_likelihood
 from .losses import LossFloor, cfm_loss, cfm_loss_floor
 from .marginal import EmpiricalMarginal
 from .ode import euler, integrate
+from .parameterisations import convert, convert_field
 from .paths import GaussianPath
+from .schedule_change import change_schedule, scale_time
 from .schedules import (
     Coefficients,
     CondOT,
@@ -30,6 +34,7 @@ __all__ = [
     "Coefficients",
     "CondOT",
     "Cosine",
+    "CoupledPath",
     "EmpiricalMarginal",
     "GaussianPath",
     "LinearVP",
@@ -41,8 +46,14 @@ __all__ = [
     "backends",
     "cfm_loss",
     "cfm_loss_floor",
+    "change_schedule",
     "continuity_residual",
+    "convert",
+    "convert_field",
+    "couplings",
     "euler",
+    "guided_field",
     "integrate",
     "log_likelihood",
+    "scale_time",
 ]

@@ -55,6 +55,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     add_arguments(demo)
     demo.set_defaults(run=_run_args)
+    # -- the exact marginal of a .npy data set, on a Dask cluster or not (issue 16)
+    from .marginal_command import add_marginal_arguments, run_marginal
+
+    marginal = sub.add_parser(
+        "marginal",
+        help="the exact marginal field (velocity, denoiser, score, log-density, "
+        "divergence) of a .npy data set at a query batch, on a dask cluster or locally",
+    )
+    add_marginal_arguments(marginal)
+    marginal.set_defaults(run=run_marginal)
     args = parser.parse_args(argv)
     return int(args.run(args))
 

@@ -43,13 +43,27 @@ Examples
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any, Literal
 
 import array_api_compat
 
 from .schedules import Coefficients
 from .typing import Array, Namespace
 
-__all__ = ["divergence", "log_prob", "per_sample", "sample", "score", "target", "velocity"]
+__all__ = [
+    "KINDS",
+    "Kind",
+    "conversion",
+    "conversion_coefficients",
+    "divergence",
+    "log_prob",
+    "per_sample",
+    "sample",
+    "score",
+    "target",
+    "velocity",
+]
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
@@ -169,3 +183,95 @@ def divergence(c: Coefficients, x: Array, *, xp: Namespace | None = None) -> Arr
     """
     d = math.prod(int(s) for s in x.shape[1:])
     return d * per_sample(c.d_sigma / c.sigma, x, xp=xp)
+
+
+# -- conversions between parameterisations (flowspec.parameterisations) ----------------
+
+Kind = Literal["velocity", "x1", "x0", "score"]
+#: The four parameterisations, by name.
+KINDS: tuple[str, ...] = ("velocity", "x1", "x0", "score")
+
+
+def _check_kind(name: str, kind: Any) -> None:
+    if not isinstance(kind, str) or kind not in KINDS:
+        raise ValueError(f"`{name}` must be one of {KINDS}, got {kind!r}")
+
+
+def conversion_coefficients(c: Coefficients, source: Kind, target: Kind) -> tuple[Any, Any]:
+    r"""The coefficients (a, b) of ``target = a x + b source`` at the coefficients ``c``.
+
+    Lipman et al., 2024 (the Guide), Table 1 and Sec. 4.8, completed to the twelve
+    directions between velocity, data (x1), noise (x0) and score predictions of the
+    Gaussian path :math:`x_t = \alpha_t x_1 + \sigma_t x_0` (paper eq. 11); the table
+    of ``flowspec.parameterisations`` lists them with where each is singular. The
+    identity direction is (0, 1).
+
+    Parameters
+    ----------
+    c : Coefficients
+        ``schedule(t)``, each field a number or an array broadcasting against x
+        (shape (B, 1, ..., 1)).
+    source, target : {"velocity", "x1", "x0", "score"}
+
+    Returns
+    -------
+    a, b : arrays (or numbers) like the fields of ``c``
+
+    Examples
+    --------
+    >>> import numpy as np, flowspec as fs
+    >>> c = fs.CondOT()(np.array([1.0]))
+    >>> a, b = fs.formulas.conversion_coefficients(c, "velocity", "x1")
+    >>> a.tolist(), b.tolist()  # at t = 1 the data prediction is x itself
+    ([1.0], [0.0])
+    """
+    _check_kind("source", source)
+    _check_kind("target", target)
+    al, si, dal, dsi = c
+    if source == target:
+        return 0.0 * al, 1.0 + 0.0 * al
+    det = al * dsi - si * dal  # D_t = alpha sigma' - sigma alpha'
+    table: dict[tuple[str, str], Callable[[], tuple[Any, Any]]] = {
+        ("x1", "velocity"): lambda: (dsi / si, -det / si),
+        ("x0", "velocity"): lambda: (dal / al, det / al),
+        ("score", "velocity"): lambda: (dal / al, -(si * det) / al),
+        ("velocity", "x1"): lambda: (dsi / det, -si / det),
+        ("x0", "x1"): lambda: (1.0 / al, -si / al),
+        ("score", "x1"): lambda: (1.0 / al, (si * si) / al),
+        ("velocity", "x0"): lambda: (-dal / det, al / det),
+        ("x1", "x0"): lambda: (1.0 / si, -al / si),
+        ("score", "x0"): lambda: (0.0 * si, -si),
+        ("velocity", "score"): lambda: (dal / (si * det), -al / (si * det)),
+        ("x1", "score"): lambda: (-1.0 / (si * si), al / (si * si)),
+        ("x0", "score"): lambda: (0.0 * si, -1.0 / si),
+    }
+    return table[(source, target)]()
+
+
+def conversion(c: Coefficients, prediction: Array, x: Array, source: Kind, target: Kind) -> Array:
+    r"""Convert a prediction of kind ``source`` at state ``x`` into kind ``target``.
+
+    ``a * x + b * prediction`` with :func:`conversion_coefficients` (the Guide's
+    Table 1), except that the data prediction to velocity and to score directions are
+    ``velocity`` (Theorem 3, eq. 15: the marginal field of eq. 8 is the
+    conditional field at the posterior mean) and ``score`` of this module. No
+    validation; ``c`` must broadcast against ``x`` (fields of shape (B, 1, ..., 1), or
+    numbers). :func:`flowspec.convert` is the validated entry point.
+
+    Examples
+    --------
+    >>> import numpy as np, flowspec as fs
+    >>> c = fs.CondOT()(np.array([[0.5]]))
+    >>> x1_hat = np.array([[2.0]]); x = np.array([[0.5]])
+    >>> fs.formulas.conversion(c, x1_hat, x, "x1", "velocity").tolist()
+    [[3.0]]
+    """
+    if source == target:
+        _check_kind("source", source)
+        return 1.0 * prediction  # a new array: the result never aliases an input
+    if source == "x1" and target == "velocity":
+        return velocity(c, x, prediction)
+    if source == "x1" and target == "score":
+        return score(c, x, prediction)
+    a, b = conversion_coefficients(c, source, target)
+    return a * x + b * prediction

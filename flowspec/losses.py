@@ -7,6 +7,7 @@ from statistics import NormalDist
 from typing import Literal, NamedTuple
 
 from . import validation
+from .distributed import DaskMarginal
 from .marginal import EmpiricalMarginal
 from .typing import Array
 
@@ -95,7 +96,7 @@ class LossFloor(NamedTuple):
 
 
 def cfm_loss_floor(
-    marginal: EmpiricalMarginal,
+    marginal: EmpiricalMarginal | DaskMarginal,
     x0: Array,
     x1: Array,
     t: Array | float,
@@ -125,8 +126,11 @@ def cfm_loss_floor(
 
     Parameters
     ----------
-    marginal : EmpiricalMarginal
-        The data set and its conditional path.
+    marginal : EmpiricalMarginal or flowspec.distributed.DaskMarginal
+        The data set and its conditional path. For data in a Dask array
+        (:class:`~flowspec.distributed.DaskMarginal`) the samples are NumPy arrays and
+        the exact field is reduced on the cluster; draw ``x1`` as rows of the Dask array,
+        e.g. ``data[np.sort(index)].compute()`` (B rows travel, not the data set).
     x0 : array, shape (B, *event)
         Samples of the source :math:`p_0 = \mathcal N(0, I)`, B >= 2, i.i.d.
     x1 : array, shape (B, *event)
@@ -185,9 +189,10 @@ def cfm_loss_floor(
     >>> bool(np.isclose(f.estimate, data.var(axis=0).sum()))
     True
     """
-    if not isinstance(marginal, EmpiricalMarginal):
+    if not isinstance(marginal, (EmpiricalMarginal, DaskMarginal)):
         raise TypeError(
-            f"`marginal` must be a flowspec EmpiricalMarginal, got {validation.describe(marginal)}"
+            f"`marginal` must be a flowspec EmpiricalMarginal or DaskMarginal, got "
+            f"{validation.describe(marginal)}"
         )
     xp = validation.namespace(x0=x0, x1=x1)
     validation.check_float(xp, "x0", x0)

@@ -23,8 +23,8 @@ the log-weights of a block of data points come out of *one* matrix product of an
 augmented query ``[x * alpha / sigma^2, -alpha^2 / (2 sigma^2), 1]`` with the augmented
 data ``[x1, ||x1||^2, log q]`` (the *streamed* log-weights, up to the per-row constant
 ``-||x||^2 / (2 sigma^2)``). The data are streamed in blocks of ``chunk_size`` points;
-each block gives a small partial statistic (:func:`_block_partial`) and partials are
-combined by an associative merge (:func:`_merge_partials`), an online log-sum-exp.
+each block gives a small partial statistic (:func:`block_partial`) and partials are
+combined by an associative merge (:func:`merge_partials`), an online log-sum-exp.
 Peak extra memory is a few (B, chunk_size) blocks.
 
 Error model and the exact band. The matrix-product form carries an absolute error of
@@ -68,7 +68,18 @@ from . import validation as _xp
 from .paths import GaussianPath
 from .typing import Array
 
-__all__ = ["EmpiricalMarginal"]
+__all__ = [
+    "EmpiricalMarginal",
+    "Partial",
+    "PosteriorStats",
+    "Rows",
+    "block_partial",
+    "block_posterior_log_weights",
+    "finish",
+    "log_weight_gap",
+    "merge_partials",
+    "query_rows",
+]
 
 
 #: Default number of (query, data point) pairs per streamed block: chunk_size is
@@ -76,7 +87,7 @@ __all__ = ["EmpiricalMarginal"]
 _BLOCK_ELEMENTS = 1 << 22
 
 
-class _Rows(NamedTuple):
+class Rows(NamedTuple):
     """Per-query-row constants of one call (all shape (B, ...), in the data's dtype)."""
 
     xc: Array  # (B, D): x - alpha * mean, the centred query
@@ -86,14 +97,14 @@ class _Rows(NamedTuple):
     band: Array  # (B,): T, the width of the exact band below a block's maximum
 
 
-class _Partial(NamedTuple):
+class Partial(NamedTuple):
     """The posterior statistics of a set of data points, relative to its anchor a.
 
     The anchor is the point of largest log-weight; ``mass``, ``first`` and ``second`` sum
     ``e_i = exp(l_i - l_a)``, ``e_i (y_i - y_a)`` and ``e_i ||y_i - y_a||^2`` over the
     *other* points (y: centred data), so the anchor's own weight is exactly 1 and the
     one-hot limit is exact. No absolute log-weight is stored: partials are compared
-    through :func:`_log_weight_gap`, which is accurate relative to the difference.
+    through :func:`log_weight_gap`, which is accurate relative to the difference.
     """
 
     anchor: Array  # (B, D): the anchor point y_a
@@ -103,9 +114,7 @@ class _Partial(NamedTuple):
     second: Array  # (B,)
 
 
-def _log_weight_gap(
-    xp: Any, rows: _Rows, y_a: Array, lq_a: Array, y_b: Array, lq_b: Array
-) -> Array:
+def log_weight_gap(xp: Any, rows: Rows, y_a: Array, lq_a: Array, y_b: Array, lq_b: Array) -> Array:
     """``l_b - l_a`` in difference form, accurate relative to the difference itself.
 
     With ``r = xc - alpha y``: ``||r_b||^2 - ||r_a||^2 = (r_b - r_a) . (r_b + r_a)`` and
@@ -176,12 +185,12 @@ def _groups(width: int, dim: int, size: int) -> list[tuple[int, int]]:
     return [(s, min(s + step, width)) for s in range(0, width, step)]
 
 
-def _block_log_weights(xp: Any, rows: _Rows, pts: Array, aug_t: Array, log_q: Array) -> _Block:
+def _block_log_weights(xp: Any, rows: Rows, pts: Array, aug_t: Array, log_q: Array) -> _Block:
     """The log-weights of one block of data points, exact in the band (see :class:`_Block`).
 
     One matrix product gives the streamed log-weights g (up to a per-row constant);
     every point within ``rows.band`` of the row's maximum g_k (and k itself) is then
-    recomputed exactly, relative to k, by :func:`_log_weight_gap` (difference form).
+    recomputed exactly, relative to k, by :func:`log_weight_gap` (difference form).
     Cost: the matrix product plus O(B K D) for K band points per row.
 
     Parameters
@@ -208,7 +217,7 @@ def _block_log_weights(xp: Any, rows: _Rows, pts: Array, aug_t: Array, log_q: Ar
     for a, b in _groups(int(cols.shape[1]), d, size):
         c_ab = cols[:, a:b]
         y = _gather(xp, pts, c_ab)[:, :, :d]
-        gap = _log_weight_gap(xp, rows, y_k, lq_k, y, _gather(xp, log_q, c_ab))
+        gap = log_weight_gap(xp, rows, y_k, lq_k, y, _gather(xp, log_q, c_ab))
         parts.append(xp.where(valid[:, a:b], gap, xp.full_like(gap, -math.inf)))
     gaps = xp.concat(parts, axis=1) if len(parts) > 1 else parts[0]
     top = xp.max(gaps, axis=1)
@@ -220,11 +229,11 @@ def _block_log_weights(xp: Any, rows: _Rows, pts: Array, aug_t: Array, log_q: Ar
     return _Block(rest, cols, valid, gaps, top, anchor)
 
 
-def _block_partial(xp: Any, rows: _Rows, pts: Array, aug_t: Array, log_q: Array) -> _Partial:
-    """The partial statistic of one block of data points (see :class:`_Partial`).
+def block_partial(xp: Any, rows: Rows, pts: Array, aug_t: Array, log_q: Array) -> Partial:
+    """The partial statistic of one block of data points (see :class:`Partial`).
 
     Independent of every other block, so blocks may be processed anywhere and in any
-    order; combine the results with :func:`_merge_partials`. The band points' sums are
+    order; combine the results with :func:`merge_partials`. The band points' sums are
     formed from exact differences ``y_i - y_a``; the others' from the streamed weights.
     """
     d = int(pts.shape[1]) - 1
@@ -247,11 +256,11 @@ def _block_partial(xp: Any, rows: _Rows, pts: Array, aug_t: Array, log_q: Array)
         diff = _gather(xp, pts, blk.cols[:, a:b])[:, :, :d] - y_a[:, None, :]
         first = first + xp.sum(w[:, a:b, None] * diff, axis=1)
         second = second + xp.sum(w[:, a:b] * xp.sum(diff * diff, axis=2), axis=1)
-    return _Partial(y_a, xp.take(log_q, blk.anchor, axis=0), mass, first, second)
+    return Partial(y_a, xp.take(log_q, blk.anchor, axis=0), mass, first, second)
 
 
-def _block_posterior_log_weights(
-    xp: Any, rows: _Rows, pts: Array, aug_t: Array, log_q: Array
+def block_posterior_log_weights(
+    xp: Any, rows: Rows, pts: Array, aug_t: Array, log_q: Array
 ) -> tuple[Array, Array]:
     """Dense (B, c) log-weights of a block relative to its anchor, and the anchor column.
 
@@ -268,7 +277,7 @@ def _block_posterior_log_weights(
     return rel, blk.anchor
 
 
-def _merge_partials(xp: Any, rows: _Rows, p: _Partial, q: _Partial) -> _Partial:
+def merge_partials(xp: Any, rows: Rows, p: Partial, q: Partial) -> Partial:
     """Merge the partials of two disjoint sets of data points (associative).
 
     The partial whose anchor has the larger log-weight keeps its anchor; the other is
@@ -276,12 +285,12 @@ def _merge_partials(xp: Any, rows: _Rows, p: _Partial, q: _Partial) -> _Partial:
     anchor (``d = y_a' - y_a``): ``sum e (y - y_a) = first' + (1 + mass') d`` and
     ``sum e ||y - y_a||^2 = second' + 2 d . first' + (1 + mass') ||d||^2``.
     """
-    gap = _log_weight_gap(xp, rows, p.anchor, p.log_q, q.anchor, q.log_q)  # l_q - l_p
+    gap = log_weight_gap(xp, rows, p.anchor, p.log_q, q.anchor, q.log_q)  # l_q - l_p
     q_wins = gap > 0.0
 
-    def pick(mask: Array, u: _Partial, v: _Partial) -> _Partial:
+    def pick(mask: Array, u: Partial, v: Partial) -> Partial:
         m2 = mask[:, None]
-        return _Partial(
+        return Partial(
             xp.where(m2, u.anchor, v.anchor),
             xp.where(mask, u.log_q, v.log_q),
             xp.where(mask, u.mass, v.mass),
@@ -299,7 +308,7 @@ def _merge_partials(xp: Any, rows: _Rows, p: _Partial, q: _Partial) -> _Partial:
     second = win.second + f * (
         lose.second + 2.0 * xp.sum(dd * lose.first, axis=1) + total * xp.sum(dd * dd, axis=1)
     )
-    return _Partial(win.anchor, win.log_q, win.mass + f * total, first, second)
+    return Partial(win.anchor, win.log_q, win.mass + f * total, first, second)
 
 
 def _band_width(xp: Any, rows_err: Array, dtype: Any) -> Array:
@@ -311,6 +320,62 @@ def _band_width(xp: Any, rows_err: Array, dtype: Any) -> Array:
     log_z = xp.where(positive, xp.log(xp.where(positive, z, xp.ones_like(z))), -math.inf)
     extra = two_e + log_z - math.log(u)
     return two_e + xp.maximum(extra, xp.zeros_like(extra))
+
+
+def query_rows(
+    xp: Any, flat: Array, alpha: Array, sigma: Array, mean: Array, y_max: Any, lq_max: Any
+) -> Rows:
+    """The per-query-row constants of one call, shared by every block of the data.
+
+    ``flat`` (B, D) queries, ``alpha`` and ``sigma`` (B,) their coefficients, ``mean``
+    (D,) the data's weighted mean, ``y_max`` the largest norm of a centred data point and
+    ``lq_max`` the largest ``-log q`` of a point of positive weight (the sizes entering
+    the streamed error bound E of the module docstring), all over the *whole* data set,
+    so that blocks processed anywhere (another process, another machine) agree.
+    """
+    xc = flat - alpha[:, None] * mean  # x - alpha * mean
+    inv = 1.0 / (sigma * sigma)
+    ones = xp.ones_like(alpha)
+    query = xp.concat(
+        [xc * (alpha * inv)[:, None], (-0.5 * alpha * alpha * inv)[:, None], ones[:, None]],
+        axis=1,
+    )
+    # E: the streamed error bound, gamma_n times the sum of the terms' magnitudes
+    u = float(xp.finfo(flat.dtype).eps) / 2.0
+    n = 2 * int(flat.shape[1]) + 8
+    gamma = n * u / (1.0 - n * u)
+    x_norm = xp.sqrt(xp.sum(xc * xc, axis=1))
+    size = xp.abs(alpha) * inv * x_norm * y_max + 0.5 * alpha * alpha * inv * y_max * y_max
+    err = gamma * (size + lq_max)
+    return Rows(xc, alpha, 0.5 * inv, query, _band_width(xp, err, flat.dtype))
+
+
+class PosteriorStats(NamedTuple):
+    """The posterior statistics of a query batch, from the merged partial of all data."""
+
+    log_z: Array  # (B,): log of the sum of the weights e^{l_i}
+    y_hat: Array  # (B, D): the centred posterior mean
+    trace: Array  # (B,): trace of the posterior covariance of the data points, >= 0
+    max_weight: Array  # (B,): the posterior weight of the anchor (most probable point)
+
+
+def finish(xp: Any, rows: Rows, part: Partial) -> PosteriorStats:
+    """The posterior statistics from the merged :class:`Partial` of *all* data points.
+
+    The one absolute log-weight, the final anchor's, is formed by direct subtraction;
+    the mean and covariance trace are relative to the anchor (exact one-hot limit).
+    """
+    r_a = rows.xc - rows.alpha[:, None] * part.anchor
+    l_a = part.log_q - xp.sum(r_a * r_a, axis=1) * rows.inv2
+    total = 1.0 + part.mass
+    shift = part.first / total[:, None]  # denoise - anchor
+    trace = part.second / total - xp.sum(shift * shift, axis=1)
+    return PosteriorStats(
+        l_a + xp.log1p(part.mass),
+        part.anchor + shift,
+        xp.maximum(trace, xp.zeros_like(trace)),
+        1.0 / total,
+    )
 
 
 class EmpiricalMarginal:
@@ -491,24 +556,9 @@ class EmpiricalMarginal:
         chunk = self._chunk if self._chunk is not None else max(1, _BLOCK_ELEMENTS // batch)
         return min(chunk, self._n)
 
-    def _rows(self, xp: Any, flat: Array, alpha: Array, sigma: Array) -> _Rows:
+    def _rows(self, xp: Any, flat: Array, alpha: Array, sigma: Array) -> Rows:
         """The per-row constants: centred query, augmented query and exact band width."""
-        xc = flat - alpha[:, None] * self._mean  # x - alpha * mean
-        inv = 1.0 / (sigma * sigma)
-        ones = xp.ones_like(alpha)
-        query = xp.concat(
-            [xc * (alpha * inv)[:, None], (-0.5 * alpha * alpha * inv)[:, None], ones[:, None]],
-            axis=1,
-        )
-        # E: the streamed error bound, gamma_n times the sum of the terms' magnitudes
-        u = float(xp.finfo(flat.dtype).eps) / 2.0
-        n = 2 * self._size + 8
-        gamma = n * u / (1.0 - n * u)
-        x_norm = xp.sqrt(xp.sum(xc * xc, axis=1))
-        y_max = self._y_max
-        size = xp.abs(alpha) * inv * x_norm * y_max + 0.5 * alpha * alpha * inv * y_max * y_max
-        err = gamma * (size + self._lq_max)
-        return _Rows(xc, alpha, 0.5 * inv, query, _band_width(xp, err, flat.dtype))
+        return query_rows(xp, flat, alpha, sigma, self._mean, self._y_max, self._lq_max)
 
     def _blocks(self, batch: int) -> list[tuple[Array, Array, Array]]:
         """The data in streamed blocks: (points and norms, augmented transposed, log q)."""
@@ -525,22 +575,17 @@ class EmpiricalMarginal:
         rows = self._rows(xp, flat, alpha, sigma)
         part = None
         for block in self._blocks(batch):
-            new = _block_partial(xp, rows, *block)
-            part = new if part is None else _merge_partials(xp, rows, part, new)
+            new = block_partial(xp, rows, *block)
+            part = new if part is None else merge_partials(xp, rows, part, new)
         assert part is not None  # N >= 1
-        # the one absolute log-weight: the final anchor's, by direct subtraction
-        r_a = rows.xc - alpha[:, None] * part.anchor
-        l_a = part.log_q - xp.sum(r_a * r_a, axis=1) * rows.inv2
-        total = 1.0 + part.mass
-        shift = part.first / total[:, None]  # denoise - anchor
-        trace = part.second / total - xp.sum(shift * shift, axis=1)
+        st = finish(xp, rows, part)
         stats = {
             "xc": rows.xc,
             "alpha": alpha,
             "sigma": sigma,
-            "log_z": l_a + xp.log1p(part.mass),
-            "y_hat": part.anchor + shift,  # centred posterior mean
-            "trace": xp.maximum(trace, xp.zeros_like(trace)),
+            "log_z": st.log_z,
+            "y_hat": st.y_hat,  # centred posterior mean
+            "trace": st.trace,
             "part": part,
             "rows": rows,
         }
@@ -670,10 +715,10 @@ class EmpiricalMarginal:
         d = self._size
         blocks = []
         for block in self._blocks(batch):
-            rel, a = _block_posterior_log_weights(xp, rows, *block)
+            rel, a = block_posterior_log_weights(xp, rows, *block)
             # this block's anchor relative to the row's anchor, in difference form
             y_a = xp.take(block[0], a, axis=0)[:, :d]
-            gap = _log_weight_gap(
+            gap = log_weight_gap(
                 xp, rows, part.anchor, part.log_q, y_a, xp.take(block[2], a, axis=0)
             )
             blocks.append(xp.exp(rel + gap[:, None]))

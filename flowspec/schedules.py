@@ -41,6 +41,7 @@ __all__ = [
     "Schedule",
     "VarianceExploding",
     "VariancePreserving",
+    "bisect_snr_inverse",
 ]
 
 
@@ -97,6 +98,9 @@ class Schedule:
     #: Times in [0, 1] where sigma_t = 0 (the path is a point mass; the x-form
     #: velocity, the score and the log-density are singular there).
     degenerate_at: tuple[float, ...] = ()
+    #: Times in [0, 1] where alpha_t = 0 (the path carries no signal: x1 cannot be
+    #: recovered from x, and every conversion that divides by alpha_t is singular).
+    signal_free_at: tuple[float, ...] = ()
 
     def __call__(self, t: Array | float) -> Coefficients:
         if isinstance(t, bool):
@@ -145,6 +149,153 @@ class Schedule:
         return Coefficients(
             *(xp.full_like(t, v) if isinstance(v, float) else v for v in self.coefficients(xp, t))
         )
+
+    # -- signal-to-noise ratio --------------------------------------------------------
+    def snr(self, t: Array | float) -> Array:
+        r"""The signal-to-noise ratio :math:`\rho_t = \alpha_t / \sigma_t` of the path of Sec. 4.
+
+        The scale-free time of a Gaussian path (Lipman et al., 2024, Sec. 4.8.2): two
+        schedules with the same :math:`\rho` at two times have the same marginal up to
+        a scale. ``inf`` where sigma_t = 0 (:attr:`degenerate_at`), 0 where alpha_t = 0
+        (:attr:`signal_free_at`). Same ``t`` rule and output shape as calling the schedule.
+
+        Examples
+        --------
+        >>> import numpy as np, flowspec as fs
+        >>> fs.CondOT().snr(np.array([0.0, 0.5, 0.75])).tolist()
+        [0.0, 1.0, 3.0]
+        """
+        c = self(t)
+        return c.alpha / c.sigma
+
+    def d_snr(self, t: Array | float) -> Array:
+        r"""The time derivative :math:`\dot\rho_t = (\dot\alpha_t \sigma_t - \alpha_t \dot\sigma_t)/\sigma_t^2`.
+
+        Evaluated from the analytic coefficients (Sec. 4 of the paper); the numerator
+        is a sum of two non-negative terms for every built-in schedule
+        (:math:`\dot\alpha_t \ge 0 \ge \dot\sigma_t`), so it does not cancel, and it is
+        positive on (0, 1): the SNR is strictly increasing, which is what makes
+        :meth:`snr_inverse` well defined. ``inf`` where sigma_t = 0.
+
+        Examples
+        --------
+        >>> import numpy as np, flowspec as fs
+        >>> fs.CondOT().d_snr(np.array([0.0, 0.5])).tolist()  # 1 / (1 - t)^2
+        [1.0, 4.0]
+        """
+        c = self(t)
+        return (c.d_alpha * c.sigma - c.alpha * c.d_sigma) / (c.sigma * c.sigma)
+
+    def snr_inverse(self, snr: Array | float) -> Array:
+        r"""The time :math:`t = \rho^{-1}(\text{snr})` at which the path has this SNR.
+
+        Analytic for the built-in schedules; for a user's schedule the bracketed,
+        vectorised bisection :func:`bisect_snr_inverse` (the SNR must be increasing,
+        :meth:`d_snr` > 0). ``snr`` is a non-negative number or floating array of any
+        shape (``inf`` allowed: the degenerate end). The result has the shape,
+        namespace and dtype of ``snr`` and lies in [0, 1]: a ratio outside
+        ``[snr(0), snr(1)]`` (by round-off, say) gives the nearer end. Used by the
+        scale-time schedule change (Lipman et al., 2024, Sec. 4.8.2).
+
+        Examples
+        --------
+        >>> import numpy as np, flowspec as fs
+        >>> fs.CondOT().snr_inverse(np.array([0.0, 1.0, 3.0, np.inf])).tolist()
+        [0.0, 0.5, 0.75, 1.0]
+        """
+        if isinstance(snr, bool):
+            raise TypeError(
+                f"`snr` must be a real number or an array, got {validation.describe(snr)}"
+            )
+        if isinstance(snr, (int, float)):
+            if math.isnan(snr) or snr < 0:
+                raise ValueError(f"`snr` must be a non-negative ratio, got {snr!r}")
+            snr = np.asarray(float(snr), dtype=np.float64)
+        xp = validation.namespace(snr=snr)
+        validation.check_float(xp, "snr", snr)
+        if isinstance(snr, np.ndarray):
+            if np.any(np.isnan(snr)) or np.any(snr < 0):
+                raise ValueError(f"`snr` must hold non-negative ratios, got {snr!r}")
+        t = self.time_at_snr(xp, snr)
+        return xp.minimum(xp.maximum(t, xp.zeros_like(t)), xp.ones_like(t))
+
+    def time_at_snr(self, xp: Any, snr: Array) -> Array:
+        r"""The inverse of the SNR at an already validated array ``snr`` of namespace ``xp``.
+
+        The hook a subclass overrides with a closed form (every built-in schedule does);
+        the default is the bisection :func:`bisect_snr_inverse` (Lipman et al., 2024,
+        Sec. 4.8.2). Nothing is validated or clipped here; :meth:`snr_inverse` is the
+        validated entry.
+
+        Examples
+        --------
+        >>> import numpy as np, flowspec as fs
+        >>> fs.Cosine().time_at_snr(np, np.array([1.0])).round(12).tolist()
+        [0.5]
+        """
+        return _bisect(self, xp, snr)
+
+
+#: Iterations of the bisection: about 10 geometric halvings of log t take the bracket
+#: from [tiny, 1] to a factor of 2, then at most 53 arithmetic ones reach adjacent
+#: float64 numbers (24 for float32); the rest is margin (a converged bracket stays put).
+_BISECTION_STEPS = 80
+
+
+def _bisect(schedule: Schedule, xp: Any, snr: Array) -> Array:
+    tiny = float(xp.finfo(snr.dtype).smallest_normal)
+    lo = xp.full_like(snr, tiny)
+    hi = xp.ones_like(snr)
+    for _ in range(_BISECTION_STEPS):
+        geometric = hi > 2.0 * lo
+        mid = xp.where(geometric, xp.sqrt(lo) * xp.sqrt(hi), lo + 0.5 * (hi - lo))
+        c = schedule.arrays(xp, mid)
+        below = c.alpha < snr * c.sigma  # snr(mid) < snr, without dividing by sigma
+        lo = xp.where(below, mid, lo)
+        hi = xp.where(below, hi, mid)
+    c0 = schedule.arrays(xp, xp.zeros_like(snr))
+    at_zero = c0.alpha >= snr * c0.sigma  # snr <= snr(0): the bracket's lower end
+    return xp.where(at_zero, xp.zeros_like(snr), hi)
+
+
+def bisect_snr_inverse(schedule: Schedule, snr: Array) -> Array:
+    r"""The inverse of an increasing SNR :math:`\rho_t = \alpha_t/\sigma_t` by bisection (Sec. 4).
+
+    The default :meth:`Schedule.snr_inverse` of a user's schedule, and the numerical
+    check of the built-in closed forms. Vectorised over ``snr`` (any shape) with a
+    fixed number of Array API steps (no value is read: it traces under ``jax.jit``).
+    The bracket [0, 1] is halved geometrically (in log t) while its ends differ by
+    more than a factor of 2, then arithmetically, which reaches adjacent floating
+    numbers everywhere in (0, 1], including t ~ 1e-300; the comparison
+    :math:`\alpha_t < \rho\,\sigma_t` never divides. Returns the upper end of the final
+    bracket: the smallest float t with :math:`\rho_t \ge` ``snr``, up to the rounding
+    of the schedule's own coefficients. Requires :math:`\rho` increasing on [0, 1]
+    (:meth:`Schedule.d_snr` > 0); a ratio outside ``[snr(0), snr(1)]`` gives 0 or 1.
+
+    Parameters
+    ----------
+    schedule : Schedule
+    snr : array
+        Non-negative ratios (``inf`` allowed), floating.
+
+    Returns
+    -------
+    array, like ``snr``
+
+    Examples
+    --------
+    >>> import numpy as np, flowspec as fs
+    >>> t = fs.schedules.bisect_snr_inverse(fs.Cosine(), np.array([0.0, 1.0, np.inf]))
+    >>> np.round(t, 15).tolist()
+    [0.0, 0.5, 1.0]
+    """
+    if not isinstance(schedule, Schedule):
+        raise TypeError(
+            f"`schedule` must be a flowspec Schedule, got {validation.describe(schedule)}"
+        )
+    xp = validation.namespace(snr=snr)
+    validation.check_float(xp, "snr", snr)
+    return _bisect(schedule, xp, snr)
 
 
 def _validated(
@@ -205,6 +356,15 @@ class CondOT(Schedule):
         # (1 - t) is exact for t >= 1/2, so this form does not cancel near t = 1
         sigma = 1.0 - t if self.sigma_min == 0.0 else (1.0 - t) + self.sigma_min * t
         return Coefficients(alpha=t, sigma=sigma, d_alpha=1.0, d_sigma=self.sigma_min - 1.0)
+
+    signal_free_at = (0.0,)
+
+    def time_at_snr(self, xp: Any, snr: Array) -> Array:
+        # rho = t / (1 - k t), k = 1 - sigma_min  =>  t = rho / (1 + k rho); t = 1/k at inf
+        k = 1.0 - self.sigma_min
+        finite = xp.isfinite(snr)
+        safe = xp.where(finite, snr, xp.zeros_like(snr))
+        return xp.where(finite, safe / (1.0 + k * safe), xp.full_like(snr, 1.0 / k))
 
 
 @dataclass(frozen=True)
@@ -268,6 +428,20 @@ class VariancePreserving(Schedule):
             d_sigma=-0.5 * beta * (alpha * alpha) / sigma,
         )
 
+    def time_at_snr(self, xp: Any, snr: Array) -> Array:
+        # rho^2 = 1 / (e^T - 1)  =>  T = log1p(1 / rho^2) = log1p(rho^2) - 2 log rho;
+        # then s = 1 - t solves s beta_min + s^2 (beta_max - beta_min)/2 = T, in the
+        # form without cancellation: s = 2 T / (beta_min + sqrt(beta_min^2 + 2 T spread))
+        big = snr > 1.0
+        safe = xp.where(big, snr, xp.ones_like(snr))
+        small = xp.where(big, xp.ones_like(snr), snr)
+        big_t = xp.where(
+            big, xp.log1p(1.0 / (safe * safe)), xp.log1p(small * small) - 2.0 * xp.log(small)
+        )
+        spread = self.beta_max - self.beta_min
+        s = 2.0 * big_t / (self.beta_min + xp.sqrt(self.beta_min**2 + 2.0 * spread * big_t))
+        return 1.0 - s
+
 
 @dataclass(frozen=True)
 class VarianceExploding(Schedule):
@@ -316,6 +490,11 @@ class VarianceExploding(Schedule):
         sigma = xp.exp(math.log(self.sigma_min) + (1.0 - t) * log_ratio)
         return Coefficients(alpha=1.0, sigma=sigma, d_alpha=0.0, d_sigma=-log_ratio * sigma)
 
+    def time_at_snr(self, xp: Any, snr: Array) -> Array:
+        # rho = 1 / (sigma_min e^{(1 - t) L})  =>  t = 1 + log(rho sigma_min) / L
+        log_ratio = math.log(self.sigma_max / self.sigma_min)
+        return 1.0 + (xp.log(snr) + math.log(self.sigma_min)) / log_ratio
+
 
 @dataclass(frozen=True)
 class Cosine(Schedule):
@@ -336,6 +515,11 @@ class Cosine(Schedule):
     """
 
     degenerate_at = (1.0,)
+    signal_free_at = (0.0,)
+
+    def time_at_snr(self, xp: Any, snr: Array) -> Array:
+        # rho = tan(pi t / 2)
+        return xp.atan(snr) / (0.5 * math.pi)
 
     def coefficients(self, xp: Any, t: Array) -> Coefficients:
         half_pi = 0.5 * math.pi
@@ -389,6 +573,14 @@ class Polynomial(Schedule):
         d_alpha = n * t ** (n - 1.0)
         return Coefficients(alpha=alpha, sigma=sigma, d_alpha=d_alpha, d_sigma=-d_alpha)
 
+    signal_free_at = (0.0,)
+
+    def time_at_snr(self, xp: Any, snr: Array) -> Array:
+        # rho = t^n / (1 - t^n)  =>  t^n = rho / (1 + rho) = 1 / (1 + 1/rho)
+        finite = xp.isfinite(snr)
+        safe = xp.where(finite, snr, xp.zeros_like(snr))
+        return xp.where(finite, (safe / (1.0 + safe)) ** (1.0 / self.n), xp.ones_like(snr))
+
 
 @dataclass(frozen=True)
 class LinearVP(Schedule):
@@ -412,6 +604,14 @@ class LinearVP(Schedule):
     def coefficients(self, xp: Any, t: Array) -> Coefficients:
         sigma = xp.sqrt((1.0 - t) * (1.0 + t))
         return Coefficients(alpha=t, sigma=sigma, d_alpha=1.0, d_sigma=-t / sigma)
+
+    signal_free_at = (0.0,)
+
+    def time_at_snr(self, xp: Any, snr: Array) -> Array:
+        # rho = t / sqrt(1 - t^2)  =>  t = rho / hypot(1, rho); 1 at rho = inf
+        finite = xp.isfinite(snr)
+        safe = xp.where(finite, snr, xp.zeros_like(snr))
+        return xp.where(finite, safe / xp.hypot(xp.ones_like(safe), safe), xp.ones_like(snr))
 
 
 #: The schedules under contract: one instance of each schedule class, plus the

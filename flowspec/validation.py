@@ -158,6 +158,31 @@ def is_weakly_typed(t: Array) -> bool:
     return bool(getattr(aval, "weak_type", getattr(t, "weak_type", False)))
 
 
+# Per-type and per-dtype answers of the checks on the hot path (a set lookup instead of
+# array-api-compat's dispatch on every call); the answers depend on the type or dtype only.
+_ARRAY_TYPES: dict[type, bool] = {}
+_FLOATING: dict[tuple[int, Any], bool] = {}
+
+
+def _is_array(value: Any) -> bool:
+    kind = type(value)
+    known = _ARRAY_TYPES.get(kind)
+    if known is None:
+        known = _ARRAY_TYPES[kind] = bool(array_api_compat.is_array_api_obj(value))
+    return known
+
+
+def _is_real_floating(xp: Namespace, dtype: Any) -> bool:
+    try:
+        key = (id(xp), dtype)
+        known = _FLOATING.get(key)
+    except TypeError:  # an unhashable dtype: no cache
+        return bool(xp.isdtype(dtype, "real floating"))
+    if known is None:
+        known = _FLOATING[key] = bool(xp.isdtype(dtype, "real floating"))
+    return known
+
+
 #: ``time_array(..., device=LIKE)``: create a time given as a Python number on x's device.
 LIKE = "like"
 
@@ -206,13 +231,14 @@ def time_array(
         if device is None:
             return xp.full(target, value, dtype=x.dtype)
         return xp.full(target, value, dtype=x.dtype, device=device)
-    if not array_api_compat.is_array_api_obj(t):
+    if not _is_array(t):
         raise TypeError(f"`{name}` must be a real number or an array, got {describe(t)}")
     if t.ndim == 0 and is_weakly_typed(t) and xp.isdtype(t.dtype, "real floating"):
         t = xp.astype(t, x.dtype)
-    check_float(xp, name, t, like=(x_name, x))
+    if t.dtype != x.dtype or not _is_real_floating(xp, t.dtype):
+        check_float(xp, name, t, like=(x_name, x))  # raises, naming the problem
     shape = tuple(t.shape)
-    if domain is not None and array_api_compat.is_numpy_array(t):
+    if domain is not None and isinstance(t, (np.ndarray, np.generic)):
         check_host_times(name, np.asarray(t), *domain)
     if shape == ():
         return xp.broadcast_to(xp.reshape(t, (1,) * x.ndim), target)

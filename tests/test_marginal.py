@@ -278,18 +278,18 @@ def test_partials_merge_in_any_order():
     m = fs.EmpiricalMarginal(fs.GaussianPath(fs.CondOT(sigma_min=0.01)), data, chunk_size=3)
     xp, _, _, st = m._stats(x, t)
     rows = st["rows"]
-    parts = [mg._block_partial(xp, rows, *b) for b in m._blocks(4)]
+    parts = [mg.block_partial(xp, rows, *b) for b in m._blocks(4)]
     left = parts[0]
     for p in parts[1:]:
-        left = mg._merge_partials(xp, rows, left, p)
+        left = mg.merge_partials(xp, rows, left, p)
     right = parts[-1]
     for p in reversed(parts[:-1]):
-        right = mg._merge_partials(xp, rows, p, right)
-    tree = mg._merge_partials(
+        right = mg.merge_partials(xp, rows, p, right)
+    tree = mg.merge_partials(
         xp,
         rows,
-        mg._merge_partials(xp, rows, parts[0], parts[1]),
-        mg._merge_partials(xp, rows, parts[2], parts[3]),
+        mg.merge_partials(xp, rows, parts[0], parts[1]),
+        mg.merge_partials(xp, rows, parts[2], parts[3]),
     )
     for other in (right, tree):
         for name in ("anchor", "mass", "first", "second"):

@@ -67,8 +67,14 @@ CONTRACT: dict[str, Parameters | None] = {
 
 #: Names a backend exports beyond the contract (documented on its page).
 EXTRAS: dict[str, tuple[str, ...]] = {
-    "torch": ("coefficients", "sample_rademacher"),
-    "jax": (),
+    "torch": (
+        "coefficients",
+        "coupled_sample_and_target",
+        "entropic_pairs",
+        "marginal",
+        "sample_rademacher",
+    ),
+    "jax": ("coupled_sample_and_target", "entropic_pairs", "marginal", "sharded_marginal"),
     "cupy": ("kernel_source",),
 }
 

@@ -304,7 +304,7 @@ def sample(path: Any, x0: Array, x1: Array, t: Array | float) -> Array:
 
 
 def target(path: Any, x0: Array, x1: Array, t: Array | float) -> Array:
-    r""":meth:`flowspec.GaussianPath.target` on CuPy arrays (eq. 13, 23)."""
+    r""":meth:`flowspec.GaussianPath.target` on CuPy arrays (the target of eq. 14; eq. 23 for OT)."""
     _require_cupy("x0", x0)
     return _check_path(path).target(x0, x1, t)
 

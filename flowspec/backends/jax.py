@@ -35,6 +35,7 @@ True
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Callable
 from typing import Any, Literal
@@ -46,6 +47,7 @@ import numpy as np
 
 from .. import formulas, validation
 from .. import losses as _losses
+from .. import marginal_reduce as _mr
 from ..ode import METHODS
 from ..paths import GaussianPath
 from ..schedules import Coefficients
@@ -56,16 +58,20 @@ __all__ = [
     "METHODS",
     "cfm_loss",
     "continuity_residual",
+    "coupled_sample_and_target",
     "divergence",
+    "entropic_pairs",
     "euler",
     "integrate",
     "log_likelihood",
     "log_prob",
+    "marginal",
     "sample",
     "sample_and_target",
     "sample_noise",
     "sample_time",
     "score",
+    "sharded_marginal",
     "target",
     "velocity",
 ]
@@ -745,3 +751,271 @@ def log_likelihood(
     x0, g = _scan(augmented, method, sched, state, False)
     lp0 = validation.check_output("log_p0(x0)", log_p0(x0), jnp, (batch,), x1.dtype)
     return lp0 + g
+
+
+# --------------------------------------------------------------------------------------
+# The exact marginal (eq. 6, 8), fused on one device and sharded over devices (issue 16):
+# the per-chunk statistics, merge and guarded finish of flowspec.marginal_reduce, with
+# the blocks run by lax.scan (one compiled block, memory O(B x block)) and the shards
+# merged by all_gather of their (B, D)-sized partials.
+# --------------------------------------------------------------------------------------
+def _marginal_inputs(
+    path: Any, data: Any, x: Any, t: Any, weights: Any, quantity: Any
+) -> tuple[Array, Array, Array, Coefficients]:
+    _check_path(path)
+    names = (quantity,) if isinstance(quantity, str) else quantity
+    if not isinstance(names, tuple) or not names or any(q not in _mr.QUANTITIES for q in names):
+        raise ValueError(
+            f"`quantity` must be one of {_mr.QUANTITIES} or a tuple of them, got {quantity!r}"
+        )
+    _check_jax("data", data)
+    _check_jax("x", x)
+    validation.check_float(jnp, "data", data)
+    validation.check_float(jnp, "x", x, like=("data", data))
+    validation.check_batch("x", x)
+    if data.ndim < 2 or tuple(data.shape[1:]) != tuple(x.shape[1:]) or data.shape[0] < 1:
+        raise ValueError(
+            f"`data` must have shape (N, *event), N >= 1, with the event of `x` of shape "
+            f"{tuple(x.shape)}, got shape {tuple(data.shape)}"
+        )
+    n = int(data.shape[0])
+    flat = jnp.reshape(data, (n, -1))
+    if weights is None:
+        log_q = jnp.full((n,), -math.log(n), dtype=data.dtype)
+        mean = jnp.mean(flat, axis=0)
+    else:
+        _check_jax("weights", weights)
+        validation.check_float(jnp, "weights", weights, like=("data", data))
+        if tuple(weights.shape) != (n,):
+            raise ValueError(f"`weights` must have shape (N,) = {(n,)}, got {weights.shape}")
+        q = weights / jnp.sum(weights)
+        log_q = jnp.log(q)
+        mean = jnp.sum(q[:, None] * flat, axis=0)
+    tt = _time(t, x)
+    c = path.schedule.arrays(jnp, tt)
+    return flat, log_q, mean, c
+
+
+def _scan_partial(q: Array, aug: Array, offset: Any, block: int) -> _mr.Partial:
+    """The Partial of (n, D + 2) augmented rows, lax.scan over blocks of ``block`` rows."""
+    n, width = int(aug.shape[0]), int(aug.shape[1])
+    block = max(1, min(block, n))
+    blocks = -(-n // block)
+    pad = blocks * block - n
+    if pad:  # zero-weight rows (log q = -inf): they never contribute
+        filler = jnp.zeros((pad, width), dtype=aug.dtype).at[:, -1].set(-jnp.inf)
+        aug = jnp.concatenate([aug, filler], axis=0)
+    stacked = jnp.reshape(aug, (blocks, block, width))
+    batch, dtype = int(q.shape[0]), q.dtype
+    init = _mr.Partial(
+        jnp.full((batch,), -jnp.finfo(dtype).max, dtype=dtype),
+        jnp.zeros((batch,), dtype=dtype),
+        jnp.zeros((batch, width - 1), dtype=dtype),
+        jnp.full((batch,), jnp.iinfo(jnp.int32).max, dtype=jnp.int32),
+        jnp.zeros((batch, width), dtype=dtype),
+    )
+
+    def step(carry: _mr.Partial, item: tuple[Array, Array]) -> tuple[_mr.Partial, None]:
+        rows, start = item
+        part = _mr.chunk_partial(
+            jnp, q, rows.T, rows[:, :-1], start + offset, index_dtype=jnp.int32
+        )
+        return _mr.merge(jnp, carry, part), None
+
+    starts = jnp.arange(blocks, dtype=jnp.int32) * block
+    out, _ = jax.lax.scan(step, init, (stacked, starts))
+    return out
+
+
+def marginal(
+    path: GaussianPath,
+    data: Array,
+    x: Array,
+    t: Array | float,
+    quantity: str | tuple[str, ...] = "velocity",
+    *,
+    weights: Array | None = None,
+    block_size: int | None = None,
+) -> Array | tuple[Array, ...]:
+    r"""One quantity of the exact marginal (eq. 6, 8) of ``data``, fused, on one device.
+
+    The same reduction as :class:`flowspec.EmpiricalMarginal` (the per-block statistics,
+    merge and float32 cancellation guard of :mod:`flowspec.marginal_reduce`), traced
+    once per block and run by ``jax.lax.scan``: under ``jax.jit`` XLA fuses the max,
+    ``exp`` and sum of each block, and the extra memory is a few (B, ``block_size``)
+    arrays. ``quantity`` is ``"velocity"`` (eq. 8), ``"denoise"``, ``"score"``,
+    ``"log_prob"`` (eq. 6) or ``"divergence"``, or a tuple of these names (one pass over
+    the data for all; a tuple of results comes back); ``block_size`` defaults to
+    ``max(1, 2**22 // B)``. Returns (B, *event) or (B,) per quantity.
+
+    Examples
+    --------
+    >>> import jax, jax.numpy as jnp, flowspec as fs
+    >>> fj = fs.backends.get("jax")
+    >>> path = fs.GaussianPath(fs.CondOT())
+    >>> data = jnp.array([[-1.0], [1.0]])
+    >>> f = jax.jit(lambda d, x: fj.marginal(path, d, x, 0.5, "denoise"))
+    >>> f(data, jnp.array([[0.0]])).tolist()
+    [[0.0]]
+    """
+    flat, log_q, mean, c = _marginal_inputs(path, data, x, t, weights, quantity)
+    batch = int(x.shape[0])
+    block = _marginal_block(block_size, batch)
+    return _marginal_from(flat, log_q, mean, c, x, quantity, block, None)
+
+
+def _marginal_block(block_size: Any, batch: int) -> int:
+    if block_size is None:
+        return max(1, _mr.BLOCK_ELEMENTS // batch)
+    if isinstance(block_size, bool) or not isinstance(block_size, numbers.Integral):
+        raise ValueError(f"`block_size` must be None or an integer >= 1, got {block_size!r}")
+    if block_size < 1:
+        raise ValueError(f"`block_size` must be None or an integer >= 1, got {block_size!r}")
+    return int(block_size)
+
+
+def _marginal_from(
+    flat: Array,
+    log_q: Array,
+    mean: Array,
+    c: Coefficients,
+    x: Array,
+    quantity: Any,
+    block: int,
+    sharded: tuple[Any, str] | None,
+) -> Array:
+    batch = int(x.shape[0])
+    xf = jnp.reshape(x, (batch, -1))
+    alpha = jnp.reshape(c.alpha, (batch,))
+    sigma = jnp.reshape(c.sigma, (batch,))
+    xc, sq, q = _mr.query(jnp, xf, alpha, sigma, mean)
+    aug = _mr.augment(jnp, flat, log_q, mean)
+    if sharded is None:
+        p = _scan_partial(q, aug, 0, block)
+    else:
+        mesh, axis = sharded
+        shards = int(mesh.shape[axis])
+        local = int(aug.shape[0]) // shards
+
+        def per_shard(q_rep: Array, aug_shard: Array) -> tuple[Array, ...]:
+            offset = jax.lax.axis_index(axis).astype(jnp.int32) * local
+            mine = _scan_partial(q_rep, aug_shard, offset, block)
+            # the collective log-sum-exp: every shard's (B, D)-sized partial to every
+            # device, merged there by the one associative merge
+            every = jax.lax.all_gather(tuple(mine), axis)
+            parts = [_mr.Partial(*(f[i] for f in every)) for i in range(shards)]
+            return tuple(_mr.merge_all(jnp, parts))
+
+        spec = jax.sharding.PartitionSpec
+        fields = jax.shard_map(
+            per_shard,
+            mesh=mesh,
+            in_specs=(spec(), spec(axis)),
+            out_specs=spec(),
+            check_vma=False,
+        )(q, aug)
+        p = _mr.Partial(*fields)
+    st = _mr.finish(jnp, p, xc, sq, alpha, sigma)
+    outs = []
+    for name in (quantity,) if isinstance(quantity, str) else quantity:
+        out = _mr.readout(jnp, name, st, c, xc, mean)
+        outs.append(out if out.ndim == 1 else jnp.reshape(out, x.shape))
+    return outs[0] if isinstance(quantity, str) else tuple(outs)
+
+
+def sharded_marginal(
+    path: GaussianPath,
+    data: Array,
+    x: Array,
+    t: Array | float,
+    mesh: Any,
+    axis: str,
+    quantity: str | tuple[str, ...] = "velocity",
+    *,
+    block_size: int | None = None,
+) -> Array | tuple[Array, ...]:
+    r""":func:`marginal` with the data sharded over the devices of ``mesh`` along ``axis``.
+
+    Each device reduces its shard of the data (N divisible by the number of devices on
+    ``axis``) against the replicated queries with :func:`marginal`'s fused scan; the
+    shards' (B, D)-sized partial statistics are then all-gathered and merged on every
+    device (``shard_map``; a collective log-sum-exp), so only O(B x D x devices) numbers
+    cross devices per query batch. Equal to :func:`marginal` on one device up to the
+    rounding of the regrouped sums. Uniform weights.
+    """
+    flat, log_q, mean, c = _marginal_inputs(path, data, x, t, None, quantity)
+    shards = int(mesh.shape[axis])
+    if int(flat.shape[0]) % shards:
+        raise ValueError(
+            f"`data` must have N divisible by the {shards} devices of mesh axis {axis!r}, "
+            f"got N = {int(flat.shape[0])}"
+        )
+    block = _marginal_block(block_size, int(x.shape[0]))
+    return _marginal_from(flat, log_q, mean, c, x, quantity, block, (mesh, axis))
+
+
+# --------------------------------------------------------------------------------------
+# coupled paths and couplings (flowspec.coupled_paths, flowspec.couplings)
+# --------------------------------------------------------------------------------------
+def coupled_sample_and_target(
+    path: Any, x0: Array, x1: Array, eps: Array, t: Array | float
+) -> tuple[Array, Array]:
+    r""":meth:`flowspec.coupled_paths.CoupledPath.sample_and_target` on JAX arrays, traceable.
+
+    :math:`x_t = \alpha_t x_1 + \sigma_t x_0 + \gamma_t\varepsilon` and
+    :math:`u = \dot\alpha_t x_1 + \dot\sigma_t x_0 + \dot\gamma_t\varepsilon`, with the
+    coefficients of the core's schedule and noise scale; under ``jax.jit`` XLA fuses
+    each output into one pass.
+
+    Examples
+    --------
+    >>> import jax, jax.numpy as jnp, flowspec as fs
+    >>> from flowspec.coupled_paths import CoupledPath, BrownianBridgeNoise
+    >>> fj = fs.backends.get("jax")
+    >>> path = CoupledPath(fs.CondOT(), BrownianBridgeNoise(1.0))
+    >>> f = jax.jit(lambda a, b, e, t: fj.coupled_sample_and_target(path, a, b, e, t))
+    >>> x_t, u = f(jnp.zeros((1, 1)), 2 * jnp.ones((1, 1)), jnp.ones((1, 1)), 0.5)
+    >>> x_t.tolist(), u.tolist()
+    ([[1.5]], [[2.0]])
+    """
+    from ..coupled_paths import CoupledPath
+
+    if not isinstance(path, CoupledPath):
+        raise TypeError(f"`path` must be a flowspec CoupledPath, got {validation.describe(path)}")
+    _check_state("x0", x0)
+    for name, a in (("x1", x1), ("eps", eps)):
+        _check_jax(name, a)
+        validation.check_float(jnp, name, a, like=("x0", x0))
+        validation.check_same_shape("x0", x0, name, a)
+    tt = _time(t, x0, x_name="x0")
+    c = path.schedule.coefficients(jnp, tt)
+    n = path.noise.coefficients(jnp, tt)
+    return (
+        c.alpha * x1 + c.sigma * x0 + n.gamma * eps,
+        c.d_alpha * x1 + c.d_sigma * x0 + n.d_gamma * eps,
+    )
+
+
+def entropic_pairs(
+    key: Array, x0: Array, x1: Array, reg: float, **sinkhorn_options: Any
+) -> tuple[Array, Array]:
+    r""":func:`flowspec.couplings.entropic_pairs` with the uniforms drawn from ``key``.
+
+    Under ``jax.jit`` pass ``tol=None`` (a fixed number of Sinkhorn iterations) and
+    check the marginal error with :func:`flowspec.couplings.sinkhorn` if needed.
+
+    Examples
+    --------
+    >>> import jax, jax.numpy as jnp, flowspec as fs
+    >>> fj = fs.backends.get("jax")
+    >>> x0 = jnp.array([[0.0], [1.0]])
+    >>> a, b = fj.entropic_pairs(jax.random.key(0), x0, x0[::-1], 0.01)
+    >>> b.tolist()
+    [[0.0], [1.0]]
+    """
+    from ..couplings import entropic_pairs as _pairs
+
+    _check_key(key)
+    _check_state("x0", x0)
+    u = jax.random.uniform(key, (int(x0.shape[0]),), dtype=x0.dtype)
+    return _pairs(x0, x1, reg, u, **sinkhorn_options)

@@ -58,11 +58,14 @@ __all__ = [
     "cfm_loss",
     "coefficients",
     "continuity_residual",
+    "coupled_sample_and_target",
     "divergence",
+    "entropic_pairs",
     "euler",
     "integrate",
     "log_likelihood",
     "log_prob",
+    "marginal",
     "sample",
     "sample_and_target",
     "sample_noise",
@@ -288,8 +291,9 @@ def cfm_loss(v: Tensor, u: Tensor, reduction: Literal["mean", "sum", "none"] = "
     r"""The CFM loss :math:`\lVert v - u \rVert^2` per sample (eq. 9, 23), reduced over the batch.
 
     Same contract as :func:`flowspec.cfm_loss`: the squared norm over all event axes,
-    then the batch mean (default), sum or nothing: one subtraction and one dot product
-    (``torch.dot`` of the flattened difference; ``torch.linalg.vecdot`` per sample).
+    then the batch mean (default), sum or nothing: the sum of squares in one fused kernel
+    (``mse_loss`` with ``reduction="sum"``, then divided by B for the mean;
+    ``torch.linalg.vecdot`` of the flattened difference per sample).
 
     Examples
     --------
@@ -303,19 +307,17 @@ def cfm_loss(v: Tensor, u: Tensor, reduction: Literal["mean", "sum", "none"] = "
         raise ValueError(f"`reduction` must be one of {_REDUCTIONS}, got {reduction!r}")
     _tensor("v", v)
     _like("v", v, "u", u)
-    # one subtraction, then one dot product (a BLAS reduction, faster than mse_loss's
-    # broadcasting wrapper at small sizes and its kernel at large ones)
-    diff = v - u
     if reduction == "none":
-        flat = diff.reshape(v.shape[0], -1)
+        flat = (v - u).reshape(v.shape[0], -1)
         return torch.linalg.vecdot(flat, flat)
     if reduction == "mean" and v.dtype.itemsize < 4:
         # float16 / bfloat16: the sum over B x D entries may overflow where the mean does
         # not; per-sample norms, then torch's mean (accumulated in float32), as the core
-        flat = diff.reshape(v.shape[0], -1)
+        flat = (v - u).reshape(v.shape[0], -1)
         return torch.linalg.vecdot(flat, flat).mean()
-    flat = diff.reshape(-1)
-    total = torch.dot(flat, flat)
+    # one fused kernel for the sum of squares, and one for its backward (shapes are
+    # checked above, so mse_loss never broadcasts)
+    total = torch.nn.functional.mse_loss(v, u, reduction="sum")
     return total if reduction == "sum" else total / v.shape[0]
 
 
@@ -372,6 +374,18 @@ def sample_time(
     >>> t.shape, t.dtype, bool(((t >= 0) & (t < 1)).all())
     (torch.Size([4]), torch.float64, True)
     """
+    if (
+        type(batch) is int
+        and batch >= 1
+        and generator is None
+        and dtype is None
+        and device is None
+        and type(low) is float
+        and type(high) is float
+        and low == 0.0
+        and high == 1.0
+    ):  # the defaults, every check passed: the cheapest dispatch
+        return torch.rand(batch)
     if isinstance(batch, bool) or not isinstance(batch, numbers.Integral) or batch < 1:
         raise ValueError(f"`batch` must be an integer >= 1, got {validation.describe(batch)}")
     if low != 0.0 or high != 1.0 or type(low) is not float or type(high) is not float:
@@ -449,11 +463,11 @@ def sample_noise(
     >>> x0.shape, x0.dtype
     (torch.Size([3, 2]), torch.float64)
     """
-    shape, like = _shape_of("shape_or_like", shape_or_like)
     defaults = generator is None and dtype is None and device is None
+    if defaults and isinstance(shape_or_like, torch.Tensor) and shape_or_like.is_floating_point():
+        return torch.randn_like(shape_or_like)  # the cheapest dispatch, the same draw
+    shape, like = _shape_of("shape_or_like", shape_or_like)
     dtype, device = _placement(generator, dtype, device, like)
-    if like is not None and defaults:
-        return torch.randn_like(like)  # the cheapest dispatch, the same draw
     return torch.randn(shape, **_given(generator=generator, dtype=dtype, device=device))
 
 
@@ -976,3 +990,182 @@ def score(path: GaussianPath, x: Tensor, x1: Tensor, t: Any) -> Tensor:
     [[-2.0]]
     """
     return formulas.score(_prepared(path, x, x1, t, "x", "x1"), x, x1)
+
+
+# ---------------------------------------------------------------------------------------
+# The exact marginal (eq. 6, 8), hand-fused for torch (issue 16): the per-block
+# statistics, merge and float32 guard of flowspec.marginal_reduce, with the max / exp /
+# sum of each (B, block) block done in place and exp kept off its subnormal path.
+# ---------------------------------------------------------------------------------------
+def _shifted_exp(g: Tensor, m: Tensor) -> Tensor:
+    # exp(g - m) in place on the temporary block. The argument is clamped below at
+    # log(smallest normal) + 8: a weight that would underflow towards the subnormals
+    # (where CPU exp runs an order of magnitude slower, measured 13x on a (1024, 4096)
+    # float32 block) becomes e^8 times the smallest normal number instead (3.5e-35 in
+    # float32): an absolute error per point far below eps against a row sum >= 1.
+    floor = math.log(torch.finfo(g.dtype).tiny) + 8.0
+    return g.sub_(m[:, None]).clamp_min_(floor).exp_()
+
+
+def marginal(
+    path: GaussianPath,
+    data: Tensor,
+    x: Tensor,
+    t: Any,
+    quantity: str | tuple[str, ...] = "velocity",
+    *,
+    weights: Tensor | None = None,
+    block_size: int | None = None,
+) -> Tensor | tuple[Tensor, ...]:
+    r"""One quantity of the exact marginal (eq. 6, 8) of ``data``, fused by hand, on one device.
+
+    The reduction of :class:`flowspec.EmpiricalMarginal` (the per-block statistics,
+    merge and float32 cancellation guard of :mod:`flowspec.marginal_reduce`) with each
+    block's ``exp(g - max)`` done in place, its argument kept off ``exp``'s subnormal
+    path; extra memory a few (B, ``block_size``) blocks (default ``max(1, 2**22 // B)``).
+    ``quantity`` is ``"velocity"`` (eq. 8), ``"denoise"``, ``"score"``, ``"log_prob"``
+    (eq. 6), ``"divergence"``, or a tuple of these (one pass, a tuple of results).
+
+    Examples
+    --------
+    >>> import torch, flowspec as fs
+    >>> ft = fs.backends.get("torch")
+    >>> path = fs.GaussianPath(fs.CondOT())
+    >>> ft.marginal(path, torch.tensor([[-1.0], [1.0]]), torch.tensor([[0.0]]), 0.5, "denoise")
+    tensor([[0.]])
+    """
+    from .. import marginal_reduce as mr
+
+    path = _path(path)
+    names = (quantity,) if isinstance(quantity, str) else quantity
+    if not isinstance(names, tuple) or not names or any(q not in mr.QUANTITIES for q in names):
+        raise ValueError(
+            f"`quantity` must be one of {mr.QUANTITIES} or a tuple of them, got {quantity!r}"
+        )
+    data = _tensor("data", data)
+    x = _tensor("x", x)
+    _like("data", data, "x", x, same_shape=False)
+    if x.ndim < 2 or data.ndim != x.ndim or data.shape[1:] != x.shape[1:] or data.shape[0] < 1:
+        raise ValueError(
+            f"`data` must have shape (N, *event), N >= 1, and `x` (B, *event) with the same "
+            f"event; got `data` {tuple(data.shape)} and `x` {tuple(x.shape)}"
+        )
+    if block_size is not None and (
+        isinstance(block_size, bool)
+        or not isinstance(block_size, numbers.Integral)
+        or block_size < 1
+    ):
+        raise ValueError(f"`block_size` must be None or an integer >= 1, got {block_size!r}")
+    n, batch = int(data.shape[0]), int(x.shape[0])
+    flat = data.reshape(n, -1)
+    if weights is None:
+        log_q = torch.full((n,), -math.log(n), dtype=data.dtype, device=data.device)
+        mean = flat.mean(dim=0)
+    else:
+        weights = _tensor("weights", weights)
+        _like("data", data, "weights", weights, same_shape=False)
+        if tuple(weights.shape) != (n,):
+            raise ValueError(f"`weights` must have shape (N,) = {(n,)}, got {tuple(weights.shape)}")
+        q_w = weights / weights.sum()
+        log_q = torch.log(q_w)
+        mean = q_w @ flat
+    c = path.schedule.arrays(_ns, _time(t, x))
+    xf = x.reshape(batch, -1)
+    alpha, sigma = c.alpha.reshape(batch), c.sigma.reshape(batch)
+    xc, sq, q = mr.query(_ns, xf, alpha, sigma, mean)
+    aug = mr.augment(_ns, flat, log_q, mean)
+    aug_t = aug.T.contiguous()
+    pts = aug[:, :-1].contiguous()
+    del aug
+    block = max(1, mr.BLOCK_ELEMENTS // batch) if block_size is None else int(block_size)
+    p = None
+    for start in range(0, n, block):
+        stop = min(start + block, n)
+        part = mr.chunk_partial(
+            _ns, q, aug_t[:, start:stop], pts[start:stop], start, shifted_exp=_shifted_exp
+        )
+        p = part if p is None else mr.merge(_ns, p, part)
+    assert p is not None
+    st = mr.finish(_ns, p, xc, sq, alpha, sigma)
+    outs = []
+    for name in names:
+        out = mr.readout(_ns, name, st, c, xc, mean)
+        outs.append(out if out.ndim == 1 else out.reshape(x.shape))
+    return outs[0] if isinstance(quantity, str) else tuple(outs)
+
+
+# ---------------------------------------------------------------------------------------
+# coupled paths and couplings (flowspec.coupled_paths, flowspec.couplings)
+# ---------------------------------------------------------------------------------------
+def coupled_sample_and_target(
+    path: Any, x0: Tensor, x1: Tensor, eps: Tensor, t: Any
+) -> tuple[Tensor, Tensor]:
+    r""":meth:`flowspec.coupled_paths.CoupledPath.sample_and_target`, fused.
+
+    .. math:: x_t = \alpha_t x_1 + \sigma_t x_0 + \gamma_t\varepsilon, \qquad
+              u = \dot\alpha_t x_1 + \dot\sigma_t x_0 + \dot\gamma_t\varepsilon
+
+    The schedule's and the noise scale's coefficients from the core; each output is one
+    buffer written by ``mul`` and updated in place (a constant noise coefficient rides
+    as a scalar, a zero one is skipped: the I-CFM target is the single kernel
+    ``x1 - x0``). Traces under ``torch.compile(fullgraph=True)``.
+
+    Examples
+    --------
+    >>> import torch, flowspec as fs
+    >>> from flowspec.coupled_paths import CoupledPath, ConstantNoise
+    >>> fst = fs.backends.get("torch")
+    >>> path = CoupledPath(fs.CondOT(), ConstantNoise(0.5))
+    >>> x_t, u = fst.coupled_sample_and_target(path, torch.zeros(1, 1), torch.ones(1, 1), torch.ones(1, 1), 0.5)
+    >>> x_t.tolist(), u.tolist()
+    ([[1.0]], [[1.0]])
+    """
+    from ..coupled_paths import CoupledPath
+
+    if not isinstance(path, CoupledPath):
+        raise TypeError(f"`path` must be a flowspec CoupledPath, got {validation.describe(path)}")
+    _tensor("x0", x0)
+    _like("x0", x0, "x1", x1)
+    _like("x0", x0, "eps", eps)
+    tt = _time(t, x0, x_name="x0")
+    c = path.schedule.coefficients(_ns, tt)
+    n = path.noise.coefficients(_ns, tt)
+    x_t = _combine(c.alpha, x1, c.sigma, x0)
+    u = _combine(c.d_alpha, x1, c.d_sigma, x0)
+    for out, g in ((x_t, n.gamma), (u, n.d_gamma)):
+        if isinstance(g, float):
+            if g != 0.0:
+                out.add_(eps, alpha=g)
+        else:
+            out.addcmul_(g, eps)
+    return x_t, u
+
+
+def entropic_pairs(
+    x0: Tensor,
+    x1: Tensor,
+    reg: float,
+    *,
+    generator: torch.Generator | None = None,
+    **sinkhorn_options: Any,
+) -> tuple[Tensor, Tensor]:
+    r""":func:`flowspec.couplings.entropic_pairs` with the uniforms drawn from ``generator``.
+
+    The plan is the core's log-domain Sinkhorn on these tensors (on their device); each
+    x0 keeps its place and its partner is drawn from its row.
+
+    Examples
+    --------
+    >>> import torch, flowspec as fs
+    >>> fst = fs.backends.get("torch")
+    >>> x0 = torch.tensor([[0.0], [1.0]], dtype=torch.float64)
+    >>> a, b = fst.entropic_pairs(x0, x0.flip(0), 0.01, generator=torch.Generator().manual_seed(0))
+    >>> b.tolist()
+    [[0.0], [1.0]]
+    """
+    from ..couplings import entropic_pairs as _pairs
+
+    _tensor("x0", x0)
+    dtype, device = _placement(generator, None, None, x0)
+    u = torch.rand(int(x0.shape[0]), **_given(generator=generator, dtype=dtype, device=device))
+    return _pairs(x0, x1, reg, u, **sinkhorn_options)

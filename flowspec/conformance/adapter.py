@@ -22,6 +22,27 @@ method                                  returns
 ``x0_from_velocity(v, x, t)``
 ``x1_from_x0(x0, x, t)``
 ``x0_from_x1(x1, x, t)``
+``snr_inverse(snr)``                    t with alpha_t / sigma_t = snr, (B,)
+``change_schedule(field, x, r)``        the velocity of ``schedule``'s path at (r, x)
+                                        from ``field``, a velocity field of the path of
+                                        the adapter's ``source_schedule`` (Guide 4.8.2)
+======================================  ==============================================
+
+Coupled paths and couplings (:mod:`flowspec.coupled_paths`, :mod:`flowspec.couplings`):
+an adapter that also has a ``noise`` attribute (the
+:class:`~flowspec.coupled_paths.NoiseScale` it claims, e.g. ``ConstantNoise(0.1)``)
+and/or a ``coupling`` attribute (``"independent"``, ``"exact"`` or ``"entropic"``, with
+``coupling_reg`` for the entropic plan in the convention of
+:func:`flowspec.couplings.sinkhorn`) is checked for these methods too:
+
+======================================  ==============================================
+method                                  returns
+======================================  ==============================================
+``coupled_sample(x0, x1, eps, t)``      ``alpha x1 + sigma x0 + gamma eps``
+``coupled_target(x0, x1, eps, t)``      ``d_alpha x1 + d_sigma x0 + d_gamma eps``
+``coupled_velocity(x, x0, x1, t)``      ``u_t(x | x0, x1)``, the x-form field
+``plan(x0, x1)``                        the coupling's (B0, B1) plan, summing to 1
+``pairs(x0, x1)``                       the paired batch ``(x0', x1')`` a training step uses
 ======================================  ==============================================
 
 ``t`` is always a NumPy array of shape (B,). ``field(t, x)`` given to ``euler`` takes
@@ -45,6 +66,8 @@ from .libraries import to_numpy
 __all__ = [
     "CAPABILITIES",
     "CONVERSIONS",
+    "COUPLED",
+    "COUPLINGS",
     "Adapter",
     "LibraryAdapter",
     "ReferenceAdapter",
@@ -63,6 +86,20 @@ CONVERSIONS = (
     "x1_from_x0",
     "x0_from_x1",
 )
+#: The conversions' (source, target) kinds in :mod:`flowspec.parameterisations`.
+CONVERSION_KINDS = {
+    "velocity_from_x1": ("x1", "velocity"),
+    "velocity_from_x0": ("x0", "velocity"),
+    "x1_from_velocity": ("velocity", "x1"),
+    "x0_from_velocity": ("velocity", "x0"),
+    "x1_from_x0": ("x0", "x1"),
+    "x0_from_x1": ("x1", "x0"),
+}
+#: The methods of a coupled path and of a coupling (checked, and reported missing, for
+#: adapters with a ``noise`` or ``coupling`` attribute).
+COUPLED = ("coupled_sample", "coupled_target", "coupled_velocity", "plan", "pairs")
+#: The couplings an adapter may claim.
+COUPLINGS = ("independent", "exact", "entropic")
 #: Every optional method of the protocol, in the order they are checked.
 CAPABILITIES = (
     "coefficients",
@@ -73,6 +110,8 @@ CAPABILITIES = (
     "loss",
     "euler",
     *CONVERSIONS,
+    "snr_inverse",
+    "change_schedule",
 )
 
 
@@ -84,15 +123,21 @@ class Adapter(Protocol):
     schedule: Schedule
 
 
+def _coupled(adapter: Any) -> bool:
+    return hasattr(adapter, "noise") or hasattr(adapter, "coupling")
+
+
 def capabilities(adapter: Any) -> list[str]:
     """The protocol methods ``adapter`` has."""
-    return [c for c in CAPABILITIES if callable(getattr(adapter, c, None))]
+    extra = COUPLED if _coupled(adapter) else ()
+    return [c for c in (*CAPABILITIES, *extra) if callable(getattr(adapter, c, None))]
 
 
 def missing(adapter: Any) -> list[str]:
     """The protocol methods ``adapter`` lacks (reported, not checked)."""
     have = set(capabilities(adapter))
-    return [c for c in CAPABILITIES if c not in have]
+    extra = COUPLED if _coupled(adapter) else ()
+    return [c for c in (*CAPABILITIES, *extra) if c not in have]
 
 
 def validate(adapter: Any) -> None:
@@ -108,6 +153,27 @@ def validate(adapter: Any) -> None:
     red = getattr(adapter, "loss_reduction", "mean")
     if red not in ("mean", "sum", "none"):
         raise ValueError(f"`adapter.loss_reduction` must be 'mean', 'sum' or 'none', got {red!r}")
+    _validate_coupled(adapter)
+
+
+def _validate_coupled(adapter: Any) -> None:
+    from ..coupled_paths import NoiseScale
+
+    if hasattr(adapter, "noise") and not isinstance(adapter.noise, NoiseScale):
+        raise TypeError(
+            f"`adapter.noise` must be a flowspec NoiseScale (e.g. ConstantNoise(0.1)), got "
+            f"{adapter.noise!r}"
+        )
+    if not hasattr(adapter, "coupling"):
+        return
+    if adapter.coupling not in COUPLINGS:
+        raise ValueError(f"`adapter.coupling` must be one of {COUPLINGS}, got {adapter.coupling!r}")
+    if adapter.coupling == "entropic":
+        reg = getattr(adapter, "coupling_reg", None)
+        if isinstance(reg, bool) or not isinstance(reg, (int, float)) or not reg > 0:
+            raise ValueError(
+                f"`adapter.coupling_reg` must be a number > 0 for an entropic coupling, got {reg!r}"
+            )
 
 
 # -- flowspec itself as an adapter ------------------------------------------------------
@@ -132,7 +198,9 @@ class LibraryAdapter:
 
     This is what ``flowspec check numpy`` (torch, jax, ...) checks: the core's
     functions on that library's arrays, against the NumPy float64 reference. The
-    conversions are the obvious ones (``velocity_from_x1`` is the Theorem 3 field).
+    conversions are :func:`flowspec.convert`; the schedule change is
+    :func:`flowspec.change_schedule` from ``source_schedule`` (``CondOT()``, whose SNR
+    range [0, inf] serves every schedule; ``Cosine()`` for ``CondOT()`` itself).
     """
 
     loss_reduction = "mean"
@@ -147,8 +215,10 @@ class LibraryAdapter:
         self.schedule = schedule
         self.name = f"flowspec[{library}] {schedule!r}"
         from ..paths import GaussianPath
+        from ..schedules import CondOT, Cosine
 
         self.path = GaussianPath(schedule)
+        self.source_schedule = Cosine() if schedule == CondOT() else CondOT()
 
     def _in(self, a: np.ndarray) -> Any:
         return self.xp.asarray(a)
@@ -189,6 +259,48 @@ class LibraryAdapter:
             return xp.asarray(field(to_numpy(t), to_numpy(x)))
 
         return euler(wrapped, self._in(x0), steps=steps)
+
+    def _convert(self, method: str, y: np.ndarray, x: np.ndarray, t: np.ndarray) -> Any:
+        from ..parameterisations import convert
+
+        source, target = CONVERSION_KINDS[method]
+        return convert(
+            self.schedule, self._in(y), self._in(x), self._in(t), source=source, target=target
+        )
+
+    def velocity_from_x1(self, x1: np.ndarray, x: np.ndarray, t: np.ndarray) -> Any:
+        return self._convert("velocity_from_x1", x1, x, t)
+
+    def velocity_from_x0(self, x0: np.ndarray, x: np.ndarray, t: np.ndarray) -> Any:
+        return self._convert("velocity_from_x0", x0, x, t)
+
+    def x1_from_velocity(self, v: np.ndarray, x: np.ndarray, t: np.ndarray) -> Any:
+        return self._convert("x1_from_velocity", v, x, t)
+
+    def x0_from_velocity(self, v: np.ndarray, x: np.ndarray, t: np.ndarray) -> Any:
+        return self._convert("x0_from_velocity", v, x, t)
+
+    def x1_from_x0(self, x0: np.ndarray, x: np.ndarray, t: np.ndarray) -> Any:
+        return self._convert("x1_from_x0", x0, x, t)
+
+    def x0_from_x1(self, x1: np.ndarray, x: np.ndarray, t: np.ndarray) -> Any:
+        return self._convert("x0_from_x1", x1, x, t)
+
+    def snr_inverse(self, snr: np.ndarray) -> Any:
+        return self.schedule.snr_inverse(self._in(snr))
+
+    def change_schedule(
+        self, field: Callable[[Any, Any], Any], x: np.ndarray, r: np.ndarray
+    ) -> Any:
+        from ..schedule_change import change_schedule
+
+        xp = self.xp
+
+        def wrapped(t: Any, z: Any) -> Any:
+            return xp.asarray(field(to_numpy(t), to_numpy(z)))
+
+        changed = change_schedule(wrapped, self.source_schedule, self.schedule)
+        return changed(self._in(r), self._in(x))
 
 
 class ReferenceAdapter(LibraryAdapter):

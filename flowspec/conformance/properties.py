@@ -10,7 +10,14 @@ id                       what is checked
 =======================  ===========================================================
 ``agreement.<method>``   the method against the reference on all of [0, 1], endpoints
                          included, under the error model of :mod:`.errors`
-``conversion.<name>``    a conversion helper against its closed form (Guide Table 1)
+``conversion.<name>``    a conversion helper against :func:`flowspec.convert` (the
+                         coefficients of Guide Table 1, :mod:`flowspec.parameterisations`)
+``snr_inverse``          t from the signal-to-noise ratio alpha_t / sigma_t, endpoints
+                         included (inf at a degenerate end)
+``schedule_change``      the post-training schedule change (Guide Sec. 4.8.2) of the
+                         exact field of Gaussian data N(mu, tau^2 I) on the path of
+                         ``source_schedule``, against that data's exact field on the
+                         adapter's path, r = 0 and r = 1 included
 ``continuity``           the continuity equation (paper eq. 26) for the adapter's
                          velocity and its log_prob (or the reference's, so that the
                          velocity is checked to generate the claimed path)
@@ -33,12 +40,14 @@ from typing import Any
 import numpy as np
 
 from ..continuity import continuity_bound, continuity_residual
+from ..formulas import conversion_coefficients
 from ..losses import cfm_loss
 from ..ode import euler as ref_euler
 from ..paths import GaussianPath
-from ..schedules import Schedule
-from .adapter import CONVERSIONS, capabilities, to_numpy
-from .errors import EPS, EPS32, ULPS, Measure, compare, tolerance
+from ..schedules import Coefficients, Schedule
+from .adapter import CONVERSION_KINDS, CONVERSIONS, capabilities, to_numpy
+from .coupled import coupled_properties
+from .errors import EPS, EPS32, TINY, ULPS, Measure, compare, tolerance
 
 __all__ = ["Property", "properties"]
 
@@ -182,18 +191,15 @@ def _linear(method: str, s: Schedule, t: np.ndarray, a: np.ndarray, b: np.ndarra
     """Reference terms (coef_a * a, coef_b * b) of the affine methods; a is x or x0."""
     al, si, dal, dsi = _coefs(s, t, a)
     with np.errstate(all="ignore"):
-        det = al * dsi - si * dal
+        if method in CONVERSION_KINDS:  # (x, prediction): flowspec.parameterisations
+            source, target = CONVERSION_KINDS[method]
+            coef = conversion_coefficients(Coefficients(al, si, dal, dsi), source, target)
+            return coef[0] * a, coef[1] * b
         coef = {
             # method: (coefficient of the first array, of the second)
             "sample": (si, al),  # (x0, x1)
             "target": (dsi, dal),  # (x0, x1)
             "velocity": (dsi / si, dal - al * dsi / si),  # (x, x1), Theorem 3
-            "velocity_from_x1": (dsi / si, dal - al * dsi / si),  # (x, x1)
-            "velocity_from_x0": (dal / al, dsi - si * dal / al),  # (x, x0)
-            "x1_from_velocity": (dsi / det, -si / det),  # (x, v)
-            "x0_from_velocity": (-dal / det, al / det),  # (x, v)
-            "x1_from_x0": (1.0 / al, -si / al),  # (x, x0)
-            "x0_from_x1": (1.0 / si, -al / si),  # (x, x1)
         }[method]
         return coef[0] * a, coef[1] * b
 
@@ -587,6 +593,115 @@ def _short(values: list[float]) -> str:
     return f"[{values[0]!r}, {values[1]!r}, ..., {values[-2]!r}, {values[-1]!r}]"
 
 
+# -- SNR inverse and schedule change ----------------------------------------------------
+
+
+def _snr_inverse() -> Property:
+    def evaluate(adapter: Any, inputs: Inputs) -> Measure:
+        s = adapter.schedule
+        t = inputs["t"]
+        al, si, dal, dsi = _coefs(s, t)
+        with np.errstate(all="ignore"):
+            rho = al / si
+            # the inverse maps a relative error d of rho to d rho / rho' in t
+            scale = al * si / (dal * si - al * dsi)
+        scale = np.where(np.isfinite(scale), np.abs(scale), 0.0)
+        want = np.asarray(s.snr_inverse(rho), dtype=np.float64)
+        got = _call(adapter, "snr_inverse", rho)
+        tol = np.maximum(ULPS * EPS * (np.abs(want) + scale), TINY)
+        return compare(got, want, tol, "snr_inverse")
+
+    def strategy(adapter: Any) -> Any:
+        return _st().integers(1, 6).flatmap(lambda b: _st().builds(dict, t=_times(b)))
+
+    def examples(adapter: Any) -> list[Inputs]:
+        return [{"t": np.array([0.0, 1e-12, 0.25, 0.5, 0.75, 1.0 - 1e-12, 1.0])}]
+
+    return Property("snr_inverse", ("snr_inverse",), strategy, evaluate, examples)
+
+
+#: The Gaussian data N(mu, tau^2 I) of the schedule-change property: its exact field
+#: is finite on all of [0, 1] for every schedule with finite coefficients.
+_GAUSS_MU, _GAUSS_TAU = 0.75, 0.6
+
+
+def _gaussian_velocity(s: Schedule, t: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """v_t(x) = d_alpha mu + (d_alpha alpha tau^2 + d_sigma sigma)/(alpha^2 tau^2 + sigma^2) (x - alpha mu)."""
+    al, si, dal, dsi = _coefs(s, t, x)
+    mu, tau2 = _GAUSS_MU, _GAUSS_TAU**2
+    with np.errstate(all="ignore"):
+        gain = (dal * al * tau2 + dsi * si) / (al * al * tau2 + si * si)
+        return dal * mu + gain * (x - al * mu)
+
+
+class _GaussianField:
+    """The exact velocity field of the Gaussian data on the path of ``schedule`` (NumPy)."""
+
+    def __init__(self, schedule: Schedule, shape: tuple[int, ...]) -> None:
+        self.schedule, self.shape = schedule, shape
+
+    def __call__(self, t: Any, x: Any) -> np.ndarray:
+        x = np.asarray(x)
+        t = np.asarray(t, dtype=np.float64).reshape(-1)
+        if t.size == 1:
+            t = np.full(x.shape[0], t[0])
+        if x.shape != self.shape or t.shape != (x.shape[0],):
+            raise ValueError(
+                f"field(t, x): x must have shape {self.shape} and t one time per sample, "
+                f"got x {x.shape} and t {t.shape}"
+            )
+        # a time outside [0, 1] (NaN from an implementation's SNR inverse, say) gives NaN,
+        # as a model evaluated there would: the comparison then names the entry
+        valid = np.isfinite(t) & (t >= 0.0) & (t <= 1.0)
+        v = _gaussian_velocity(self.schedule, np.where(valid, t, 0.5), x.astype(np.float64))
+        return np.where(_col(valid, x), v, np.nan).astype(x.dtype)
+
+
+def _schedule_change() -> Property:
+    def evaluate(adapter: Any, inputs: Inputs) -> Measure:
+        a = getattr(adapter, "source_schedule", None)
+        if not isinstance(a, Schedule):
+            return Measure(
+                failure="an adapter with `change_schedule` must name the path its field was "
+                f"trained on in `source_schedule` (a flowspec Schedule), got {a!r}"
+            )
+        b = adapter.schedule
+        x, r = inputs["x"], inputs["r"]
+        got = _call(adapter, "change_schedule", _GaussianField(a, x.shape), x, r)
+        want = _gaussian_velocity(b, r, x)
+        bl, bs, bdl, bds = _coefs(b, r, x)
+        with np.errstate(all="ignore"):
+            t_r = np.asarray(a.snr_inverse(np.reshape(bl / bs, (-1,))))
+            al, si, dal, dsi = _coefs(a, t_r)
+            det = al * dsi - si * dal
+            # A's velocity determines the predictions (finite coefficients, D != 0) and
+            # B's coefficients are finite: elsewhere the specification is silent
+            regular = np.isfinite(det) & (det != 0) & np.isfinite(bdl * bds).reshape(-1)
+            # t_r is a float64: A's SNR there is off by |rho_A'/rho_A| eps t_r, relatively
+            drift = np.abs((dal * si - al * dsi) / (al * si)) * EPS * t_r
+            drift = np.where(np.isfinite(drift), drift, 0.0)
+            size = (np.abs(bdl) + np.abs(bds) + np.abs(want)) * (np.abs(x) + _GAUSS_MU)
+        want = np.where(_col(regular, x), want, np.nan)
+        tol = np.maximum((ULPS * EPS + 8.0 * _col(drift, x)) * size, TINY)
+        return compare(got, want, tol, f"change_schedule from {a!r}")
+
+    def strategy(adapter: Any) -> Any:
+        st = _st()
+
+        @st.composite
+        def inputs(draw: Any) -> Inputs:
+            shape = draw(_shape())
+            return {"x": draw(_values(shape, -4.0, 4.0)), "r": draw(_times(shape[0]))}
+
+        return inputs()
+
+    def examples(adapter: Any) -> list[Inputs]:
+        x = np.array([[0.5, -1.0], [2.0, 0.25], [-1.5, 1.0], [0.0, 3.0], [1.0, 1.0]])
+        return [{"x": x, "r": np.array([0.0, 1e-12, 0.5, 1.0 - 1e-12, 1.0])}]
+
+    return Property("schedule_change", ("change_schedule",), strategy, evaluate, examples)
+
+
 # -- the list ----------------------------------------------------------------------------
 
 
@@ -597,10 +712,13 @@ def all_properties() -> list[Property]:
         *(_agreement(m) for m in ("sample", "target", "velocity", "log_prob")),
         _loss(),
         *(_agreement(m) for m in CONVERSIONS),
+        _snr_inverse(),
+        _schedule_change(),
         _continuity(),
         _shapes(),
         _dtype(),
         _euler(),
+        *coupled_properties(),
     ]
 
 

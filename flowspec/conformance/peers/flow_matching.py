@@ -15,10 +15,15 @@ flow_matching scheduler         flowspec schedule
 
 Capabilities: ``coefficients`` (the scheduler), ``sample`` and ``target``
 (``path.sample(...).x_t`` and ``.dx_t``), ``velocity`` (``target_to_velocity``: the
-conditional x1-prediction is x1 itself), the six conversion helpers, and ``euler``
-(``ODESolver(...).sample(method="euler", step_size=1/steps)`` on a float grid of the
-state's dtype). flow_matching has no conditional log-density and no continuous loss
-function, so ``log_prob`` and ``loss`` are reported missing.
+conditional x1-prediction is x1 itself), the six conversion helpers, ``snr_inverse``
+(the scheduler's), and ``euler`` (``ODESolver(...).sample(method="euler",
+step_size=1/steps)`` on a float grid of the state's dtype). flow_matching has no
+conditional log-density and no continuous loss function, so ``log_prob`` and ``loss``
+are reported missing.
+
+``ScheduleTransformedModel(model, original_scheduler, new_scheduler)`` is checked as
+``change_schedule`` (:class:`FlowMatchingScheduleChange`), for four pairs of
+schedulers whose SNR ranges nest, CondOT -> Cosine among them.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ import numpy as np
 from ... import schedules as fs_schedules
 from ._torch import column, tensor, torch, wrap_field
 
-__all__ = ["FlowMatchingPath", "adapters"]
+__all__ = ["FlowMatchingPath", "FlowMatchingScheduleChange", "adapters"]
 
 
 class FlowMatchingPath:
@@ -78,6 +83,9 @@ class FlowMatchingPath:
     def x0_from_x1(self, x1: np.ndarray, x: np.ndarray, t: np.ndarray) -> Any:
         return self.path.target_to_epsilon(x_1=tensor(x1), x_t=tensor(x), t=column(t, x))
 
+    def snr_inverse(self, snr: np.ndarray) -> Any:
+        return self.scheduler.snr_inverse(tensor(snr))
+
     def euler(self, field: Callable[[Any, Any], Any], x0: np.ndarray, steps: int) -> Any:
         from flow_matching.solver import ODESolver
 
@@ -89,8 +97,45 @@ class FlowMatchingPath:
         )
 
 
-def adapters() -> list[FlowMatchingPath]:
-    """One adapter per scheduler of flow_matching (Polynomial with n = 2 and n = 0.5)."""
+class FlowMatchingScheduleChange:
+    """``flow_matching.path.scheduler.ScheduleTransformedModel`` as a conformance adapter.
+
+    ``schedule`` is the new scheduler's contract schedule, ``source_schedule`` the
+    original one's. r is passed as a (B, 1, ..., 1) column (the model does not reshape
+    a (B,) time: it would broadcast against the last axis of x).
+    """
+
+    def __init__(
+        self,
+        original: Any,
+        new: Any,
+        source: fs_schedules.Schedule,
+        schedule: fs_schedules.Schedule,
+        label: str,
+    ) -> None:
+        self.original, self.new = original, new
+        self.source_schedule, self.schedule = source, schedule
+        self.name = f"flow_matching.ScheduleTransformedModel({label})"
+
+    def change_schedule(
+        self, field: Callable[[Any, Any], Any], x: np.ndarray, r: np.ndarray
+    ) -> Any:
+        from flow_matching.path.scheduler import ScheduleTransformedModel
+        from flow_matching.utils import ModelWrapper
+
+        torch_field = wrap_field(field, x.shape[0])
+
+        class Model(ModelWrapper):
+            def forward(self, x: Any, t: Any, **extras: Any) -> Any:
+                return torch_field(t.reshape(-1), x)
+
+        model = ScheduleTransformedModel(Model(None), self.original, self.new)
+        return model(x=tensor(x), t=column(r, x))
+
+
+def adapters() -> list[Any]:
+    """One adapter per scheduler of flow_matching (Polynomial with n = 2 and n = 0.5),
+    and four schedule changes."""
     from flow_matching.path.scheduler import (
         CondOTScheduler,
         CosineScheduler,
@@ -118,4 +163,17 @@ def adapters() -> list[FlowMatchingPath]:
         ),
         FlowMatchingPath(LinearVPScheduler(), fs_schedules.LinearVP(), "LinearVPScheduler()"),
         FlowMatchingPath(CosineScheduler(), fs_schedules.Cosine(), "CosineScheduler()"),
-    ]
+        *(
+            FlowMatchingScheduleChange(a, b, fa, fb, f"{la} -> {lb}")
+            for (a, fa, la), (b, fb, lb) in [
+                ((CondOTScheduler(), fs_schedules.CondOT(0.0), "CondOTScheduler()"),
+                 (CosineScheduler(), fs_schedules.Cosine(), "CosineScheduler()")),
+                ((CosineScheduler(), fs_schedules.Cosine(), "CosineScheduler()"),
+                 (CondOTScheduler(), fs_schedules.CondOT(0.0), "CondOTScheduler()")),
+                ((CondOTScheduler(), fs_schedules.CondOT(0.0), "CondOTScheduler()"),
+                 (VPScheduler(beta_min=0.1, beta_max=20.0), fs_schedules.VariancePreserving(0.1, 20.0), "VPScheduler()")),
+                ((PolynomialConvexScheduler(2), fs_schedules.Polynomial(2.0), "PolynomialConvexScheduler(2)"),
+                 (LinearVPScheduler(), fs_schedules.LinearVP(), "LinearVPScheduler()")),
+            ]
+        ),
+    ]  # fmt: skip

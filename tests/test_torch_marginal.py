@@ -1,0 +1,90 @@
+"""The torch exact marginal (hand-fused blocks) against the NumPy reference core."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from test_marginal import IDS, SCHEDULES, conditioning, naive
+
+import flowspec as fs
+
+torch = pytest.importorskip("torch", reason="the torch backend needs torch")
+
+EPS64 = float(np.finfo(np.float64).eps)
+EPS32 = float(np.finfo(np.float32).eps)
+
+
+@pytest.fixture(scope="module")
+def ft():
+    return fs.backends.get("torch")
+
+
+@pytest.mark.parametrize(("schedule", "t_max"), SCHEDULES, ids=IDS)
+@pytest.mark.parametrize("weighted", [False, True], ids=["uniform", "weighted"])
+def test_fused_marginal_equals_the_numpy_reference(ft, schedule, t_max, weighted):
+    rng = np.random.default_rng(8)
+    data = rng.normal(size=(45, 2, 2)) + 1.0
+    x = rng.normal(size=(5, 2, 2)) * 1.5
+    t = np.linspace(0.0, t_max, 5)
+    weights = rng.uniform(0.1, 1.0, size=45) if weighted else None
+    ref, a, s, y = naive(schedule, data, x, t, weights=weights)
+    # the error model of tests/test_marginal.py (absolute log-weight error a few eps * k,
+    # inherited with each quantity's gain); the clamp of exp's argument adds at most
+    # N e^8 tiny to a row sum >= 1, far below eps
+    err = 64 * EPS64 * conditioning(x, a, s, y)
+    span = 1.0 + np.abs(y).max()
+    c = schedule(t)
+    gains = {
+        "log_prob": np.ones_like(a),
+        "denoise": span * np.ones_like(a),
+        "velocity": span * (np.abs(c.d_sigma / c.sigma) * a + np.abs(c.d_alpha)),
+        "score": span * a / s**2,
+        "divergence": 4 * span**2 * np.abs((c.d_alpha - a * c.d_sigma / c.sigma) * a / s**2),
+    }
+    names = tuple(gains)
+    outs = ft.marginal(
+        fs.GaussianPath(schedule),
+        torch.from_numpy(data),
+        torch.from_numpy(x),
+        torch.from_numpy(t),
+        names,
+        weights=None if weights is None else torch.from_numpy(weights),
+        block_size=7,
+    )
+    for q, out in zip(names, outs, strict=True):
+        assert out.dtype == torch.float64 and tuple(out.shape) == ref[q].shape, q
+        tol = (gains[q] * err)[:, None] + 8 * EPS64 * np.abs(ref[q].reshape(5, -1))
+        got = out.numpy().reshape(5, -1)
+        assert np.all(np.abs(got - ref[q].reshape(5, -1)) <= 2 * tol), q
+
+
+@pytest.mark.parametrize("t", [0.3, 0.5, 0.7, 0.9, 0.99])
+def test_fused_float32_keeps_the_guard_and_underflows_cleanly(ft, t):
+    rng = np.random.default_rng(4)
+    data = (rng.normal(size=(300, 8)) * 3 + 10).astype(np.float32)
+    schedule = fs.CondOT(sigma_min=1e-3)
+    c = schedule(np.float64(t))
+    x = (c.alpha * data[:6] + c.sigma * rng.normal(size=(6, 8))).astype(np.float32)
+    path = fs.GaussianPath(schedule)
+    out = ft.marginal(
+        path, torch.from_numpy(data), torch.from_numpy(x), t, "denoise", block_size=64
+    )
+    ref, a, s, y = naive(schedule, data.astype(np.float64), x.astype(np.float64), t)
+    err = 64 * EPS32 * conditioning(x.astype(np.float64), a, s, y) * (1 + np.abs(y).max())
+    bound = err[:, None] + 16 * EPS32 * np.abs(ref["denoise"])
+    assert np.all(np.abs(out.numpy() - ref["denoise"]) <= bound)
+
+
+def test_validation(ft):
+    path = fs.GaussianPath(fs.CondOT())
+    data, x = torch.zeros(4, 2), torch.zeros(3, 2)
+    with pytest.raises(ValueError, match="`quantity`"):
+        ft.marginal(path, data, x, 0.5, "speed")
+    with pytest.raises(ValueError, match="`data`"):
+        ft.marginal(path, torch.zeros(4, 3), x, 0.5)
+    with pytest.raises(ValueError, match="`block_size`"):
+        ft.marginal(path, data, x, 0.5, block_size=0)
+    with pytest.raises(TypeError, match="`x`"):
+        ft.marginal(path, data, np.zeros((3, 2)), 0.5)
+    with pytest.raises(ValueError, match="`weights`"):
+        ft.marginal(path, data, x, 0.5, weights=torch.ones(3))
