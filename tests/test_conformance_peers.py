@@ -32,8 +32,22 @@ def test_flow_matching():
     reports = _run("flow_matching")
     paths = {n: r for n, r in reports.items() if "AffineProbPath" in n}
     changes = {n: r for n, r in reports.items() if "ScheduleTransformedModel" in n}
+    discrete = {n: r for n, r in reports.items() if "MixtureDiscreteProbPath" in n}
     assert len(paths) == 6  # five schedulers, Polynomial with two exponents
     assert len(changes) == 4
+    assert len(discrete) == 2  # kappa = t (uniform source), t^2 (mask source)
+    assert len(reports) == 12
+    for name, rep in discrete.items():
+        # the discrete deviations of docs/discrete.md
+        assert rep.missing == [], name
+        assert _failed(rep) == {"discrete.rate", "discrete.loss", "discrete.euler.grid"}, name
+        res = {r.prop: r for r in rep.results}
+        # t = 1: nan (inf * 0) where the rate's limit is 0 and the exact model's loss is 0
+        assert "got nan, reference 0" in res["discrete.rate"].message
+        assert "got nan, reference 0" in res["discrete.loss"].message
+        assert "1.0" in res["discrete.loss"].counterexample["inputs"]["t"]["values"]
+        # step_size = 1/49 takes 50 steps, the last evaluation at t = 1
+        assert "steps = 49 evaluated the posterior 50 times" in res["discrete.euler.grid"].message
     for name, rep in paths.items():
         assert rep.missing == ["log_prob", "loss", "change_schedule"], name
         # Every path function and conversion helper agrees with the reference over

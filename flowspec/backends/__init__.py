@@ -65,6 +65,9 @@ CONTRACT: dict[str, Parameters | None] = {
     "sample_noise": Parameters(None),
 }
 
+#: The random draws of flowspec.discrete (from a generator or a key), torch and JAX.
+_DISCRETE = ("discrete_euler", "discrete_sample", "discrete_source_sample")
+
 #: Names a backend exports beyond the contract (documented on its page).
 EXTRAS: dict[str, tuple[str, ...]] = {
     "torch": (
@@ -73,8 +76,23 @@ EXTRAS: dict[str, tuple[str, ...]] = {
         "entropic_pairs",
         "marginal",
         "sample_rademacher",
+        *_DISCRETE,
+        # flowspec.riemannian (issue 18)
+        "riemannian_divergence",
+        "riemannian_log_likelihood",
+        "riemannian_source",
     ),
-    "jax": ("coupled_sample_and_target", "entropic_pairs", "marginal", "sharded_marginal"),
+    "jax": (
+        "coupled_sample_and_target",
+        "entropic_pairs",
+        "marginal",
+        "sharded_marginal",
+        *_DISCRETE,
+        # flowspec.riemannian (issue 18)
+        "riemannian_divergence",
+        "riemannian_log_likelihood",
+        "riemannian_source",
+    ),
     "cupy": ("kernel_source",),
 }
 

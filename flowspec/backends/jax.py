@@ -66,6 +66,9 @@ __all__ = [
     "log_likelihood",
     "log_prob",
     "marginal",
+    "riemannian_divergence",
+    "riemannian_log_likelihood",
+    "riemannian_source",
     "sample",
     "sample_and_target",
     "sample_noise",
@@ -1019,3 +1022,143 @@ def entropic_pairs(
     _check_state("x0", x0)
     u = jax.random.uniform(key, (int(x0.shape[0]),), dtype=x0.dtype)
     return _pairs(x0, x1, reg, u, **sinkhorn_options)
+
+
+# --------------------------------------------------------------------------------------
+# Discrete Flow Matching (flowspec.discrete): the random draws, from a JAX key
+# --------------------------------------------------------------------------------------
+# The discrete core takes caller-drawn uniforms so that it runs on every array library;
+# these wrappers draw them with ``jax.random.uniform`` from an explicit key and call the
+# core, so there is one definition of every discrete formula. They trace under jax.jit
+# (the Euler loop unrolls over its static number of steps).
+
+
+def _discrete_dtype(dtype: Any) -> Any:
+    if dtype is None:
+        return jnp.asarray(0.0).dtype  # float64 with x64 enabled, else float32
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(f"`dtype` must be a floating dtype, got {dtype!r}")
+    return dtype
+
+
+def discrete_source_sample(path: Any, key: Array, shape: tuple[int, ...]) -> Array:
+    """Source tokens of a :class:`flowspec.discrete.MixturePath`, shape ``shape`` (int64
+    with x64 enabled); see :meth:`flowspec.discrete.MixturePath.source_sample`."""
+    u = jax.random.uniform(key, tuple(int(s) for s in shape), dtype=_discrete_dtype(None))
+    return path.source_sample(u)
+
+
+def discrete_sample(path: Any, key: Array, x0: Array, x1: Array, t: Array | float) -> Array:
+    r"""A draw of :math:`x_t \sim p_t(\cdot \mid x_0, x_1)` of a mixture path.
+
+    :meth:`flowspec.discrete.MixturePath.sample` with ``jax.random.uniform`` uniforms in
+    t's dtype (the default floating dtype when t is a Python number).
+    """
+    _check_jax("x1", x1)
+    # a weakly typed scalar (a Python float traced by jit) takes the default dtype
+    weak = bool(getattr(getattr(t, "aval", None), "weak_type", getattr(t, "weak_type", False)))
+    dtype = t.dtype if isinstance(t, jax.Array) and not weak else None
+    u = jax.random.uniform(key, tuple(x1.shape), dtype=_discrete_dtype(dtype))
+    return path.sample(x0, x1, t, u)
+
+
+def discrete_euler(
+    rate: Callable[[Array, Array], Array],
+    key: Array,
+    x0: Array,
+    *,
+    steps: int,
+    t0: float = 0.0,
+    t1: float = 1.0,
+    dtype: Any = None,
+    return_path: bool = False,
+) -> Array:
+    r"""The discrete Euler (jump) sampler with uniforms from ``jax.random.uniform(key)``.
+
+    :func:`flowspec.discrete.euler` on the grid :math:`t_k = t_0 + k h`; ``rate(t, x)``
+    gets t of shape (B,) in ``dtype`` (the default floating dtype if None).
+    """
+    from ..discrete import euler as _discrete_euler_core
+
+    _check_jax("x0", x0)
+    validation.euler_times(steps, t0, t1)
+    u = jax.random.uniform(key, (int(steps), *x0.shape), dtype=_discrete_dtype(dtype))
+    return _discrete_euler_core(rate, x0, u, steps=steps, t0=t0, t1=t1, return_path=return_path)
+
+
+__all__ += ["discrete_euler", "discrete_sample", "discrete_source_sample"]
+
+
+# --------------------------------------------------------------------------------------
+# Riemannian Flow Matching (flowspec.riemannian): random sources and autodiff divergences
+# --------------------------------------------------------------------------------------
+def riemannian_source(manifold: Any, key: Any, batch: int, dtype: Any = None) -> Array:
+    """``batch`` samples of ``manifold``'s source, its normals or uniforms drawn with ``key``.
+
+    The core takes caller-drawn randomness (``manifold.source_sample(draws)``); this
+    draws it with ``jax.random.normal`` / ``uniform`` (dtype: JAX's default float).
+    Traceable: ``jax.jit(riemannian_source, static_argnums=(0, 2))``.
+
+    Examples
+    --------
+    >>> import jax, jax.numpy as jnp
+    >>> from flowspec.backends.jax import riemannian_source
+    >>> from flowspec.riemannian import SO3
+    >>> r = riemannian_source(SO3(), jax.random.key(0), 3)
+    >>> bool(jnp.allclose(jnp.linalg.det(r), 1.0, atol=1e-5))
+    True
+    """
+    from ..riemannian import Manifold
+
+    if not isinstance(manifold, Manifold):
+        raise TypeError(
+            f"`manifold` must be a flowspec.riemannian manifold, got {validation.describe(manifold)}"
+        )
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise ValueError(f"`batch` must be an integer >= 1, got {validation.describe(batch)}")
+    kind, shape = manifold.source_draws
+    dtype = jnp.zeros(()).dtype if dtype is None else dtype
+    if kind == "normal":
+        z = jax.random.normal(key, (batch, *shape), dtype=dtype)
+    else:
+        z = jax.random.uniform(key, (batch, *shape), dtype=dtype)
+    return manifold.source_sample(z)
+
+
+def riemannian_divergence(manifold: Any, field: Any, t: Any, x: Array) -> Array:
+    r"""The Riemannian divergence :math:`\mathrm{tr}(P_x\, \partial_x v)` by ``jax.jvp``, shape (B,).
+
+    As :func:`flowspec.backends.torch.riemannian_divergence`: the trace of ``proju``
+    composed with the field's Jacobian, one forward-mode product per embedding
+    coordinate; traceable under ``jax.jit`` and differentiable.
+    """
+    from ..riemannian import Manifold
+
+    if not isinstance(manifold, Manifold):
+        raise TypeError(
+            f"`manifold` must be a flowspec.riemannian manifold, got {validation.describe(manifold)}"
+        )
+    if not callable(field):
+        raise TypeError(f"`field` must be a callable field(t, x), got {validation.describe(field)}")
+    manifold._check(x=x)
+    batch = int(x.shape[0])
+    tb = jnp.reshape(validation.time_array(jnp, t, x), (batch,))
+    size = validation.event_size(x)
+    out = jnp.zeros((batch,), dtype=x.dtype)
+    for j in range(size):
+        e = jnp.zeros((batch, size), dtype=x.dtype).at[:, j].set(1.0)
+        _, jv = jax.jvp(lambda y: field(tb, y), (x,), (jnp.reshape(e, x.shape),))
+        out = out + jnp.reshape(manifold.proju(x, jv), (batch, size))[:, j]
+    return out
+
+
+def riemannian_log_likelihood(
+    manifold: Any, field: Any, x1: Array, log_p0: Any, steps: int = 100, method: str = "euler"
+) -> Array:
+    r""":func:`flowspec.riemannian.log_likelihood` with :func:`riemannian_divergence` by ``jax.jvp``."""
+    from ..riemannian import log_likelihood as _riemannian_log_likelihood
+
+    def div(tb: Array, x: Array) -> Array:
+        return riemannian_divergence(manifold, field, tb, x)
+
+    return _riemannian_log_likelihood(manifold, field, x1, log_p0, div, steps=steps, method=method)  # type: ignore[arg-type]

@@ -66,6 +66,9 @@ __all__ = [
     "log_likelihood",
     "log_prob",
     "marginal",
+    "riemannian_divergence",
+    "riemannian_log_likelihood",
+    "riemannian_source",
     "sample",
     "sample_and_target",
     "sample_noise",
@@ -1169,3 +1172,195 @@ def entropic_pairs(
     dtype, device = _placement(generator, None, None, x0)
     u = torch.rand(int(x0.shape[0]), **_given(generator=generator, dtype=dtype, device=device))
     return _pairs(x0, x1, reg, u, **sinkhorn_options)
+
+
+# ---------------------------------------------------------------------------------------
+# Discrete Flow Matching (flowspec.discrete): the random draws, from a torch.Generator
+# ---------------------------------------------------------------------------------------
+# The discrete core takes caller-drawn uniforms so that it runs on every array library;
+# these wrappers draw them with ``torch.rand`` (explicit generator, device and dtype) and
+# call the core, so there is one definition of every discrete formula.
+
+
+def _token_tensor(name: str, x: Any) -> Tensor:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"`{name}` must be a torch.Tensor, got {validation.describe(x)}")
+    return x
+
+
+def _discrete_uniforms(
+    shape: tuple[int, ...], generator: torch.Generator | None, like: Tensor, dtype: Any
+) -> Tensor:
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"`generator` must be a torch.Generator or None, got {generator!r}")
+    if dtype is None:
+        dtype = torch.get_default_dtype()
+    if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise TypeError(f"`dtype` must be a torch floating dtype, got {dtype!r}")
+    return torch.rand(shape, generator=generator, dtype=dtype, device=like.device)
+
+
+def discrete_source_sample(
+    path: Any,
+    shape: Sequence[int],
+    *,
+    generator: torch.Generator | None = None,
+    device: Any = None,
+) -> Tensor:
+    """Source tokens of a :class:`flowspec.discrete.MixturePath`, shape ``shape`` (int64).
+
+    Uniform source: ``floor(u V)`` of ``torch.rand`` uniforms; mask source: the mask
+    token. See :meth:`flowspec.discrete.MixturePath.source_sample`.
+    """
+    like = torch.empty((), device=device)
+    u = _discrete_uniforms(tuple(int(s) for s in shape), generator, like, torch.float64)
+    return path.source_sample(u)
+
+
+def discrete_sample(
+    path: Any,
+    x0: Tensor,
+    x1: Tensor,
+    t: Any,
+    *,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    r"""A draw of :math:`x_t \sim p_t(\cdot \mid x_0, x_1)` of a mixture path.
+
+    :meth:`flowspec.discrete.MixturePath.sample` with ``torch.rand`` uniforms in t's
+    dtype (torch's default dtype when t is a Python number), on x1's device.
+    """
+    x1 = _token_tensor("x1", x1)
+    dtype = t.dtype if isinstance(t, Tensor) else None
+    u = _discrete_uniforms(tuple(x1.shape), generator, x1, dtype)
+    return path.sample(x0, x1, t, u)
+
+
+def discrete_euler(
+    rate: Callable[[Tensor, Tensor], Tensor],
+    x0: Tensor,
+    *,
+    steps: int,
+    generator: torch.Generator | None = None,
+    t0: float = 0.0,
+    t1: float = 1.0,
+    dtype: Any = None,
+    return_path: bool = False,
+) -> Tensor:
+    r"""The discrete Euler (jump) sampler with ``torch.rand`` uniforms.
+
+    :func:`flowspec.discrete.euler` on the grid :math:`t_k = t_0 + k h`; ``rate(t, x)``
+    gets t of shape (B,) in ``dtype`` (torch's default dtype if None). The uniforms
+    (steps, *x0.shape) are drawn up front from ``generator``.
+    """
+    from ..discrete import euler as _discrete_euler_core
+
+    x0 = _token_tensor("x0", x0)
+    validation.euler_times(steps, t0, t1)
+    u = _discrete_uniforms((int(steps), *x0.shape), generator, x0, dtype)
+    return _discrete_euler_core(rate, x0, u, steps=steps, t0=t0, t1=t1, return_path=return_path)
+
+
+__all__ += ["discrete_euler", "discrete_sample", "discrete_source_sample"]
+
+
+# ---------------------------------------------------------------------------------------
+# Riemannian Flow Matching (flowspec.riemannian): random sources and autograd divergences
+# ---------------------------------------------------------------------------------------
+def riemannian_source(
+    manifold: Any,
+    batch: int,
+    *,
+    generator: torch.Generator | None = None,
+    dtype: torch.dtype | None = None,
+    device: Any = None,
+) -> Tensor:
+    """``batch`` samples of ``manifold``'s source, drawing its normals or uniforms from ``generator``.
+
+    The core takes caller-drawn randomness (``manifold.source_sample(draws)``); this
+    draws it with torch (``torch.randn`` / ``torch.rand``) in the given dtype (default:
+    torch's default) and device.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from flowspec.backends.torch import riemannian_source
+    >>> from flowspec.riemannian import Sphere
+    >>> x = riemannian_source(Sphere(2), 4, generator=torch.Generator().manual_seed(0))
+    >>> tuple(x.shape), bool(torch.allclose(x.norm(dim=1), torch.ones(4, dtype=x.dtype)))
+    ((4, 3), True)
+    """
+    from ..riemannian import Manifold
+
+    if not isinstance(manifold, Manifold):
+        raise TypeError(
+            f"`manifold` must be a flowspec.riemannian manifold, got {validation.describe(manifold)}"
+        )
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise ValueError(f"`batch` must be an integer >= 1, got {validation.describe(batch)}")
+    kind, shape = manifold.source_draws
+    draw = torch.randn if kind == "normal" else torch.rand
+    z = draw((batch, *shape), generator=generator, dtype=dtype, device=device)
+    return manifold.source_sample(z)
+
+
+def riemannian_divergence(manifold: Any, field: Field, t: Any, x: Tensor) -> Tensor:
+    r"""The Riemannian divergence :math:`\mathrm{div}_g v = \mathrm{tr}(P_x\, \partial_x v)`, shape (B,).
+
+    For a manifold embedded in a flat (pseudo-)Euclidean space with the induced metric,
+    the Levi-Civita derivative of a tangent field is the tangential projection of its
+    ambient derivative, so the divergence is the trace of ``proju`` composed with the
+    field's Jacobian (any smooth extension off the manifold gives the same value). One
+    forward-mode product per embedding coordinate (D of them), the whole batch at
+    once (a field that mixes samples breaks this, as for :func:`divergence`).
+
+    Parameters
+    ----------
+    manifold : flowspec.riemannian.Manifold
+    field : callable
+        ``field(t, x)`` with t of shape (B,).
+    t : float or tensor, shape () or (B,)
+    x : tensor, shape (B, *event_shape)
+        Points of the manifold.
+    """
+    from ..riemannian import Manifold
+
+    if not isinstance(manifold, Manifold):
+        raise TypeError(
+            f"`manifold` must be a flowspec.riemannian manifold, got {validation.describe(manifold)}"
+        )
+    if not callable(field):
+        raise TypeError(f"`field` must be a callable field(t, x), got {validation.describe(field)}")
+    manifold._check(x=x)
+    tb = _batch_time(t, x)
+    batch = int(x.shape[0])
+    size = validation.event_size(x)
+    out = torch.zeros(batch, dtype=x.dtype, device=x.device)
+    for j in range(size):
+        e = torch.zeros(batch, size, dtype=x.dtype, device=x.device)
+        e[:, j] = 1.0
+        _, jv = _jvp(lambda y: field(tb, y), (x,), (e.reshape(x.shape),))
+        out = out + manifold.proju(x, jv).reshape(batch, size)[:, j]
+    return out
+
+
+def riemannian_log_likelihood(
+    manifold: Any,
+    field: Field,
+    x1: Tensor,
+    log_p0: Callable[[Tensor], Tensor],
+    steps: int = 100,
+    method: str = "euler",
+) -> Tensor:
+    r""":func:`flowspec.riemannian.log_likelihood` with :func:`riemannian_divergence` by autograd.
+
+    Returns
+    -------
+    tensor, shape (B,)
+    """
+    from ..riemannian import log_likelihood as _riemannian_log_likelihood
+
+    def div(tb: Tensor, x: Tensor) -> Tensor:
+        return riemannian_divergence(manifold, field, tb, x)
+
+    return _riemannian_log_likelihood(manifold, field, x1, log_p0, div, steps=steps, method=method)  # type: ignore[arg-type]

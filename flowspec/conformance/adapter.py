@@ -123,18 +123,33 @@ class Adapter(Protocol):
     schedule: Schedule
 
 
+def _discrete(adapter: Any) -> bool:
+    """Whether ``adapter`` claims a kappa schedule (see :mod:`.discrete`)."""
+    from ..discrete import KappaSchedule
+
+    return isinstance(getattr(adapter, "schedule", None), KappaSchedule)
+
+
 def _coupled(adapter: Any) -> bool:
     return hasattr(adapter, "noise") or hasattr(adapter, "coupling")
 
 
 def capabilities(adapter: Any) -> list[str]:
     """The protocol methods ``adapter`` has."""
+    if _discrete(adapter):  # a discrete path: the protocol of flowspec.conformance.discrete
+        from .discrete import discrete_capabilities
+
+        return discrete_capabilities(adapter)
     extra = COUPLED if _coupled(adapter) else ()
     return [c for c in (*CAPABILITIES, *extra) if callable(getattr(adapter, c, None))]
 
 
 def missing(adapter: Any) -> list[str]:
     """The protocol methods ``adapter`` lacks (reported, not checked)."""
+    if _discrete(adapter):
+        from .discrete import discrete_missing
+
+        return discrete_missing(adapter)
     have = set(capabilities(adapter))
     extra = COUPLED if _coupled(adapter) else ()
     return [c for c in (*CAPABILITIES, *extra) if c not in have]
@@ -142,6 +157,10 @@ def missing(adapter: Any) -> list[str]:
 
 def validate(adapter: Any) -> None:
     """Raise TypeError unless ``adapter`` has a name and a contract schedule."""
+    if _discrete(adapter):
+        from .discrete import validate_discrete
+
+        return validate_discrete(adapter)
     if not isinstance(getattr(adapter, "name", None), str):
         raise TypeError(f"`adapter` must have a string `name`, got {adapter!r}")
     if not isinstance(getattr(adapter, "schedule", None), Schedule):

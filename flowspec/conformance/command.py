@@ -161,8 +161,10 @@ def run_check(args: argparse.Namespace) -> int:
     have_hypothesis = importlib.util.find_spec("hypothesis") is not None
     reports: list[Report] = []
     jobs: list[tuple[str, Any]] = []  # (target, adapter) for the kit
+    manifold_jobs: list[tuple[str, Any]] = []  # (target, manifold adapter)
 
     from .adapter import LibraryAdapter, ReferenceAdapter, load_target
+    from .manifold import load_manifold_target
 
     targets = list(args.targets)
     if not targets:
@@ -178,6 +180,8 @@ def run_check(args: argparse.Namespace) -> int:
             continue
         try:
             jobs += [(target, a) for a in load_target(target)]
+            # the peer's Riemannian adapters (flowspec.conformance.manifold), if it ships any
+            manifold_jobs += [(target, a) for a in load_manifold_target(target)]
         except (ImportError, ValueError, TypeError, AttributeError) as exc:
             reports.append(_error_report(target, exc))
 
@@ -212,6 +216,11 @@ def run_check(args: argparse.Namespace) -> int:
                 )
         finally:
             bar.close()
+    if manifold_jobs:
+        from .manifold import check_manifold
+
+        for target, adapter in manifold_jobs:
+            reports.append(check_manifold(adapter, seed=args.seed, target=target))
 
     print(table(reports))
     results = [r for rep in reports for r in rep.results]

@@ -724,6 +724,12 @@ def all_properties() -> list[Property]:
 
 def properties(adapter: Any) -> list[Property]:
     """The properties that apply to ``adapter`` (those whose capabilities it has)."""
+    from .adapter import _discrete
+
+    if _discrete(adapter):  # a discrete path: the properties of flowspec.conformance.discrete
+        from .discrete import discrete_properties
+
+        return discrete_properties(adapter)
     caps = set(capabilities(adapter))
     out = []
     for p in all_properties():

@@ -24,6 +24,12 @@ are reported missing.
 ``ScheduleTransformedModel(model, original_scheduler, new_scheduler)`` is checked as
 ``change_schedule`` (:class:`FlowMatchingScheduleChange`), for four pairs of
 schedulers whose SNR ranges nest, CondOT -> Cosine among them.
+
+Discrete paths (:mod:`flowspec.conformance.discrete`): ``MixtureDiscreteProbPath``
+with ``MixturePathGeneralizedKL`` and ``MixtureDiscreteEulerSolver``, for its convex
+schedulers (``CondOTScheduler`` is kappa_t = t, ``PolynomialConvexScheduler(n)`` is
+kappa_t = t^n; its ``CosineScheduler`` is not convex and the mixture path refuses it),
+with a uniform source and with a mask source.
 """
 
 from __future__ import annotations
@@ -36,7 +42,13 @@ import numpy as np
 from ... import schedules as fs_schedules
 from ._torch import column, tensor, torch, wrap_field
 
-__all__ = ["FlowMatchingPath", "FlowMatchingScheduleChange", "adapters"]
+__all__ = [
+    "FlowMatchingDiscrete",
+    "FlowMatchingPath",
+    "FlowMatchingScheduleChange",
+    "adapters",
+    "discrete_adapters",
+]
 
 
 class FlowMatchingPath:
@@ -176,4 +188,196 @@ def adapters() -> list[Any]:
                  (LinearVPScheduler(), fs_schedules.LinearVP(), "LinearVPScheduler()")),
             ]
         ),
+        *discrete_adapters(),
     ]  # fmt: skip
+
+
+# -- discrete paths -------------------------------------------------------------------------
+
+
+class FlowMatchingDiscrete:
+    """``MixtureDiscreteProbPath``, ``MixturePathGeneralizedKL`` and
+    ``MixtureDiscreteEulerSolver`` of one convex scheduler as a discrete adapter.
+
+    ``posterior_to_rate`` passes ``log(probs)`` as the posterior logits (softmax of
+    them is ``probs``); ``loss`` sums the per-token loss (``reduction="none"``) over the
+    tokens; ``euler`` wraps the kit's posterior in a ``ModelWrapper`` returning
+    probabilities (the solver samples from the model output with ``torch.multinomial``)
+    and calls ``sample(step_size=1/steps)`` on a float64 time grid [0, 1].
+    """
+
+    def __init__(
+        self,
+        scheduler: Any,
+        schedule: Any,
+        label: str,
+        vocab_size: int,
+        mask_token: int | None = None,
+    ) -> None:
+        from flow_matching.loss import MixturePathGeneralizedKL
+        from flow_matching.path import MixtureDiscreteProbPath
+
+        self.scheduler = scheduler
+        self.path = MixtureDiscreteProbPath(scheduler)
+        self.kl = MixturePathGeneralizedKL(self.path, reduction="none")
+        self.schedule = schedule
+        self.vocab_size = vocab_size
+        self.mask_token = mask_token
+        source = "uniform" if mask_token is None else f"mask {mask_token}"
+        self.name = f"flow_matching.MixtureDiscreteProbPath({label}), V={vocab_size}, {source}"
+
+    def coefficients(self, t: np.ndarray) -> tuple[Any, Any]:
+        out = self.scheduler(tensor(t))
+        return out.alpha_t, out.d_alpha_t
+
+    def sample(self, x0: np.ndarray, x1: np.ndarray, t: np.ndarray) -> Any:
+        return self.path.sample(x_0=tensor(x0), x_1=tensor(x1), t=tensor(t)).x_t
+
+    def posterior_to_rate(self, probs: np.ndarray, x: np.ndarray, t: np.ndarray) -> Any:
+        with np.errstate(divide="ignore"):
+            logits = np.log(probs)
+        return self.path.posterior_to_velocity(
+            posterior_logits=tensor(logits), x_t=tensor(x), t=tensor(t)
+        )
+
+    def loss(self, logits: np.ndarray, x1: np.ndarray, x: np.ndarray, t: np.ndarray) -> Any:
+        per_token = self.kl(tensor(logits), tensor(x1), tensor(x), tensor(t))
+        return per_token.sum(dim=-1)
+
+    def euler(self, posterior: Callable[[Any, Any], Any], x0: np.ndarray, steps: int) -> Any:
+        from flow_matching.solver import MixtureDiscreteEulerSolver
+        from flow_matching.utils import ModelWrapper
+
+        th = torch()
+
+        class Model(ModelWrapper):
+            def __init__(self) -> None:
+                super().__init__(None)
+
+            def forward(self, x: Any, t: Any, **extras: Any) -> Any:
+                probs = posterior(t.detach().cpu().numpy(), x.detach().cpu().numpy())
+                return th.from_numpy(np.asarray(probs))
+
+        solver = MixtureDiscreteEulerSolver(Model(), self.path, self.vocab_size)
+        grid = th.tensor([0.0, 1.0], dtype=th.float64)
+        return solver.sample(
+            x_init=tensor(x0),
+            step_size=1.0 / steps,
+            time_grid=grid,
+            dtype_categorical=th.float64,
+        )
+
+
+def discrete_adapters() -> list[FlowMatchingDiscrete]:
+    """The discrete adapters: kappa = t and t^2, uniform and mask sources."""
+    from flow_matching.path.scheduler import CondOTScheduler, PolynomialConvexScheduler
+
+    from ... import discrete as fd
+
+    return [
+        FlowMatchingDiscrete(CondOTScheduler(), fd.Linear(), "CondOTScheduler()", 3),
+        FlowMatchingDiscrete(
+            PolynomialConvexScheduler(2), fd.Polynomial(2.0), "PolynomialConvexScheduler(2)", 4, 3
+        ),
+    ]
+
+
+# -- Riemannian: GeodesicProbPath on each manifold, RiemannianODESolver -------------------
+class FlowMatchingGeodesic:
+    """``GeodesicProbPath(scheduler, manifold)`` and ``RiemannianODESolver`` as a manifold adapter.
+
+    ``manifold`` is flowspec's twin of flow_matching's (``Euclidean``, ``Sphere``,
+    ``FlatTorus``, same coordinates); ``kappa`` is the flowspec schedule whose sigma_t
+    equals flow_matching's geodesic parameter: its code computes
+    exp_{x0}(alpha_t log_{x0} x1) = exp_{x1}((1 - alpha_t) log_{x1} x0), so kappa_t =
+    1 - alpha_t, which is sigma_t of CondOT and of Polynomial(n). Capabilities: the
+    manifold's maps it has (``dist`` on the sphere only), ``sample``, ``target``,
+    ``path_time`` (``PathSample.t``) and ``solve`` (``step_size=(t1 - t0)/steps`` on
+    ``time_grid=[t0, t1]``).
+    """
+
+    def __init__(
+        self, fm_manifold: Any, manifold: Any, scheduler: Any, kappa: Any, label: str
+    ) -> None:
+        from flow_matching.path import GeodesicProbPath
+
+        self.fm = fm_manifold
+        self.manifold = manifold
+        self.kappa = kappa
+        self.path = GeodesicProbPath(scheduler=scheduler, manifold=fm_manifold)
+        self.name = f"flow_matching.GeodesicProbPath({label})"
+        if hasattr(fm_manifold, "dist"):
+            self.dist = lambda x, y: self.fm.dist(tensor(x), tensor(y))
+
+    def expmap(self, x: np.ndarray, u: np.ndarray) -> Any:
+        return self.fm.expmap(tensor(x), tensor(u))
+
+    def logmap(self, x: np.ndarray, y: np.ndarray) -> Any:
+        return self.fm.logmap(tensor(x), tensor(y))
+
+    def projx(self, x: np.ndarray) -> Any:
+        return self.fm.projx(tensor(x))
+
+    def proju(self, x: np.ndarray, u: np.ndarray) -> Any:
+        return self.fm.proju(tensor(x), tensor(u))
+
+    def sample(self, x0: np.ndarray, x1: np.ndarray, t: np.ndarray) -> Any:
+        return self.path.sample(x_0=tensor(x0), x_1=tensor(x1), t=tensor(t)).x_t
+
+    def target(self, x0: np.ndarray, x1: np.ndarray, t: np.ndarray) -> Any:
+        return self.path.sample(x_0=tensor(x0), x_1=tensor(x1), t=tensor(t)).dx_t
+
+    def path_time(self, x0: np.ndarray, x1: np.ndarray, t: np.ndarray) -> Any:
+        return self.path.sample(x_0=tensor(x0), x_1=tensor(x1), t=tensor(t)).t
+
+    def solve(
+        self,
+        field: Callable[[Any, Any], Any],
+        x0: np.ndarray,
+        t0: float,
+        t1: float,
+        steps: int,
+        method: str,
+    ) -> Any:
+        import torch
+        from flow_matching.solver import RiemannianODESolver
+
+        f = wrap_field(field, x0.shape[0])
+
+        class _Model(torch.nn.Module):
+            def forward(self, x: Any, t: Any) -> Any:
+                tb = torch.full((x.shape[0],), float(t), dtype=x.dtype)
+                return f(tb, x)
+
+        solver = RiemannianODESolver(manifold=self.fm, velocity_model=_Model())
+        grid = torch.tensor([t0, t1], dtype=torch.float64)
+        return solver.sample(
+            x_init=tensor(x0), step_size=(t1 - t0) / steps, method=method, time_grid=grid
+        )
+
+
+def manifold_adapters() -> list[FlowMatchingGeodesic]:
+    """One adapter per (manifold, scheduler): Euclidean, Sphere, FlatTorus x CondOT, Polynomial(2)."""
+    from flow_matching.path.scheduler import CondOTScheduler, PolynomialConvexScheduler
+    from flow_matching.utils import manifolds as fm
+
+    from ...riemannian import Euclidean, FlatTorus, Sphere
+
+    out = []
+    for fm_m, m in (
+        (fm.Euclidean(), Euclidean(3)),
+        (fm.Sphere(), Sphere(2)),
+        (fm.FlatTorus(), FlatTorus(2)),
+    ):
+        for sched, kappa, label in (
+            (CondOTScheduler(), fs_schedules.CondOT(0.0), "CondOTScheduler()"),
+            (
+                PolynomialConvexScheduler(2),
+                fs_schedules.Polynomial(2.0),
+                "PolynomialConvexScheduler(2)",
+            ),
+        ):
+            out.append(
+                FlowMatchingGeodesic(fm_m, m, sched, kappa, f"{label}, {type(fm_m).__name__}()")
+            )
+    return out
