@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["EPS32", "ULPS", "Measure", "compare", "spread", "tolerance"]
+__all__ = ["EPS32", "TINY32", "ULPS", "Measure", "compare", "spread", "tolerance"]
 
 #: K: ulps of slack per input and per term (64 ulps ~ 1.4e-14 relative in float64).
 ULPS = 64
@@ -38,6 +38,10 @@ EPS = float(np.finfo(np.float64).eps)
 #: The machine epsilon of float32, for the float32 results.
 EPS32 = float(np.finfo(np.float32).eps)
 TINY = float(np.finfo(np.float64).tiny)
+#: The smallest normal float32: below it float32 results carry no relative accuracy
+#: (gradual underflow rounds to a fixed absolute spacing), so a float32 tolerance
+#: floors there, as a float64 one floors at TINY.
+TINY32 = float(np.finfo(np.float32).tiny)
 
 
 @dataclass
@@ -81,12 +85,17 @@ def tolerance(
     t: np.ndarray,
     like: np.ndarray,
     eps: float = EPS,
+    tiny: float = TINY,
 ) -> np.ndarray:
-    """The tolerance of the module docstring for a reference ``like`` with these terms."""
+    """The tolerance of the module docstring for a reference ``like`` with these terms.
+
+    ``eps`` and ``tiny`` are the machine epsilon and the smallest normal value of the
+    dtype checked: the tolerance is never below ``tiny`` (under it, rounding is absolute).
+    """
     with np.errstate(all="ignore"):
         size = sum(np.abs(np.broadcast_to(s, like.shape)) for s in terms)
         size = np.where(np.isfinite(size), size, np.inf)
-        return np.maximum(ULPS * eps * size + spread(ref, t, like, eps), TINY)
+        return np.maximum(ULPS * eps * size + spread(ref, t, like, eps), tiny)
 
 
 def _fmt(a: float) -> str:

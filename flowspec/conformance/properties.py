@@ -47,7 +47,7 @@ from ..paths import GaussianPath
 from ..schedules import Coefficients, Schedule
 from .adapter import CONVERSION_KINDS, CONVERSIONS, capabilities, to_numpy
 from .coupled import coupled_properties
-from .errors import EPS, EPS32, TINY, ULPS, Measure, compare, tolerance
+from .errors import EPS, EPS32, TINY, TINY32, ULPS, Measure, compare, tolerance
 
 __all__ = ["Property", "properties"]
 
@@ -279,6 +279,7 @@ def _agreement(method: str) -> Property:
             r64["t"],
             want32,
             eps=EPS32,
+            tiny=TINY32,
         )
         with np.errstate(all="ignore"):
             # float32 holds values up to 3.4e38: beyond that the reference has no float32 answer
