@@ -279,6 +279,7 @@ class LibraryAdapter:
 
         return euler(wrapped, self._in(x0), steps=steps)
 
+    @_in_float64_mode
     def _convert(self, method: str, y: np.ndarray, x: np.ndarray, t: np.ndarray) -> Any:
         from ..parameterisations import convert
 
@@ -305,9 +306,11 @@ class LibraryAdapter:
     def x0_from_x1(self, x1: np.ndarray, x: np.ndarray, t: np.ndarray) -> Any:
         return self._convert("x0_from_x1", x1, x, t)
 
+    @_in_float64_mode
     def snr_inverse(self, snr: np.ndarray) -> Any:
         return self.schedule.snr_inverse(self._in(snr))
 
+    @_in_float64_mode
     def change_schedule(
         self, field: Callable[[Any, Any], Any], x: np.ndarray, r: np.ndarray
     ) -> Any:
