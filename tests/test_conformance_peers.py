@@ -67,6 +67,20 @@ def test_flow_matching():
                 "conversion.velocity_from_x1",
                 "conversion.x0_from_x1",
             }
+        if "VPScheduler()" in name and "Linear" not in name:
+            # Deviation: near its degenerate end VPScheduler's sigma_t and slope leave the
+            # float range where the reference is finite (coefficients.d_sigma -inf where
+            # the reference is -1.5e7; the target on float32 inputs inf where it is 576),
+            # and every function built on them follows.
+            expected |= {
+                "agreement.coefficients",
+                "agreement.target",
+                "agreement.velocity",
+                "conversion.velocity_from_x0",
+                "conversion.velocity_from_x1",
+                "conversion.x0_from_x1",
+                "conversion.x1_from_velocity",
+            }
         assert _failed(rep) == expected, (name, [(r.prop, r.message) for r in rep.failures()])
         euler = next(r for r in rep.results if r.prop == "euler")
         assert "steps=49 evaluated the field 50 times" in euler.message
