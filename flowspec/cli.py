@@ -39,7 +39,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     golden = sub.add_parser(
         "golden", help="write versioned golden test vectors (.npz + manifest.json) to DIR"
     )
-    golden.add_argument("directory", metavar="DIR")
+    from .conformance.command import golden_directory
+
+    golden.add_argument("directory", metavar="DIR", type=golden_directory)
     golden.set_defaults(run=_golden)
     demo = sub.add_parser(
         "demo",

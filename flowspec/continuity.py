@@ -94,7 +94,17 @@ def continuity_residual(
 
     # d/dt log p
     t_plus, t_minus = tb + cbrt_eps, tb - cbrt_eps
-    dt_log_p = (lp(t_plus, x) - lp(t_minus, x)) / (t_plus - t_minus)
+    try:
+        lp_plus, lp_minus = lp(t_plus, x), lp(t_minus, x)
+    except ValueError as err:
+        # the times t +- h are this function's, not the caller's: say so
+        raise ValueError(
+            f"`log_prob` rejected the shifted times t - h and t + h at which "
+            f"continuity_residual differentiates it in t (finite-difference step h = "
+            f"{cbrt_eps:.3g}, the cube root of the dtype's eps): `t` must lie at least h "
+            f"inside the domain of `log_prob`; it said: {err}"
+        ) from err
+    dt_log_p = (lp_plus - lp_minus) / (t_plus - t_minus)
 
     # divergence and u . grad log p, one coordinate at a time
     d = validation.event_size(x)

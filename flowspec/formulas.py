@@ -134,7 +134,9 @@ def score(c: Coefficients, x: Array, x1: Array) -> Array:
     >>> fs.formulas.score(c, np.array([[2.0]]), np.zeros((1, 1))).tolist()
     [[-2.0]]
     """
-    return -(x - c.alpha * x1) / (c.sigma * c.sigma)
+    # two divisions, not one by sigma^2: sigma^2 underflows in short dtypes (float16 at
+    # sigma = 1e-4) where r / sigma and the score are finite
+    return -((x - c.alpha * x1) / c.sigma) / c.sigma
 
 
 def log_prob(c: Coefficients, x: Array, x1: Array, *, xp: Namespace | None = None) -> Array:
@@ -155,9 +157,15 @@ def log_prob(c: Coefficients, x: Array, x1: Array, *, xp: Namespace | None = Non
     xp = array_api_compat.array_namespace(x) if xp is None else xp
     d = math.prod(int(s) for s in x.shape[1:])
     r = x - c.alpha * x1
-    sq_sum = xp.sum(xp.reshape(r * r, (x.shape[0], -1)), axis=1)
     sigma = per_sample(c.sigma, x, xp=xp)
-    return -0.5 * sq_sum / (sigma * sigma) - d * xp.log(sigma) - 0.5 * d * _LOG_2PI
+    if xp.finfo(x.dtype).bits < 32:
+        # short dtypes: the standardised residual r / sigma, as sigma^2 underflows (float16
+        # at sigma = 1e-4) where the log-density is finite (a static, dtype-only branch)
+        z = r / c.sigma
+        quad = xp.sum(xp.reshape(z * z, (x.shape[0], -1)), axis=1)
+    else:
+        quad = xp.sum(xp.reshape(r * r, (x.shape[0], -1)), axis=1) / (sigma * sigma)
+    return -0.5 * quad - d * xp.log(sigma) - 0.5 * d * _LOG_2PI
 
 
 def divergence(c: Coefficients, x: Array, *, xp: Namespace | None = None) -> Array:

@@ -21,6 +21,7 @@ arithmetic gives (``inf``, ``-inf`` or ``nan``); nothing is clipped silently.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -104,13 +105,15 @@ class Schedule:
     def __call__(self, t: Array | float) -> Coefficients:
         if isinstance(t, bool):
             raise TypeError(f"`t` must be a real number or an array, got {validation.describe(t)}")
-        if isinstance(t, (int, float)):
+        if isinstance(t, numbers.Real):  # also NumPy scalars, Fraction: as the paths accept
             t = np.asarray(validation.real_number("t", t), dtype=np.float64)
         xp = validation.namespace(t=t)
         validation.check_float(xp, "t", t)
         if array_api_compat.is_numpy_array(t):
             validation.check_host_times("t", t, 0.0, 1.0)
-        return self.arrays(xp, t)
+        c = self.arrays(xp, t)
+        # no output aliases the input (CondOT's alpha is t itself)
+        return Coefficients(*(xp.asarray(v, copy=True) if v is t else v for v in c))
 
     def coefficients(self, xp: Any, t: Array) -> Coefficients:
         r"""The coefficients at an already validated time array ``t`` of namespace ``xp``.
@@ -481,8 +484,10 @@ class VarianceExploding(Schedule):
             )
 
     def coefficients(self, xp: Any, t: Array) -> Coefficients:
-        log_ratio = math.log(self.sigma_max / self.sigma_min)
-        sigma = self.sigma_min * xp.exp((1.0 - t) * log_ratio)
+        # logs of each bound, not of their ratio, and sigma as one exp: neither the ratio
+        # nor an intermediate factor overflows (sigma_max / sigma_min may exceed 1e308)
+        log_ratio = math.log(self.sigma_max) - math.log(self.sigma_min)
+        sigma = xp.exp(math.log(self.sigma_min) + (1.0 - t) * log_ratio)
         return Coefficients(alpha=1.0, sigma=sigma, d_alpha=0.0, d_sigma=-log_ratio * sigma)
 
     def time_at_snr(self, xp: Any, snr: Array) -> Array:

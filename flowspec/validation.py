@@ -39,6 +39,7 @@ __all__ = [
     "is_weakly_typed",
     "namespace",
     "real_number",
+    "representable_interval",
     "time_array",
 ]
 
@@ -97,9 +98,17 @@ def check_float(xp: Namespace, name: str, x: Array, like: tuple[str, Array] | No
 
 
 def check_batch(name: str, x: Array) -> None:
-    """``x`` must be batch-first: at least one axis, the batch."""
+    """``x`` must be batch-first and non-empty: at least one axis, the batch, and B >= 1.
+
+    One rule for every public function: an empty batch is a ValueError naming the
+    argument (a mean over no samples, a per-sample reshape of nothing, have no answer).
+    """
     if x.ndim < 1:
         raise ValueError(f"`{name}` must be batch-first with shape (B, *event), got a 0-d array")
+    if int(x.shape[0]) < 1:
+        raise ValueError(
+            f"`{name}` must hold at least one sample (B >= 1), got shape {tuple(x.shape)}"
+        )
 
 
 def check_same_shape(name_a: str, a: Array, name_b: str, b: Array) -> None:
@@ -319,3 +328,25 @@ def euler_times(steps: Any, t0: Any, t1: Any) -> tuple[list[float], float]:
         raise ValueError(f"`t0` and `t1` must differ, got t0 = t1 = {t0!r}")
     h = (t1 - t0) / int(steps)
     return [t0 + k * h for k in range(int(steps))], h
+
+
+def representable_interval(low: float, high: float, dtype: Any) -> tuple[float, float]:
+    """The least value >= ``low`` and the greatest value < ``high`` of a NumPy-compatible dtype.
+
+    For drawing times in [low, high) as represented in a short dtype (float16, or
+    bfloat16 through ``ml_dtypes``), where rounding a draw to the nearest value can give
+    ``high`` itself or a value below ``low``. A ValueError if no value of the dtype lies
+    in [low, high).
+    """
+    lo = np.asarray(low, dtype=dtype)
+    if float(lo) < low:
+        lo = np.nextafter(lo, np.asarray(np.inf, dtype=dtype))
+    hi = np.asarray(high, dtype=dtype)
+    if float(hi) >= high:
+        hi = np.nextafter(hi, np.asarray(-np.inf, dtype=dtype))
+    if not float(lo) <= float(hi):
+        raise ValueError(
+            f"`low` and `high`: no {np.dtype(dtype).name} value lies in [low, high) = "
+            f"[{low!r}, {high!r}); widen the interval or use a longer dtype"
+        )
+    return float(lo), float(hi)

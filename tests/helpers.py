@@ -22,11 +22,20 @@ LIBRARIES = ("numpy", "array-api-strict", "torch", "jax")
 
 
 def namespace_of(name: str):
-    """The Array API namespace of a library, or skip with the reason it is missing."""
+    """The Array API namespace of a library, or skip with the reason it is missing.
+
+    The test process runs JAX in 64-bit mode (the tests' choice; flowspec itself never
+    changes the caller's JAX configuration).
+    """
     try:
-        return namespace(name)
+        xp = namespace(name)
     except ImportError as exc:
         pytest.skip(f"{name} is not installed: {exc}")
+    if name == "jax":
+        import jax
+
+        jax.config.update("jax_enable_x64", True)
+    return xp
 
 
 #: The schedules and dtypes of the CuPy tests: the kernels' CPU emulation and the GPU run.

@@ -101,6 +101,40 @@ class WrongLogProb(ReferenceAdapter):
         return -0.5 * sq / c.sigma**2
 
 
+class InPlaceClamp(ReferenceAdapter):
+    """Clamps the caller's t in place to [0.1, 0.9] (the torch.from_numpy(t).clamp_ pattern)."""
+
+    def sample(self, x0, x1, t):
+        np.clip(t, 0.1, 0.9, out=t)
+        return self.path.sample(x0, x1, t)
+
+
+class Float16Inside(ReferenceAdapter):
+    """float32 inputs computed in float16, returned as float32 (the dtype tag is right)."""
+
+    def sample(self, x0, x1, t):
+        if x0.dtype == np.float32:
+            h = np.float16
+            out = self.path.sample(x0.astype(h), x1.astype(h), t.astype(h))
+            return out.astype(np.float32)
+        return self.path.sample(x0, x1, t)
+
+
+class ChunkedMean(ReferenceAdapter):
+    """The loss as the mean of per-chunk means of 4 samples: wrong for B > 4, B % 4 != 0."""
+
+    def loss(self, v, u):
+        per = np.sum(((v - u) ** 2).reshape(v.shape[0], -1), axis=1)
+        return np.asarray(np.mean([per[i : i + 4].mean() for i in range(0, per.shape[0], 4)]))
+
+
+class WrongNearOne(ReferenceAdapter):
+    """velocity with t clamped to 1 - 1e-12 (wrong only within 1e-12 of the singular t = 1)."""
+
+    def velocity(self, x, x1, t):
+        return self.path.velocity(x, x1, np.where(t < 1.0, np.minimum(t, 1.0 - 1e-12), t))
+
+
 class ConversionWrongAxis(ReferenceAdapter):
     """x1_from_velocity with t (B,) broadcast against the last axis."""
 
@@ -148,6 +182,10 @@ MUTANTS = [
     (NaNAtEndpoint, fs.CondOT(), "agreement.target"),
     (WrongLogProb, fs.LinearVP(), "agreement.log_prob"),
     (WrongLogProb, fs.LinearVP(), "continuity"),
+    (InPlaceClamp, fs.CondOT(), "agreement.sample"),
+    (Float16Inside, fs.CondOT(), "agreement.sample"),
+    (ChunkedMean, fs.CondOT(), "agreement.loss"),
+    (WrongNearOne, fs.CondOT(), "agreement.velocity"),
     (ConversionWrongAxis, fs.Cosine(), "shapes"),
     (SnrInverseNaNAtOne, fs.CondOT(), "snr_inverse"),
     (ChangeBySlopes, fs.Cosine(), "schedule_change"),
@@ -247,3 +285,84 @@ def test_bad_adapter_is_a_type_error():
         check(NoSchedule())
     with pytest.raises(ValueError, match="max_examples"):
         check(ReferenceAdapter(fs.CondOT()), max_examples=0)
+
+
+class ClassTarget(ReferenceAdapter):
+    """Shaped like the docs' example: name and schedule as class attributes."""
+
+    name = "class-target"
+    schedule = fs.CondOT()
+
+    def __init__(self):
+        super().__init__(fs.CondOT())
+        self.name = "class-target"
+
+
+def test_a_class_target_is_instantiated():
+    from flowspec.conformance.adapter import _as_adapters
+
+    (adapter,) = _as_adapters(ClassTarget, "tests:ClassTarget")
+    assert isinstance(adapter, ClassTarget)
+    report = check(adapter, max_examples=1, select=["agreement.sample"])
+    assert report.passed, [(r.prop, r.message) for r in report.failures()]
+
+    class NeedsArgs(ReferenceAdapter):
+        name = "needs-args"
+        schedule = fs.CondOT()
+
+    with pytest.raises(TypeError, match="taking no arguments"):
+        _as_adapters(NeedsArgs, "tests:NeedsArgs")
+
+
+def test_skip_patterns_match_the_kits_own_adapter_names_literally():
+    adapter = LibraryAdapter("numpy", fs.CondOT())
+    report = check(adapter, max_examples=1, skips=[f"{adapter.name}::euler"], select=["euler"])
+    assert {r.prop: r.status for r in report.results}["euler"] == "skip"
+
+
+def test_one_default_number_of_examples():
+    import inspect
+
+    from flowspec.conformance import command, runner
+
+    default = inspect.signature(check).parameters["max_examples"].default
+    assert default == runner.DEFAULT_EXAMPLES == command.DEFAULT_EXAMPLES
+
+
+def test_failure_messages_print_plain_numbers():
+    report = check(WrongNearOne(fs.CondOT()), max_examples=1, select=["agreement.velocity"])
+    (result,) = report.results
+    assert result.status == "fail" and "np.float" not in result.message
+
+
+class Recorder(ReferenceAdapter):
+    """The reference, recording every input of `sample`."""
+
+    def __init__(self, schedule):
+        super().__init__(schedule)
+        self.seen = []
+
+    def sample(self, x0, x1, t):
+        self.seen.append((x0.tobytes(), x1.tobytes(), t.tobytes()))
+        return super().sample(x0, x1, t)
+
+
+def test_same_seed_same_inputs_whatever_is_imported_and_nothing_written(tmp_path, monkeypatch):
+    import importlib
+    import sys
+
+    monkeypatch.chdir(tmp_path)
+    first = Recorder(fs.CondOT())
+    check(first, max_examples=20, seed=5, select=["agreement.sample"])
+    # a local module full of float and integer literals: Hypothesis would mix them in
+    body = "\n".join(f"C{i} = {0.1234567 * (i + 1)!r} + {i * 7919}" for i in range(300))
+    (tmp_path / "kit_local_constants.py").write_text(body + "\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    importlib.import_module("kit_local_constants")
+    try:
+        second = Recorder(fs.CondOT())
+        check(second, max_examples=20, seed=5, select=["agreement.sample"])
+    finally:
+        sys.modules.pop("kit_local_constants", None)
+    assert first.seen == second.seen
+    assert not (tmp_path / ".hypothesis").exists()

@@ -58,6 +58,29 @@ def test_flow_matching():
         # Deviation: snr_inverse(inf) is NaN (the SNR at a degenerate end, t = 1) for
         # every scheduler but Cosine: inf / (1 + inf) and the like.
         expected = {"euler"} if "Cosine" in name else {"euler", "snr_inverse"}
+        if "PolynomialConvexScheduler(0.5)" in name:
+            # Deviation: sigma_t = 1 - t**0.5 is 0 at t = 1 - 2**-53 (t**0.5 rounds to 1),
+            # where the reference's sigma_t is 5.6e-17: the velocity and the x0
+            # prediction (also from x1) divide by it, 0/0 = nan at x = x1 = 0 (reference 0).
+            expected |= {
+                "agreement.velocity",
+                "conversion.velocity_from_x1",
+                "conversion.x0_from_x1",
+            }
+        if "VPScheduler()" in name and "Linear" not in name:
+            # Deviation: near its degenerate end VPScheduler's sigma_t and slope leave the
+            # float range where the reference is finite (coefficients.d_sigma -inf where
+            # the reference is -1.5e7; the target on float32 inputs inf where it is 576),
+            # and every function built on them follows.
+            expected |= {
+                "agreement.coefficients",
+                "agreement.target",
+                "agreement.velocity",
+                "conversion.velocity_from_x0",
+                "conversion.velocity_from_x1",
+                "conversion.x0_from_x1",
+                "conversion.x1_from_velocity",
+            }
         assert _failed(rep) == expected, (name, [(r.prop, r.message) for r in rep.failures()])
         euler = next(r for r in rep.results if r.prop == "euler")
         assert "steps=49 evaluated the field 50 times" in euler.message

@@ -254,7 +254,11 @@ def sample_time(
         raise ValueError(
             f"`low` and `high` must satisfy 0 <= low < high <= 1, got {low!r}, {high!r}"
         )
-    return jax.random.uniform(key, (batch,), dtype=dtype, minval=low, maxval=high)
+    # rounding a draw to a short dtype can give `high` itself or a value below `low`:
+    # clip to the dtype's values in [low, high) (a ValueError if there are none)
+    lo, hi = validation.representable_interval(low, high, dtype)
+    t = jax.random.uniform(key, (batch,), dtype=dtype, minval=low, maxval=high)
+    return jnp.clip(t, lo, hi)
 
 
 def sample_noise(key: Array, like: Array) -> Array:

@@ -12,8 +12,11 @@ becomes a function taking the path first):
   with respect to the field's parameters;
 * :func:`sample_and_target`, :func:`sample`, :func:`target` and :func:`cfm_loss` with
   as few passes over memory as eager PyTorch allows, and :func:`euler` /
-  :func:`integrate` loops; all of them trace under ``torch.compile(fullgraph=True)``
-  and capture in CUDA graphs (no host synchronisation, no value-dependent branch);
+  :func:`integrate` loops; all but :func:`integrate` and :func:`log_likelihood` trace
+  under ``torch.compile(fullgraph=True)`` and capture in CUDA graphs (no host
+  synchronisation, no value-dependent branch). Those two validate their host time
+  grid with NumPy, which the compiler does not trace: compile the field they call,
+  not the call itself;
 * random helpers :func:`sample_time`, :func:`sample_noise` and
   :func:`sample_rademacher` that take a ``torch.Generator`` and respect device and
   dtype.
@@ -99,6 +102,10 @@ def _tensor(name: str, x: Any) -> Tensor:
         raise TypeError(f"`{name}` must have a real floating dtype, got {validation.describe(x)}")
     if x.ndim < 1:
         raise ValueError(f"`{name}` must be batch-first with shape (B, *event), got a 0-d tensor")
+    if x.shape[0] < 1:
+        raise ValueError(
+            f"`{name}` must hold at least one sample (B >= 1), got shape {tuple(x.shape)}"
+        )
     return x
 
 
@@ -188,7 +195,9 @@ def coefficients(path: GaussianPath, t: Any, x: Tensor) -> Coefficients:
     """
     _path(path)
     _tensor("x", x)
-    return path.schedule.arrays(_ns, _time(t, x))
+    tt = _time(t, x)
+    # no output aliases the caller's t (CondOT's alpha is the time itself, a view of t)
+    return Coefficients(*(v.clone() if v is tt else v for v in path.schedule.arrays(_ns, tt)))
 
 
 def _prepared(
@@ -315,6 +324,11 @@ def cfm_loss(v: Tensor, u: Tensor, reduction: Literal["mean", "sum", "none"] = "
     if reduction == "none":
         flat = (v - u).reshape(v.shape[0], -1)
         return torch.linalg.vecdot(flat, flat)
+    if reduction == "mean" and v.dtype.itemsize < 4:
+        # float16 / bfloat16: the sum over B x D entries may overflow where the mean does
+        # not; per-sample norms, then torch's mean (accumulated in float32), as the core
+        flat = (v - u).reshape(v.shape[0], -1)
+        return torch.linalg.vecdot(flat, flat).mean()
     # one fused kernel for the sum of squares, and one for its backward (shapes are
     # checked above, so mse_loss never broadcasts)
     total = _mse_loss(v, u, _SUM)
@@ -399,7 +413,26 @@ def sample_time(
     t = torch.rand(int(batch), **_given(generator=generator, dtype=dtype, device=device))
     if low == 0.0 and high == 1.0:
         return t
-    return t.mul_(high - low).add_(low)
+    # rounding to a short dtype can give `high` itself or a value below `low`: clip to
+    # the dtype's values in [low, high) (a ValueError if there are none)
+    lo, hi = _representable_interval(low, high, dtype)
+    return t.mul_(high - low).add_(low).clamp_(lo, hi)
+
+
+def _representable_interval(low: float, high: float, dtype: torch.dtype) -> tuple[float, float]:
+    """The least ``dtype`` value >= low and the greatest < high (host scalars)."""
+    lo = torch.tensor(low, dtype=dtype)
+    if lo.item() < low:
+        lo = torch.nextafter(lo, torch.tensor(math.inf, dtype=dtype))
+    hi = torch.tensor(high, dtype=dtype)
+    if hi.item() >= high:
+        hi = torch.nextafter(hi, torch.tensor(-math.inf, dtype=dtype))
+    if not lo.item() <= hi.item():
+        raise ValueError(
+            f"`low` and `high`: no {dtype} value lies in [low, high) = [{low!r}, {high!r}); "
+            f"widen the interval or use a longer dtype"
+        )
+    return float(lo.item()), float(hi.item())
 
 
 def _given(**kwargs: Any) -> dict[str, Any]:

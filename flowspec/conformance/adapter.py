@@ -53,6 +53,7 @@ is ``"mean"``, ``"sum"`` or ``"none"`` as in :func:`flowspec.cfm_loss`.
 
 from __future__ import annotations
 
+import functools
 import importlib
 from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
@@ -197,6 +198,20 @@ def _validate_coupled(adapter: Any) -> None:
 # -- flowspec itself as an adapter ------------------------------------------------------
 
 
+def _in_float64_mode(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Run a LibraryAdapter method with its library in float64 mode (JAX: x64 for the
+    call only; the caller's configuration is left as it was)."""
+
+    @functools.wraps(method)
+    def run(self: LibraryAdapter, *args: Any, **kwargs: Any) -> Any:
+        from .libraries import float64_mode
+
+        with float64_mode(self.library):
+            return method(self, *args, **kwargs)
+
+    return run
+
+
 class LibraryAdapter:
     """flowspec's own functions run on array library ``library`` (inputs converted in).
 
@@ -227,26 +242,33 @@ class LibraryAdapter:
     def _in(self, a: np.ndarray) -> Any:
         return self.xp.asarray(a)
 
+    @_in_float64_mode
     def coefficients(self, t: np.ndarray) -> tuple[Any, ...]:
         return tuple(self.schedule(self._in(t)))
 
+    @_in_float64_mode
     def sample(self, x0: np.ndarray, x1: np.ndarray, t: np.ndarray) -> Any:
         return self.path.sample(self._in(x0), self._in(x1), self._in(t))
 
+    @_in_float64_mode
     def target(self, x0: np.ndarray, x1: np.ndarray, t: np.ndarray) -> Any:
         return self.path.target(self._in(x0), self._in(x1), self._in(t))
 
+    @_in_float64_mode
     def velocity(self, x: np.ndarray, x1: np.ndarray, t: np.ndarray) -> Any:
         return self.path.velocity(self._in(x), self._in(x1), self._in(t))
 
+    @_in_float64_mode
     def log_prob(self, x: np.ndarray, x1: np.ndarray, t: np.ndarray) -> Any:
         return self.path.log_prob(self._in(x), self._in(x1), self._in(t))
 
+    @_in_float64_mode
     def loss(self, v: np.ndarray, u: np.ndarray) -> Any:
         from ..losses import cfm_loss
 
         return cfm_loss(self._in(v), self._in(u), reduction=self.loss_reduction)
 
+    @_in_float64_mode
     def euler(self, field: Callable[[Any, Any], Any], x0: np.ndarray, steps: int) -> Any:
         from ..ode import euler
 
@@ -257,6 +279,7 @@ class LibraryAdapter:
 
         return euler(wrapped, self._in(x0), steps=steps)
 
+    @_in_float64_mode
     def _convert(self, method: str, y: np.ndarray, x: np.ndarray, t: np.ndarray) -> Any:
         from ..parameterisations import convert
 
@@ -283,9 +306,11 @@ class LibraryAdapter:
     def x0_from_x1(self, x1: np.ndarray, x: np.ndarray, t: np.ndarray) -> Any:
         return self._convert("x0_from_x1", x1, x, t)
 
+    @_in_float64_mode
     def snr_inverse(self, snr: np.ndarray) -> Any:
         return self.schedule.snr_inverse(self._in(snr))
 
+    @_in_float64_mode
     def change_schedule(
         self, field: Callable[[Any, Any], Any], x: np.ndarray, r: np.ndarray
     ) -> Any:
@@ -314,10 +339,24 @@ class ReferenceAdapter(LibraryAdapter):
 PEERS = {"flow_matching": "flow_matching", "torchcfm": "torchcfm"}
 
 
+def _instantiated(obj: Any, target: str) -> Any:
+    """A class is instantiated (with no arguments); a factory function is called."""
+    if isinstance(obj, type) or (callable(obj) and not hasattr(obj, "schedule")):
+        try:
+            return obj()
+        except TypeError as exc:
+            raise TypeError(
+                f"target {target!r}: {obj!r} must be an adapter, a list of adapters, or a "
+                f"class or callable taking no arguments that returns either; calling it "
+                f"failed: {exc}"
+            ) from exc
+    return obj
+
+
 def _as_adapters(obj: Any, target: str) -> list[Any]:
-    if callable(obj) and not hasattr(obj, "schedule"):
-        obj = obj()
+    obj = _instantiated(obj, target)
     items = list(obj) if isinstance(obj, (list, tuple)) else [obj]
+    items = [_instantiated(a, target) for a in items]
     for a in items:
         validate(a)
     if not items:

@@ -14,10 +14,54 @@ from .report import Report, Result, table, to_json
 
 __all__ = ["add_check_arguments", "read_patterns", "run_check", "run_golden"]
 
-#: Generated inputs per property when --max-examples is not given.
-DEFAULT_EXAMPLES = 20
+#: Generated inputs per property when --max-examples is not given (check()'s default).
+from .runner import DEFAULT_EXAMPLES
+
 #: ... and for the kit on the reference in the default run (kept under a minute).
 QUICK_EXAMPLES = 5
+
+
+def _int_at_least(low: int) -> Any:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected an integer >= {low}, got {text!r}"
+            ) from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {value}")
+        return value
+
+    parse.__name__ = f"integer >= {low}"
+    return parse
+
+
+def existing_file(text: str) -> str:
+    """An argparse type: a path to a readable, existing file."""
+    if not text or not Path(text).is_file():
+        raise argparse.ArgumentTypeError(f"no such file: {text!r}")
+    return text
+
+
+def new_file(text: str) -> str:
+    """An argparse type: a file path whose directory exists (checked before the run)."""
+    path = Path(text)
+    if not text or path.is_dir():
+        raise argparse.ArgumentTypeError(f"expected a file path, got {text!r}")
+    if not path.resolve().parent.is_dir():
+        raise argparse.ArgumentTypeError(f"the directory of {text!r} does not exist")
+    return text
+
+
+def golden_directory(text: str) -> str:
+    """An argparse type: a directory to write the golden vectors to (not a file)."""
+    if not text:
+        raise argparse.ArgumentTypeError("expected a directory, got an empty path")
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} exists and is not a directory")
+    return text
 
 
 def add_check_arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,21 +74,31 @@ def add_check_arguments(parser: argparse.ArgumentParser) -> None:
         "package.module:attr for your own adapter; default: flowspec's self-check on "
         "every installed array library plus the kit on the NumPy reference",
     )
-    parser.add_argument("--json", metavar="FILE", help="write the versioned JSON report here")
+    parser.add_argument(
+        "--json", metavar="FILE", type=new_file, help="write the versioned JSON report here"
+    )
     parser.add_argument(
         "--max-examples",
-        type=int,
+        type=_int_at_least(1),
         default=None,
         metavar="N",
         help=f"generated inputs per property (default {DEFAULT_EXAMPLES}; "
         f"{QUICK_EXAMPLES} for the reference in the run without TARGET)",
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
     parser.add_argument(
-        "--skips", metavar="FILE", help="patterns (adapter::property, fnmatch) not to run"
+        "--seed", type=_int_at_least(0), default=0, help="seed of the random inputs (>= 0)"
     )
     parser.add_argument(
-        "--xfails", metavar="FILE", help="patterns (adapter::property) expected to fail"
+        "--skips",
+        metavar="FILE",
+        type=existing_file,
+        help="patterns (adapter::property, fnmatch) not to run",
+    )
+    parser.add_argument(
+        "--xfails",
+        metavar="FILE",
+        type=existing_file,
+        help="patterns (adapter::property) expected to fail",
     )
 
 

@@ -8,13 +8,17 @@ with terms :math:`s_j` (``r = sum_j s_j``, e.g. ``alpha x1`` and ``sigma x0``):
 
 .. math::
     \text{tol} = K\epsilon \sum_j |s_j|
-    + \max_{t' \in \{t - K\epsilon,\, t + K\epsilon\} \cap [0, 1]} |r(t') - r(t)|
+    + \max_{t' \in \{t (1 - K\epsilon),\, t (1 + K\epsilon)\}} |r(t') - r(t)|
 
-with :math:`K` = :data:`ULPS` and :math:`\epsilon` the machine epsilon of float64. The
-second term is the conditioning in t: a naive ``1 - t**2`` near t = 1 is accepted
-exactly when the reference itself moves that much over a few ulps of t. Where the
-reference is finite the implementation must be finite; where the reference is not
-finite (a singular endpoint, see ``schedule.degenerate_at`` and
+with :math:`K` = :data:`ULPS` and :math:`\epsilon` the machine epsilon of the dtype
+checked (float64, and float32 for the float32 results). The second term is the
+conditioning in t: t is perturbed by K units *relative* to itself (K ulps of t, so
+near t = 0 the perturbation shrinks with t), kept inside [0, 1]; a naive
+``1 - t**2`` near t = 1 is accepted exactly when the reference itself moves that much
+over a few ulps of t. A neighbour t' where the reference is not finite (a perturbation
+that reaches a singular endpoint) is left out, so the tolerance near an endpoint stays
+finite. Where the reference is finite the implementation must be finite; where the
+reference is not finite (a singular endpoint, see ``schedule.degenerate_at`` and
 ``schedule.divergent_at``) nothing is required of the implementation.
 """
 
@@ -26,12 +30,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["ULPS", "Measure", "compare", "spread", "tolerance"]
+__all__ = ["EPS32", "TINY32", "ULPS", "Measure", "compare", "spread", "tolerance"]
 
 #: K: ulps of slack per input and per term (64 ulps ~ 1.4e-14 relative in float64).
 ULPS = 64
 EPS = float(np.finfo(np.float64).eps)
+#: The machine epsilon of float32, for the float32 results.
+EPS32 = float(np.finfo(np.float32).eps)
 TINY = float(np.finfo(np.float64).tiny)
+#: The smallest normal float32: below it float32 results carry no relative accuracy
+#: (gradual underflow rounds to a fixed absolute spacing), so a float32 tolerance
+#: floors there, as a float64 one floors at TINY.
+TINY32 = float(np.finfo(np.float32).tiny)
 
 
 @dataclass
@@ -44,17 +54,26 @@ class Measure:
     failure: str | None = None
 
 
-def spread(ref: Callable[[np.ndarray], np.ndarray], t: np.ndarray, like: np.ndarray) -> np.ndarray:
-    """max |ref(t') - ref(t)| over t' = t -/+ K eps (clipped to [0, 1]), shaped like ``like``.
+def spread(
+    ref: Callable[[np.ndarray], np.ndarray],
+    t: np.ndarray,
+    like: np.ndarray,
+    eps: float = EPS,
+) -> np.ndarray:
+    """max |ref(t') - ref(t)| over t' = t (1 -/+ K eps) in [0, 1], shaped like ``like``.
 
-    ``ref(t)`` evaluates the reference at times ``t`` (B,). Non-finite neighbours give
-    ``inf`` (the reference is too ill-conditioned there to ask for accuracy).
+    ``ref(t)`` evaluates the reference at times ``t`` (B,). A neighbour where the
+    reference is not finite is left out (the other one still measures the
+    conditioning); where the reference itself is not finite the result is ``inf``.
     """
     base = ref(t)
     out = np.zeros(like.shape)
+    step = ULPS * eps * np.abs(t)
     with np.errstate(all="ignore"):
-        for tp in (np.clip(t - ULPS * EPS, 0.0, 1.0), np.clip(t + ULPS * EPS, 0.0, 1.0)):
-            d = np.abs(ref(tp) - base)
+        for tp in (np.clip(t - step, 0.0, 1.0), np.clip(t + step, 0.0, 1.0)):
+            moved = ref(tp)
+            d = np.abs(moved - base)
+            d = np.where(np.isfinite(moved), d, 0.0)
             d = np.where(np.isnan(d), np.inf, d)
             out = np.maximum(out, np.broadcast_to(d, like.shape))
     return out
@@ -65,12 +84,18 @@ def tolerance(
     ref: Callable[[np.ndarray], np.ndarray],
     t: np.ndarray,
     like: np.ndarray,
+    eps: float = EPS,
+    tiny: float = TINY,
 ) -> np.ndarray:
-    """The tolerance of the module docstring for a reference ``like`` with these terms."""
+    """The tolerance of the module docstring for a reference ``like`` with these terms.
+
+    ``eps`` and ``tiny`` are the machine epsilon and the smallest normal value of the
+    dtype checked: the tolerance is never below ``tiny`` (under it, rounding is absolute).
+    """
     with np.errstate(all="ignore"):
         size = sum(np.abs(np.broadcast_to(s, like.shape)) for s in terms)
         size = np.where(np.isfinite(size), size, np.inf)
-        return np.maximum(ULPS * EPS * size + spread(ref, t, like), TINY)
+        return np.maximum(ULPS * eps * size + spread(ref, t, like, eps), tiny)
 
 
 def _fmt(a: float) -> str:

@@ -6,7 +6,8 @@ and the Euler sampler, as ``.npz`` files and a ``manifest.json`` describing each
 array (shape, dtype, SHA-256 of its bytes), each file (SHA-256) and the parameters.
 The archives are written byte-for-byte reproducibly (fixed zip timestamps, no
 compression, sorted members), so the same flowspec and NumPy produce identical
-files; they hold plain float64 arrays only and load with
+files; they hold plain float64 arrays (and one int64 array, the Euler step counts) and
+load with
 ``np.load(path, allow_pickle=False)``.
 
 Non-finite outputs are part of the vectors: they mark the singular points of a

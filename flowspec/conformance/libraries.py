@@ -7,6 +7,7 @@ called, and then through ``importlib``.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 from typing import Any
@@ -46,7 +47,10 @@ def installed_libraries() -> list[str]:
 
 
 def namespace(name: str) -> Any:
-    """The Array API namespace of library ``name`` (JAX with 64-bit floats enabled).
+    """The Array API namespace of library ``name``.
+
+    JAX's float64 needs 64-bit mode: run the computations inside :func:`float64_mode`,
+    which enables it for their duration only (the caller's setting is left alone).
 
     Raises
     ------
@@ -66,11 +70,24 @@ def namespace(name: str) -> Any:
     if name == "numpy":
         return array_api_compat.array_namespace(np.zeros(1))
     if name == "jax":
-        jax = importlib.import_module("jax")
-        jax.config.update("jax_enable_x64", True)
         return importlib.import_module("jax.numpy")
     module = importlib.import_module(LIBRARIES[name])
     return array_api_compat.array_namespace(module.asarray([0.0]))
+
+
+def float64_mode(name: str) -> contextlib.AbstractContextManager[Any]:
+    """A context in which library ``name`` computes in float64: JAX's 64-bit mode,
+    switched on for the ``with`` block and restored after; nothing for the others.
+
+    Examples
+    --------
+    >>> from flowspec.conformance.libraries import float64_mode
+    >>> with float64_mode("numpy"):
+    ...     pass
+    """
+    if name == "jax":
+        return importlib.import_module("jax").enable_x64(True)  # type: ignore[no-any-return]
+    return contextlib.nullcontext()
 
 
 def to_numpy(x: Any) -> np.ndarray:

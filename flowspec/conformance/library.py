@@ -23,7 +23,7 @@ from ..losses import cfm_loss
 from ..ode import euler
 from ..paths import GaussianPath
 from ..schedules import CATALOGUE
-from .libraries import LIBRARIES, installed_libraries, namespace, to_numpy
+from .libraries import LIBRARIES, float64_mode, installed_libraries, namespace, to_numpy
 
 __all__ = [
     "LIBRARIES",
@@ -159,6 +159,6 @@ def check_library(name: str, seed: int = 0) -> list[Row]:
     if name not in LIBRARIES:
         raise ValueError(f"`name` must be one of {tuple(LIBRARIES)}, got {name!r}")
     xp = namespace(name)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), float64_mode(name):
         warnings.simplefilter("ignore", RuntimeWarning)
         return list(_rows(name, xp, seed))

@@ -47,7 +47,7 @@ from ..paths import GaussianPath
 from ..schedules import Coefficients, Schedule
 from .adapter import CONVERSION_KINDS, CONVERSIONS, capabilities, to_numpy
 from .coupled import coupled_properties
-from .errors import EPS, TINY, ULPS, Measure, compare, tolerance
+from .errors import EPS, EPS32, TINY, TINY32, ULPS, Measure, compare, tolerance
 
 __all__ = ["Property", "properties"]
 
@@ -59,6 +59,9 @@ class AdapterRaised(AssertionError):
 
 
 def _call(adapter: Any, method: str, *args: Any) -> np.ndarray:
+    # the adapter gets copies: one that modifies its inputs in place cannot change the
+    # kit's arrays (from which the reference is computed)
+    args = tuple(np.array(a, copy=True) if isinstance(a, np.ndarray) else a for a in args)
     try:
         out = getattr(adapter, method)(*args)
     except Exception as exc:
@@ -100,15 +103,19 @@ def _values(shape: tuple[int, ...], lo: float = -8.0, hi: float = 8.0) -> Any:
     )
 
 
+#: Batch sizes drawn often: 1, primes (odd chunk remainders) and a few dozen.
+BATCHES = (1, 2, 3, 5, 7, 13, 31, 37)
+
+
 @functools.lru_cache(maxsize=8)
 def _shape(max_event: int = 12) -> Any:
-    """(B, *event) with B in 1..4; half the time event == (B,), i.e. B == D."""
+    """(B, *event) with B in 1..40 (1 and primes often); event == (B,), i.e. B == D, often."""
     st = _st()
 
     @st.composite
     def shape(draw: Any) -> tuple[int, ...]:
-        b = draw(st.integers(1, 4))
-        if draw(st.booleans()):
+        b = draw(st.one_of(st.sampled_from(BATCHES), st.integers(1, 40)))
+        if b <= max_event and draw(st.booleans()):
             return (b, b)
         event = draw(st.lists(st.integers(1, 3), min_size=1, max_size=3))
         while math.prod(event) > max_event:
@@ -145,15 +152,26 @@ def _arrays_strategy(names: tuple[str, ...], with_t: bool, t_range: tuple[float,
     return inputs()
 
 
+#: Deterministic times approaching both endpoints at log-spaced distances 1e-2 ... 1e-15.
+ENDPOINT_TIMES = np.array(
+    [10.0**-k for k in range(2, 16)] + [1.0 - 10.0**-k for k in range(2, 16)] + [0.0, 1.0]
+)
+
+
 def _fixed(names: tuple[str, ...]) -> list[Inputs]:
-    """Explicit inputs: both endpoints in one batch, and B == D = 3 with distinct t."""
+    """Explicit inputs: both endpoints in one batch, B == D = 3 with distinct t, and the
+    endpoint-approach times :data:`ENDPOINT_TIMES` (an odd batch of 30)."""
     base = np.array([[1.5, -2.0], [0.25, 3.0]])
     square = np.array([[1.0, -1.0, 2.0], [0.5, 2.5, -3.0], [-1.5, 0.75, 1.25]])
     ex1 = {n: base * (k + 1) - k for k, n in enumerate(names)}
     ex1["t"] = np.array([0.0, 1.0])
     ex2 = {n: square * (k + 1) + k for k, n in enumerate(names)}
     ex2["t"] = np.array([0.0, 0.5, 1.0])
-    return [ex1, ex2]
+    b = ENDPOINT_TIMES.shape[0]
+    grid = np.stack([np.sin(np.arange(b) * 1.3) * 3.0, np.cos(np.arange(b) * 0.7) * 2.0], 1)
+    ex3 = {n: grid * (k + 1) - 0.5 * k for k, n in enumerate(names)}
+    ex3["t"] = ENDPOINT_TIMES.copy()
+    return [ex1, ex2, ex3]
 
 
 # -- reference values and their terms ----------------------------------------------------
@@ -245,7 +263,37 @@ def _agreement(method: str) -> Property:
         tol = tolerance(
             _terms(method, s, inputs), lambda tt: _reference(method, s, inputs, tt), t, want
         )
-        return compare(got, want, tol, method)
+        m = compare(got, want, tol, method)
+        if m.failure:
+            return m
+        # float32: the same inputs rounded to float32, against the float64 reference on
+        # those rounded inputs under float32's error model (a float32 result computed in
+        # a shorter dtype fails here, whatever its dtype tag says)
+        r32 = {k: v.astype(np.float32) for k, v in inputs.items()}
+        r64 = {k: v.astype(np.float64) for k, v in r32.items()}
+        got32 = _call(adapter, method, *[r32[n] for n in _ARGS[method]], r32["t"])
+        want32 = _reference(method, s, r64, r64["t"])
+        tol32 = tolerance(
+            _terms(method, s, r64),
+            lambda tt: _reference(method, s, r64, tt),
+            r64["t"],
+            want32,
+            eps=EPS32,
+            tiny=TINY32,
+        )
+        with np.errstate(all="ignore"):
+            # float32 holds values up to 3.4e38: beyond that the reference has no float32 answer
+            want32 = np.where(np.abs(want32) <= float(np.finfo(np.float32).max), want32, np.nan)
+            # ... and where alpha_t or sigma_t is nonzero but below float32's smallest
+            # normal (e.g. t**2 at t = 1e-38) the float32 coefficient is subnormal or 0
+            # and every formula dividing by it is 0/0 or inf: no float32 answer either
+            tt = r64["t"]
+            if want32.ndim >= 1 and tt.ndim == 1 and want32.shape[0] == tt.shape[0]:
+                al, si = (np.broadcast_to(np.abs(c), tt.shape) for c in _coefs(s, tt)[:2])
+                under = ((al > 0) & (al < TINY32)) | ((si > 0) & (si < TINY32))
+                want32 = np.where(_col(under, want32), np.nan, want32)
+        m32 = compare(got32, want32, tol32, f"{method} on float32 inputs")
+        return _worse(m, m32) if not m32.failure else m32
 
     pid = f"conversion.{method}" if method in CONVERSIONS else f"agreement.{method}"
     return Property(
@@ -277,7 +325,10 @@ def _coefficients() -> Property:
         ("coefficients",),
         st_in,
         evaluate,
-        lambda adapter: [{"t": np.array([0.0, 1.0, 0.5, 1.0 - EPS / 2])}],
+        lambda adapter: [
+            {"t": np.array([0.0, 1.0, 0.5, 1.0 - EPS / 2])},
+            {"t": ENDPOINT_TIMES.copy()},
+        ],
     )
 
 
@@ -348,7 +399,7 @@ def _continuity() -> Property:
             src = "its log_prob" if own else "the reference log_prob"
             m.failure = (
                 f"continuity residual of `velocity` with {src} is {resid[i]:.3g} at sample "
-                f"{i} (t={t[i]!r}), bound {bound[i]:.3g}: the field does not generate the "
+                f"{i} (t={float(t[i])!r}), bound {bound[i]:.3g}: the field does not generate the "
                 f"claimed path"
             )
         return m
@@ -516,7 +567,7 @@ def _euler() -> Property:
             return Measure(
                 abs_err=float(np.max(dt)),
                 failure=f"`euler` with steps={steps}: step {k} evaluated the field at "
-                f"t = {times[k]!r}, expected t_{k} = {k}/{steps} = {expected[k]!r}",
+                f"t = {times[k]!r}, expected t_{k} = {k}/{steps} = {float(expected[k])!r}",
             )
         plain = _Field(x0.shape)
         states = np.asarray(ref_euler(plain, x0, steps=steps, return_path=True))

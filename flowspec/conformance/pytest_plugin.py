@@ -7,7 +7,7 @@ becomes one test item ``flowspec::<adapter name>::<property id>``; a failing
 property fails its item with the shrunk counterexample.
 
 Options: ``--flowspec-target`` (repeatable; any TARGET of ``flowspec check``),
-``--flowspec-max-examples N`` (default 20), ``--flowspec-seed S`` (default 0).
+``--flowspec-max-examples N`` (default 20, as ``check()``), ``--flowspec-seed S`` (default 0).
 """
 
 from __future__ import annotations
@@ -29,7 +29,9 @@ def pytest_addoption(parser: Any) -> None:
         "a list of adapters or a callable returning them), an array library or a "
         "shipped adapter name",
     )
-    group.addoption("--flowspec-max-examples", type=int, default=20, metavar="N")
+    from .runner import DEFAULT_EXAMPLES
+
+    group.addoption("--flowspec-max-examples", type=int, default=DEFAULT_EXAMPLES, metavar="N")
     group.addoption("--flowspec-seed", type=int, default=0, metavar="S")
 
 

@@ -9,10 +9,12 @@ worst absolute and relative errors are taken over every input evaluated.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import math
 import warnings
-from collections.abc import Iterable
+import zlib
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -43,7 +45,45 @@ def _jsonable(inputs: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def run_property(adapter: Any, prop: Property, *, max_examples: int = 50, seed: int = 0) -> Result:
+#: Generated inputs per property by default: check(), ``flowspec check TARGET`` and the
+#: pytest plugin all use this number.
+DEFAULT_EXAMPLES = 20
+
+
+def _property_seed(seed: int, prop_id: str) -> int:
+    """Each property draws its own inputs (independent times), reproducibly per seed."""
+    return (int(seed) * 1_000_003 + zlib.crc32(prop_id.encode())) % 2**32
+
+
+@contextlib.contextmanager
+def _no_local_constants() -> Iterator[None]:
+    """Hypothesis without the constants it collects from the caller's local modules.
+
+    Hypothesis mixes literals of locally imported modules (a checkout, the user's own
+    code) into its draws and caches them under ``./.hypothesis/``: the same seed would
+    draw different inputs in different environments, and the kit would write to the
+    working directory. The kit's draws use Hypothesis's fixed global constants only.
+    """
+    try:
+        from hypothesis.internal.conjecture import providers
+    except ImportError:  # pragma: no cover - a Hypothesis without the feature
+        yield
+        return
+    original = getattr(providers, "_get_local_constants", None)
+    if original is None:  # pragma: no cover
+        yield
+        return
+    empty = providers.Constants()
+    providers._get_local_constants = lambda: empty
+    try:
+        yield
+    finally:
+        providers._get_local_constants = original
+
+
+def run_property(
+    adapter: Any, prop: Property, *, max_examples: int = DEFAULT_EXAMPLES, seed: int = 0
+) -> Result:
     """Run one property on ``adapter``; never raises for a failing implementation."""
     from hypothesis import HealthCheck, Verbosity, example, given, settings
     from hypothesis import seed as hseed
@@ -81,10 +121,11 @@ def run_property(adapter: Any, prop: Property, *, max_examples: int = 50, seed: 
         verbosity=Verbosity.quiet,
         print_blob=False,
     )(fn)
-    fn = hseed(seed)(fn)
+    fn = hseed(_property_seed(seed, prop.id))(fn)
     w = state["worst"]
     try:
-        fn()
+        with _no_local_constants():
+            fn()
     except _Failed:
         return Result(
             prop.id,
@@ -102,10 +143,14 @@ def run_property(adapter: Any, prop: Property, *, max_examples: int = 50, seed: 
 
 
 def _matches(patterns: Iterable[str], adapter: Any, prop_id: str) -> str | None:
-    """The first pattern matching ``<adapter name>::<property>`` (fnmatch), if any."""
+    """The first pattern matching ``<adapter name>::<property>`` or the property, if any.
+
+    A pattern equal to the name matches literally (adapter names hold ``[`` and ``]``,
+    which fnmatch reads as a character class); otherwise it is an fnmatch pattern.
+    """
     key = f"{adapter.name}::{prop_id}"
     for p in patterns:
-        if fnmatch.fnmatchcase(key, p) or fnmatch.fnmatchcase(prop_id, p):
+        if p in (key, prop_id) or fnmatch.fnmatchcase(key, p) or fnmatch.fnmatchcase(prop_id, p):
             return p
     return None
 
@@ -118,7 +163,7 @@ def property_ids(adapter: Any) -> list[str]:
 def check(
     adapter: Any,
     *,
-    max_examples: int = 50,
+    max_examples: int = DEFAULT_EXAMPLES,
     seed: int = 0,
     skips: Iterable[str] = (),
     xfails: Iterable[str] = (),
