@@ -339,18 +339,18 @@ class FlowMatchingGeodesic:
         steps: int,
         method: str,
     ) -> Any:
-        import torch
         from flow_matching.solver import RiemannianODESolver
 
+        th = torch()
         f = wrap_field(field, x0.shape[0])
 
-        class _Model(torch.nn.Module):
+        class _Model(th.nn.Module):
             def forward(self, x: Any, t: Any) -> Any:
-                tb = torch.full((x.shape[0],), float(t), dtype=x.dtype)
+                tb = th.full((x.shape[0],), float(t), dtype=x.dtype)
                 return f(tb, x)
 
         solver = RiemannianODESolver(manifold=self.fm, velocity_model=_Model())
-        grid = torch.tensor([t0, t1], dtype=torch.float64)
+        grid = th.tensor([t0, t1], dtype=th.float64)
         return solver.sample(
             x_init=tensor(x0), step_size=(t1 - t0) / steps, method=method, time_grid=grid
         )
