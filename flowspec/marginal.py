@@ -61,6 +61,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import array_api_compat
@@ -71,16 +72,23 @@ from .paths import GaussianPath
 from .typing import Array
 
 __all__ = [
+    "QUANTITIES",
+    "DataArrays",
     "EmpiricalMarginal",
     "Partial",
     "PosteriorStats",
     "Rows",
     "block_partial",
+    "block_partial_capped",
     "block_posterior_log_weights",
     "finish",
     "log_weight_gap",
+    "merge_all",
     "merge_partials",
+    "prepare_data",
     "query_rows",
+    "readout",
+    "summary",
 ]
 
 
@@ -114,6 +122,7 @@ class Partial(NamedTuple):
     mass: Array  # (B,)
     first: Array  # (B, D)
     second: Array  # (B,)
+    index: Array  # (B,), integer: the anchor's index in the whole data set
 
 
 def log_weight_gap(xp: Any, rows: Rows, y_a: Array, lq_a: Array, y_b: Array, lq_b: Array) -> Array:
@@ -140,6 +149,8 @@ class _Block(NamedTuple):
     K candidates (every point in the band, k included) carry their block-local column
     ``cols`` (B, K), a ``valid`` mask and their *exact* ``gaps = l_i - l_k``. The
     block's anchor (largest exact log-weight) is column ``anchor`` with gap ``top``.
+    ``overflow`` (B,) marks the rows whose band held more points than a fixed-capacity
+    ``select`` could take (None without one).
     """
 
     rest: Array
@@ -148,6 +159,12 @@ class _Block(NamedTuple):
     gaps: Array
     top: Array
     anchor: Array
+    overflow: Array | None
+
+
+#: ``select(g, band) -> (cols, valid)``: a fixed number K of candidate columns per row
+#: (B, K), ascending, that holds every band column whenever the band has at most K.
+Select = Callable[[Array, Array], tuple[Array, Array]]
 
 
 def _candidates(xp: Any, band: Array) -> tuple[Array, Array]:
@@ -187,7 +204,9 @@ def _groups(width: int, dim: int, size: int) -> list[tuple[int, int]]:
     return [(s, min(s + step, width)) for s in range(0, width, step)]
 
 
-def _block_log_weights(xp: Any, rows: Rows, pts: Array, aug_t: Array, log_q: Array) -> _Block:
+def _block_log_weights(
+    xp: Any, rows: Rows, pts: Array, aug_t: Array, log_q: Array, select: Select | None = None
+) -> _Block:
     """The log-weights of one block of data points, exact in the band (see :class:`_Block`).
 
     One matrix product gives the streamed log-weights g (up to a per-row constant);
@@ -200,6 +219,9 @@ def _block_log_weights(xp: Any, rows: Rows, pts: Array, aug_t: Array, log_q: Arr
     pts, aug_t, log_q
         The block's centred points and squared norms ``[y, ||y||^2]`` (c, D + 1), the
         augmented data transposed (D + 2, c) and the log-weights (c,).
+    select
+        Optional fixed-capacity choice of the candidates (static shapes, e.g. under
+        ``jax.jit``); rows whose band overflows it are flagged in ``overflow``.
     """
     d = int(pts.shape[1]) - 1
     size = int(pts.shape[0])
@@ -211,7 +233,13 @@ def _block_log_weights(xp: Any, rows: Rows, pts: Array, aug_t: Array, log_q: Arr
     # a block of zero-weight points only: g_max = -inf; keep the differences -inf
     g_top = xp.where(g_max > -math.inf, g_max, xp.zeros_like(g_max))
     rest = xp.where(band, xp.full_like(g, -math.inf), g - g_top[:, None])
-    cols, valid = _candidates(xp, band)
+    overflow = None
+    if select is None:
+        cols, valid = _candidates(xp, band)
+    else:
+        cols, valid = select(g, band)
+        # a float count is exact up to 2^24 points per block
+        overflow = xp.sum(xp.astype(band, g.dtype), axis=1) > float(cols.shape[1])
     y_k = xp.take(pts, k, axis=0)[:, None, :d]
     lq_k = xp.take(log_q, k, axis=0)
     lq_k = xp.where(lq_k > -math.inf, lq_k, xp.zeros_like(lq_k))[:, None]
@@ -223,28 +251,32 @@ def _block_log_weights(xp: Any, rows: Rows, pts: Array, aug_t: Array, log_q: Arr
         parts.append(xp.where(valid[:, a:b], gap, xp.full_like(gap, -math.inf)))
     gaps = xp.concat(parts, axis=1) if len(parts) > 1 else parts[0]
     top = xp.max(gaps, axis=1)
-    slot = xp.argmax(gaps, axis=1)
+    slot = xp.argmax(gaps, axis=1)  # the first of tied slots: the smallest column
     width = int(cols.shape[1])
     flat = xp.arange(int(cols.shape[0]), device=_xp.device(g)) * width + slot
     anchor = xp.take(xp.reshape(cols, (-1,)), flat, axis=0)
     top = xp.where(top > -math.inf, top, xp.zeros_like(top))
-    return _Block(rest, cols, valid, gaps, top, anchor)
+    return _Block(rest, cols, valid, gaps, top, anchor, overflow)
 
 
-def block_partial(xp: Any, rows: Rows, pts: Array, aug_t: Array, log_q: Array) -> Partial:
-    """The partial statistic of one block of data points (see :class:`Partial`).
-
-    Independent of every other block, so blocks may be processed anywhere and in any
-    order; combine the results with :func:`merge_partials`. The band points' sums are
-    formed from exact differences ``y_i - y_a``; the others' from the streamed weights.
-    """
+def _partial(
+    xp: Any,
+    rows: Rows,
+    pts: Array,
+    aug_t: Array,
+    log_q: Array,
+    offset: Any,
+    select: Select | None,
+    exp: Callable[[Array], Array] | None,
+) -> tuple[Partial, Array | None]:
     d = int(pts.shape[1]) - 1
     size = int(pts.shape[0])
-    blk = _block_log_weights(xp, rows, pts, aug_t, log_q)
+    blk = _block_log_weights(xp, rows, pts, aug_t, log_q, select)
     row_a = xp.take(pts, blk.anchor, axis=0)
     y_a, n_a = row_a[:, :d], row_a[:, d]
     # the points outside the band, relative to the anchor
-    e = xp.exp(blk.rest - blk.top[:, None])
+    shifted = blk.rest - blk.top[:, None]
+    e = xp.exp(shifted) if exp is None else exp(shifted)
     mass = xp.sum(e, axis=1)
     sums = xp.matmul(e, pts)
     s1 = sums[:, :d]
@@ -258,7 +290,56 @@ def block_partial(xp: Any, rows: Rows, pts: Array, aug_t: Array, log_q: Array) -
         diff = _gather(xp, pts, blk.cols[:, a:b])[:, :, :d] - y_a[:, None, :]
         first = first + xp.sum(w[:, a:b, None] * diff, axis=1)
         second = second + xp.sum(w[:, a:b] * xp.sum(diff * diff, axis=2), axis=1)
-    return Partial(y_a, xp.take(log_q, blk.anchor, axis=0), mass, first, second)
+    lq_a = xp.take(log_q, blk.anchor, axis=0)
+    return Partial(y_a, lq_a, mass, first, second, blk.anchor + offset), blk.overflow
+
+
+def block_partial(
+    xp: Any,
+    rows: Rows,
+    pts: Array,
+    aug_t: Array,
+    log_q: Array,
+    *,
+    offset: Any = 0,
+    exp: Callable[[Array], Array] | None = None,
+) -> Partial:
+    """The partial statistic of one block of data points (see :class:`Partial`).
+
+    Independent of every other block, so blocks may be processed anywhere and in any
+    order; combine the results with :func:`merge_partials`. The band points' sums are
+    formed from exact differences ``y_i - y_a``; the others' from the streamed weights.
+    ``offset`` is the index of the block's first point in the whole data set; ``exp``
+    an optional backend kernel for the exponential of the (B, c) block of streamed
+    log-weights relative to the anchor (-inf inside the band), which it may overwrite.
+    """
+    part, _ = _partial(xp, rows, pts, aug_t, log_q, offset, None, exp)
+    return part
+
+
+def block_partial_capped(
+    xp: Any,
+    rows: Rows,
+    pts: Array,
+    aug_t: Array,
+    log_q: Array,
+    select: Select,
+    *,
+    offset: Any = 0,
+    exp: Callable[[Array], Array] | None = None,
+) -> tuple[Partial, Array]:
+    """:func:`block_partial` with a fixed number of band candidates per row (static shapes).
+
+    ``select(g, band)`` returns (B, K) candidate columns, ascending, and their ``valid``
+    mask (in the band); it must hold the whole band of every row whose band has at most
+    K points (e.g. the top K of the streamed log-weights). Returns the partial and
+    ``overflow`` (B,): where True the band held more than K points and the partial of
+    that row is **not** the exact one; the caller must then use :func:`block_partial`
+    (which recomputes every band point) instead.
+    """
+    part, overflow = _partial(xp, rows, pts, aug_t, log_q, offset, select, exp)
+    assert overflow is not None
+    return part, overflow
 
 
 def block_posterior_log_weights(
@@ -280,15 +361,16 @@ def block_posterior_log_weights(
 
 
 def merge_partials(xp: Any, rows: Rows, p: Partial, q: Partial) -> Partial:
-    """Merge the partials of two disjoint sets of data points (associative).
+    """Merge the partials of two disjoint sets of data points (associative, commutative).
 
-    The partial whose anchor has the larger log-weight keeps its anchor; the other is
-    scaled by ``exp(l_a' - l_a)`` (the gap in difference form) and rebased onto that
-    anchor (``d = y_a' - y_a``): ``sum e (y - y_a) = first' + (1 + mass') d`` and
+    The partial whose anchor has the larger log-weight keeps its anchor (on an exact
+    tie, e.g. duplicated points, the one of smaller index); the other is scaled by
+    ``exp(l_a' - l_a)`` (the gap in difference form) and rebased onto that anchor
+    (``d = y_a' - y_a``): ``sum e (y - y_a) = first' + (1 + mass') d`` and
     ``sum e ||y - y_a||^2 = second' + 2 d . first' + (1 + mass') ||d||^2``.
     """
     gap = log_weight_gap(xp, rows, p.anchor, p.log_q, q.anchor, q.log_q)  # l_q - l_p
-    q_wins = gap > 0.0
+    q_wins = (gap > 0.0) | ((gap == 0.0) & (q.index < p.index))
 
     def pick(mask: Array, u: Partial, v: Partial) -> Partial:
         m2 = mask[:, None]
@@ -298,6 +380,7 @@ def merge_partials(xp: Any, rows: Rows, p: Partial, q: Partial) -> Partial:
             xp.where(mask, u.mass, v.mass),
             xp.where(m2, u.first, v.first),
             xp.where(mask, u.second, v.second),
+            xp.where(mask, u.index, v.index),
         )
 
     win, lose = pick(q_wins, q, p), pick(q_wins, p, q)
@@ -310,7 +393,20 @@ def merge_partials(xp: Any, rows: Rows, p: Partial, q: Partial) -> Partial:
     second = win.second + f * (
         lose.second + 2.0 * xp.sum(dd * lose.first, axis=1) + total * xp.sum(dd * dd, axis=1)
     )
-    return Partial(win.anchor, win.log_q, win.mass + f * total, first, second)
+    return Partial(win.anchor, win.log_q, win.mass + f * total, first, second, win.index)
+
+
+def merge_all(xp: Any, rows: Rows, partials: Sequence[Partial]) -> Partial:
+    """Merge a non-empty sequence of partials as a balanced tree (pairs, pairs of pairs)."""
+    items = list(partials)
+    if not items:
+        raise ValueError("`partials` must hold at least one Partial")
+    while len(items) > 1:
+        merged = [
+            merge_partials(xp, rows, items[i], items[i + 1]) for i in range(0, len(items) - 1, 2)
+        ]
+        items = merged + ([items[-1]] if len(items) % 2 else [])
+    return items[0]
 
 
 def _band_width(xp: Any, rows_err: Array, dtype: Any) -> Array:
@@ -359,6 +455,7 @@ class PosteriorStats(NamedTuple):
     y_hat: Array  # (B, D): the centred posterior mean
     trace: Array  # (B,): trace of the posterior covariance of the data points, >= 0
     max_weight: Array  # (B,): the posterior weight of the anchor (most probable point)
+    top: Array  # (B,), integer: the anchor's index (the smallest one among exact ties)
 
 
 def finish(xp: Any, rows: Rows, part: Partial) -> PosteriorStats:
@@ -377,6 +474,100 @@ def finish(xp: Any, rows: Rows, part: Partial) -> PosteriorStats:
         part.anchor + shift,
         xp.maximum(trace, xp.zeros_like(trace)),
         1.0 / total,
+        part.index,
+    )
+
+
+#: The quantities :func:`readout` forms from the posterior statistics.
+QUANTITIES = ("log_prob", "denoise", "velocity", "score", "divergence")
+
+
+def readout(xp: Any, name: str, rows: Rows, st: PosteriorStats, c: Any, mean: Array) -> Array:
+    r"""One quantity of the exact marginal from the posterior statistics, flat.
+
+    ``name`` is one of :data:`QUANTITIES`; ``c`` the schedule's coefficients at the
+    query times (each field of shape (B,) or (B, 1, ..., 1)), ``mean`` the data mean
+    (D,). Returns (B,) for ``log_prob`` and ``divergence``, (B, D) otherwise:
+
+    * ``log_prob``: :math:`\log p_t(x) = \log Z - D\log\sigma_t - \tfrac D2\log 2\pi` (eq. 6);
+    * ``denoise``: :math:`\hat x_1 = \sum_i w_i x_1^{(i)}`;
+    * ``velocity``: :math:`u_t(x) = \tfrac{\dot\sigma_t}{\sigma_t}(x - \alpha_t\hat x_1)
+      + \dot\alpha_t\hat x_1` (eq. 8), the residual formed directly (no cancellation
+      where sigma is small);
+    * ``score``: :math:`-(x - \alpha_t\hat x_1)/\sigma_t^2`;
+    * ``divergence``: :math:`D\tfrac{\dot\sigma_t}{\sigma_t} + (\dot\alpha_t -
+      \alpha_t\tfrac{\dot\sigma_t}{\sigma_t})\tfrac{\alpha_t}{\sigma_t^2}
+      \operatorname{tr}\operatorname{Cov}_w[x_1]` (derivation in ``docs/marginal.md``).
+    """
+    batch, d = int(rows.xc.shape[0]), int(rows.xc.shape[1])
+    alpha = rows.alpha
+    sigma, d_alpha, d_sigma = (xp.reshape(v, (batch,)) for v in (c.sigma, c.d_alpha, c.d_sigma))
+    if name == "log_prob":
+        return st.log_z - d * xp.log(sigma) - 0.5 * d * math.log(2.0 * math.pi)
+    if name == "denoise":
+        return st.y_hat + mean
+    ratio = d_sigma / sigma
+    if name == "divergence":
+        gain = (d_alpha - alpha * ratio) * alpha / (sigma * sigma)
+        return d * ratio + gain * st.trace
+    resid = rows.xc - alpha[:, None] * st.y_hat
+    if name == "velocity":
+        return ratio[:, None] * resid + d_alpha[:, None] * (st.y_hat + mean)
+    if name == "score":
+        return -resid / (sigma * sigma)[:, None]
+    raise ValueError(f"`name` must be one of {QUANTITIES}, got {name!r}")
+
+
+def summary(st: PosteriorStats) -> dict[str, Array]:
+    """The public posterior summaries (each (B,)) from the posterior statistics."""
+    return {
+        "max_weight": st.max_weight,
+        "top": st.top,
+        "trace_cov": st.trace,
+        "log_normaliser": st.log_z,
+    }
+
+
+class DataArrays(NamedTuple):
+    """A data set prepared for streaming (see :func:`prepare_data`)."""
+
+    pts: Array  # (N, D + 1): [y, ||y||^2], y = x1 - mean
+    aug_t: Array  # (D + 2, N): [y, ||y||^2, log q] transposed
+    log_q: Array  # (N,): log of the normalised weights (-inf for a zero weight)
+    mean: Array  # (D,): the weighted mean
+    y_max: Array  # (): the largest ||y||
+    lq_max: Array  # (): the largest -log q of a point of positive weight
+
+
+def prepare_data(xp: Any, flat: Array, weights: Array | None = None) -> DataArrays:
+    """Centre (N, D) data at their weighted mean and augment them for :func:`block_partial`.
+
+    ``weights`` (N,) non-negative, not all zero (unchecked here), normalised to sum to
+    one (scaled by the largest first, so the sum cannot overflow); default uniform.
+    """
+    n = int(flat.shape[0])
+    if weights is None:
+        q = xp.full((n,), 1.0 / n, dtype=flat.dtype, device=_xp.device(flat))
+    else:
+        scaled = weights / xp.max(weights)
+        q = scaled / xp.sum(scaled)
+    mean = xp.sum(q[:, None] * flat, axis=0)
+    centred = flat - mean
+    norms = xp.sum(centred * centred, axis=1)
+    # log 0 = -inf for zero weights, without a divide-by-zero warning
+    positive = q > 0
+    log_q = xp.where(positive, xp.log(xp.where(positive, q, xp.ones_like(q))), -math.inf)
+    pts = xp.concat([centred, norms[:, None]], axis=1)
+    aug_t = xp.matrix_transpose(xp.concat([pts, log_q[:, None]], axis=1))
+    if array_api_compat.is_numpy_array(aug_t):
+        aug_t = np.ascontiguousarray(aug_t)
+    return DataArrays(
+        pts,
+        aug_t,
+        log_q,
+        mean,
+        xp.sqrt(xp.max(norms)),
+        xp.max(xp.where(positive, -log_q, xp.zeros_like(log_q))),
     )
 
 
@@ -468,9 +659,7 @@ class EmpiricalMarginal:
             )
         size = _xp.event_size(data)
         flat = xp.reshape(data, (n, size))
-        if weights is None:
-            q = xp.full((n,), 1.0 / n, dtype=data.dtype, device=_xp.device(data))
-        else:
+        if weights is not None:
             _xp.check_float(xp, "weights", weights, like=("data", data))
             if tuple(weights.shape) != (n,):
                 raise ValueError(
@@ -483,25 +672,16 @@ class EmpiricalMarginal:
                     raise ValueError(
                         f"`weights` must be finite, non-negative and not all zero, got {w!r}"
                     )
-            # scaled by the largest weight first, so the sum cannot overflow (it is <= N)
-            scaled = weights / xp.max(weights)
-            q = scaled / xp.sum(scaled)
-        mean = xp.sum(q[:, None] * flat, axis=0)
-        centred = flat - mean
-        norms = xp.sum(centred * centred, axis=1)
-        # log 0 = -inf for zero weights, without a divide-by-zero warning
-        positive = q > 0
-        log_q = xp.where(positive, xp.log(xp.where(positive, q, xp.ones_like(q))), -math.inf)
+        arrays = prepare_data(xp, flat, weights)
         # the sizes entering the streamed error bound E (see the module docstring)
-        self._y_max = xp.sqrt(xp.max(norms))
-        self._lq_max = xp.max(xp.where(positive, -log_q, xp.zeros_like(log_q)))
+        self._y_max = arrays.y_max
+        self._lq_max = arrays.lq_max
         self._xp = xp
         # [x1 - mean, ||x1 - mean||^2] for the weighted sums, and the augmented data
         # [x1 - mean, ||x1 - mean||^2, log q] transposed, (D + 2, N), for the logits
-        self._pts = xp.concat([centred, norms[:, None]], axis=1)
-        self._aug_t = xp.matrix_transpose(xp.concat([self._pts, log_q[:, None]], axis=1))
-        if array_api_compat.is_numpy_array(self._aug_t):
-            self._aug_t = np.ascontiguousarray(self._aug_t)
+        self._pts = arrays.pts
+        self._aug_t = arrays.aug_t
+        log_q, mean = arrays.log_q, arrays.mean
         self._log_q = log_q
         self._mean = mean
         self._n = n
@@ -568,7 +748,7 @@ class EmpiricalMarginal:
         bounds = [(start, min(start + chunk, self._n)) for start in range(0, self._n, chunk)]
         return [(self._pts[a:b, :], self._aug_t[:, a:b], self._log_q[a:b]) for a, b in bounds]
 
-    def _stats(self, x: Array, t: Any) -> tuple[Any, Array, Any, dict[str, Array]]:
+    def _stats(self, x: Array, t: Any) -> tuple[Any, Any, Rows, Partial, PosteriorStats]:
         """Stream over the data; return the posterior statistics of every query row."""
         xp, flat, _, c = self._prepare(x, t)
         batch = int(flat.shape[0])
@@ -576,22 +756,18 @@ class EmpiricalMarginal:
         sigma = xp.reshape(c.sigma, (batch,))
         rows = self._rows(xp, flat, alpha, sigma)
         part = None
+        offset = 0
         for block in self._blocks(batch):
-            new = block_partial(xp, rows, *block)
+            new = block_partial(xp, rows, *block, offset=offset)
+            offset += int(block[0].shape[0])
             part = new if part is None else merge_partials(xp, rows, part, new)
         assert part is not None  # N >= 1
-        st = finish(xp, rows, part)
-        stats = {
-            "xc": rows.xc,
-            "alpha": alpha,
-            "sigma": sigma,
-            "log_z": st.log_z,
-            "y_hat": st.y_hat,  # centred posterior mean
-            "trace": st.trace,
-            "part": part,
-            "rows": rows,
-        }
-        return xp, flat, c, stats
+        return xp, c, rows, part, finish(xp, rows, part)
+
+    def _read(self, name: str, x: Array, t: Any) -> Array:
+        xp, c, rows, _, st = self._stats(x, t)
+        out = readout(xp, name, rows, st, c, self._mean)
+        return out if out.ndim == 1 else xp.reshape(out, tuple(x.shape))
 
     # -- public methods ----------------------------------------------------------------
     def log_prob(self, x: Array, t: Array | float) -> Array:
@@ -610,9 +786,7 @@ class EmpiricalMarginal:
         >>> bool(np.isclose(m.log_prob(np.zeros((1, 1)), 0.0)[0], -0.5 * np.log(2 * np.pi)))
         True
         """
-        xp, _, _, st = self._stats(x, t)
-        d = self._size
-        return st["log_z"] - d * xp.log(st["sigma"]) - 0.5 * d * math.log(2.0 * math.pi)
+        return self._read("log_prob", x, t)
 
     def denoise(self, x: Array, t: Array | float) -> Array:
         r"""The posterior mean :math:`\hat x_1 = E[x_1 \mid x_t = x] = \sum_i w_i x_1^{(i)}` (weights of eq. 8).
@@ -626,8 +800,7 @@ class EmpiricalMarginal:
         >>> m.denoise(np.array([[0.0]]), 0.5).tolist()
         [[0.0]]
         """
-        xp, _, _, st = self._stats(x, t)
-        return xp.reshape(st["y_hat"] + self._mean, tuple(x.shape))
+        return self._read("denoise", x, t)
 
     def velocity(self, x: Array, t: Array | float) -> Array:
         r"""The marginal vector field :math:`u_t(x)` of eq. 8, shape (B, *event).
@@ -647,13 +820,7 @@ class EmpiricalMarginal:
         >>> m.velocity(np.array([[0.5]]), 0.5).tolist()  # one point: (x1 - x) / (1 - t)
         [[3.0]]
         """
-        xp, flat, c, st = self._stats(x, t)
-        batch = int(flat.shape[0])
-        ratio = xp.reshape(c.d_sigma / c.sigma, (batch, 1))
-        d_alpha = xp.reshape(c.d_alpha, (batch, 1))
-        resid = st["xc"] - st["alpha"][:, None] * st["y_hat"]
-        out = ratio * resid + d_alpha * (st["y_hat"] + self._mean)
-        return xp.reshape(out, tuple(x.shape))
+        return self._read("velocity", x, t)
 
     def score(self, x: Array, t: Array | float) -> Array:
         r"""The marginal score :math:`\nabla_x \log p_t(x) = -(x - \alpha_t \hat x_1)/\sigma_t^2` of eq. 6.
@@ -667,10 +834,7 @@ class EmpiricalMarginal:
         >>> m.score(np.array([[2.0]]), 0.0).tolist()
         [[-2.0]]
         """
-        xp, _, _, st = self._stats(x, t)
-        sigma = st["sigma"]
-        resid = st["xc"] - st["alpha"][:, None] * st["y_hat"]
-        return xp.reshape(-resid / (sigma * sigma)[:, None], tuple(x.shape))
+        return self._read("score", x, t)
 
     def divergence(self, x: Array, t: Array | float) -> Array:
         r"""The divergence :math:`\nabla\cdot u_t(x)` of the marginal field (eq. 8) in closed form, shape (B,).
@@ -691,13 +855,27 @@ class EmpiricalMarginal:
         >>> m.divergence(np.ones((1, 3)), 0.5).tolist()  # one point: d * d_sigma / sigma
         [-6.0]
         """
-        xp, flat, c, st = self._stats(x, t)
-        batch = int(flat.shape[0])
-        ratio = xp.reshape(c.d_sigma / c.sigma, (batch,))
-        d_alpha = xp.reshape(c.d_alpha, (batch,))
-        alpha, sigma = st["alpha"], st["sigma"]
-        gain = (d_alpha - alpha * ratio) * alpha / (sigma * sigma)
-        return self._size * ratio + gain * st["trace"]
+        return self._read("divergence", x, t)
+
+    def posterior_summary(self, x: Array, t: Array | float) -> dict[str, Array]:
+        r"""Summaries of the posterior over the data points (weights of eq. 8), each (B,).
+
+        ``"max_weight"``: the posterior weight of the most probable data point;
+        ``"top"``: its index into ``data`` (integer; the smallest among exact ties, e.g.
+        duplicated points); ``"trace_cov"``: the trace of the posterior covariance of
+        the data points, :math:`\sum_i w_i \lVert x_1^{(i)} - \hat x_1\rVert^2`;
+        ``"log_normaliser"``: :math:`\log\sum_i e^{\ell_i}`.
+
+        Examples
+        --------
+        >>> import numpy as np, flowspec as fs
+        >>> m = fs.EmpiricalMarginal(fs.GaussianPath(fs.CondOT()), np.array([[-1.0], [1.0]]))
+        >>> s = m.posterior_summary(np.array([[0.9]]), 0.9)
+        >>> int(s["top"][0]), bool(s["max_weight"][0] > 0.99)
+        (1, True)
+        """
+        *_, st = self._stats(x, t)
+        return summary(st)
 
     def posterior(self, x: Array, t: Array | float) -> Array:
         r"""The posterior weights :math:`w_i = q_i\, p_t(x \mid x_1^{(i)}) / p_t(x)` of eq. 8, shape (B, N).
@@ -711,9 +889,8 @@ class EmpiricalMarginal:
         >>> m.posterior(np.array([[0.0]]), 0.5).tolist()
         [[0.5, 0.5]]
         """
-        xp, flat, _, st = self._stats(x, t)
-        batch = int(flat.shape[0])
-        part, rows = st["part"], st["rows"]
+        xp, _, rows, part, _ = self._stats(x, t)
+        batch = int(x.shape[0])
         d = self._size
         blocks = []
         for block in self._blocks(batch):

@@ -276,9 +276,8 @@ def test_partials_merge_in_any_order():
     x = rng.normal(size=(4, 3))
     t = np.array([0.2, 0.5, 0.9, 0.99])
     m = fs.EmpiricalMarginal(fs.GaussianPath(fs.CondOT(sigma_min=0.01)), data, chunk_size=3)
-    xp, _, _, st = m._stats(x, t)
-    rows = st["rows"]
-    parts = [mg.block_partial(xp, rows, *b) for b in m._blocks(4)]
+    xp, _, rows, _, _ = m._stats(x, t)
+    parts = [mg.block_partial(xp, rows, *b, offset=3 * i) for i, b in enumerate(m._blocks(4))]
     left = parts[0]
     for p in parts[1:]:
         left = mg.merge_partials(xp, rows, left, p)
@@ -296,6 +295,7 @@ def test_partials_merge_in_any_order():
             a, b = getattr(left, name), getattr(other, name)
             # regrouped sums of <= 11 terms of size <= (1 + |y|^2) each
             np.testing.assert_allclose(a, b, rtol=0, atol=64 * EPS64 * (1 + np.abs(b).max()))
+        np.testing.assert_array_equal(left.index, other.index)
 
 
 @pytest.mark.parametrize(("schedule", "t_max"), SCHEDULES, ids=IDS)
