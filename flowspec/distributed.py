@@ -28,7 +28,6 @@ from typing import Any
 import numpy as np
 
 from . import marginal as _m
-from . import marginal_reduce as mr
 from . import validation as _xp
 from .paths import GaussianPath
 from .typing import Array
@@ -67,26 +66,21 @@ def _chunk_task(
     mean: np.ndarray,
     rows: _m.Rows,
     block_size: int,
+    offset: int,
 ) -> _m.Partial:
-    """The partial of one data chunk, streamed in blocks of ``block_size`` points."""
+    """The partial of one data chunk (its first point at ``offset``), in blocks of ``block_size``."""
     pts, aug_t, log_q = _chunk_arrays(block, weights, log_total, mean)
     partial = None
     for start in range(0, int(pts.shape[0]), block_size):
-        stop = start + block_size
-        part = _m.block_partial(np, rows, pts[start:stop], aug_t[:, start:stop], log_q[start:stop])
+        sl = slice(start, start + block_size)
+        part = _m.block_partial(np, rows, pts[sl], aug_t[:, sl], log_q[sl], offset=offset + start)
         partial = part if partial is None else _m.merge_partials(np, rows, partial, part)
     assert partial is not None
     return partial
 
 
 def _merge_task(rows: _m.Rows, partials: Sequence[_m.Partial]) -> _m.Partial:
-    items = list(partials)
-    while len(items) > 1:  # a balanced tree: pairs, then pairs of pairs
-        merged = [
-            _m.merge_partials(np, rows, items[i], items[i + 1]) for i in range(0, len(items) - 1, 2)
-        ]
-        items = merged + ([items[-1]] if len(items) % 2 else [])
-    return items[0]
+    return _m.merge_all(np, rows, partials)
 
 
 def _finish_task(rows: _m.Rows, part: _m.Partial) -> _m.PosteriorStats:
@@ -229,9 +223,9 @@ class DaskMarginal:
                 raise ValueError(f"`{name}` must be an integer >= {low}, got {_xp.describe(value)}")
         event = tuple(int(s) for s in data.shape[1:])
         d = math.prod(event)
-        flat = data.rechunk({i: -1 for i in range(1, data.ndim)}).reshape(
-            (n, d), merge_chunks=False
-        )
+        # the event axes in one chunk, so that flattening them keeps the chunks along N
+        # (reshape's merge_chunks=False would split N into chunks of one point)
+        flat = data.rechunk({i: -1 for i in range(1, data.ndim)}).reshape((n, d))
         if weights is None:
             mean = flat.mean(axis=0, dtype=dtype)
             (mean_np,) = dask.compute(mean)
@@ -329,12 +323,14 @@ class DaskMarginal:
         delayed = dask.delayed
         c, rows = self._prepare(x, t)
         batch = int(rows.xc.shape[0])
-        block = self._block if self._block is not None else max(1, mr.BLOCK_ELEMENTS // batch)
+        block = self._block if self._block is not None else max(1, _m.BLOCK_ELEMENTS // batch)
         rows_key = delayed(rows, pure=True)  # one key: sent once per worker, not per task
         mean_key = delayed(self._mean, pure=True)
         level = [
-            delayed(_chunk_task, pure=True)(blk, w, self._log_total, mean_key, rows_key, block)
-            for blk, w in zip(self._blocks, self._weights, strict=True)
+            delayed(_chunk_task, pure=True)(
+                blk, w, self._log_total, mean_key, rows_key, block, offset
+            )
+            for blk, w, offset in zip(self._blocks, self._weights, self._offsets, strict=True)
         ]
         while len(level) > 1:
             level = [
@@ -343,24 +339,25 @@ class DaskMarginal:
             ]
         return level[0], rows_key, c, rows
 
-    def statistics_graph(self, x: Array, t: Array | float) -> tuple[Any, Any, Any]:
+    def statistics_graph(self, x: Array, t: Array | float) -> tuple[Any, Any, _m.Rows]:
         """The lazy graph of the posterior statistics of the queries ``x`` at times ``t``.
 
-        Returns ``(stats, coefficients, centred queries)``: ``stats`` a ``dask.delayed``
-        object that computes a :class:`flowspec.marginal.PosteriorStats` on the
-        scheduler's workers. Computing it (``dask.compute``, ``client.compute``) moves
-        only (B, D)-sized arrays to the client.
+        Returns ``(stats, coefficients, rows)``: ``stats`` a ``dask.delayed`` object that
+        computes a :class:`flowspec.marginal.PosteriorStats` on the scheduler's workers,
+        ``rows`` the per-row constants (:func:`flowspec.marginal.query_rows`) that
+        :meth:`readout` needs. Computing ``stats`` (``dask.compute``, ``client.compute``)
+        moves only (B, D)-sized arrays to the client.
         """
         dask, _ = _dask()
         part, rows_key, c, rows = self._graph(x, t)
         stats = dask.delayed(_finish_task, pure=True)(rows_key, part)
-        return stats, c, rows.xc
+        return stats, c, rows
 
     def _compute(self, name: str, x: Array, t: Array | float) -> np.ndarray:
         return self.evaluate(x, t, (name,))[name]
 
     def evaluate(
-        self, x: Array, t: Array | float, quantities: Sequence[str] = mr.QUANTITIES
+        self, x: Array, t: Array | float, quantities: Sequence[str] = _m.QUANTITIES
     ) -> dict[str, np.ndarray]:
         """Several quantities from one reduction over the data (one pass, one graph).
 
@@ -368,22 +365,23 @@ class DaskMarginal:
         ``"score"``, ``"divergence"`` (default: all); returns a dict of NumPy arrays,
         each as the method of that name returns it.
         """
-        unknown = [q for q in quantities if q not in mr.QUANTITIES]
+        unknown = [q for q in quantities if q not in _m.QUANTITIES]
         if unknown or isinstance(quantities, str):
             raise ValueError(
-                f"`quantities` must be a sequence of names from {mr.QUANTITIES}, got {quantities!r}"
+                f"`quantities` must be a sequence of names from {_m.QUANTITIES}, got {quantities!r}"
             )
         dask, _ = _dask()
-        graph, c, xc = self.statistics_graph(x, t)
+        graph, c, rows = self.statistics_graph(x, t)
         (st,) = dask.compute(graph)
-        return {name: self.readout(name, st, c, xc, tuple(x.shape)) for name in quantities}
+        return {name: self.readout(name, st, c, rows, tuple(x.shape)) for name in quantities}
 
     def readout(
-        self, name: str, st: _m.PosteriorStats, c: Any, xc: np.ndarray, shape: tuple[int, ...]
+        self, name: str, st: _m.PosteriorStats, c: Any, rows: _m.Rows, shape: tuple[int, ...]
     ) -> np.ndarray:
         """One quantity (``"log_prob"``, ``"denoise"``, ``"velocity"``, ``"score"``,
-        ``"divergence"``) from computed statistics, shaped like the queries."""
-        out = mr.readout(np, name, st, c, xc, self._mean)
+        ``"divergence"``) from computed statistics (:func:`flowspec.marginal.readout`),
+        shaped like the queries."""
+        out = _m.readout(np, name, rows, st, c, self._mean)
         return out if out.ndim == 1 else np.reshape(out, shape)
 
     # -- public methods ----------------------------------------------------------------
@@ -410,7 +408,9 @@ class DaskMarginal:
     def posterior_summary(self, x: Array, t: Array | float) -> dict[str, np.ndarray]:
         """Summaries of the posterior over the data points, each of shape (B,).
 
+        The same as :meth:`flowspec.EmpiricalMarginal.posterior_summary`:
         ``"max_weight"``: the posterior weight of the most probable data point;
+        ``"top"``: its index into ``data`` (the smallest among exact ties);
         ``"trace_cov"``: the trace of the posterior covariance of the data points,
         :math:`\\sum_i w_i \\lVert x_1^{(i)} - \\hat x_1\\rVert^2` (eq. 8's weights);
         ``"log_normaliser"``: :math:`\\log\\sum_i e^{\\ell_i}`.
@@ -418,7 +418,7 @@ class DaskMarginal:
         dask, _ = _dask()
         graph, _, _ = self.statistics_graph(x, t)
         (st,) = dask.compute(graph)
-        return {"max_weight": st.max_weight, "trace_cov": st.trace, "log_normaliser": st.log_z}
+        return _m.summary(st)
 
     def posterior(self, x: Array, t: Array | float) -> Any:
         """The posterior weights of eq. 8 as a lazy dask array of shape (B, N), chunked like ``data``.
@@ -432,7 +432,7 @@ class DaskMarginal:
         part_graph, rows_key, _, rows = self._graph(x, t)
         (part,) = dask.compute(part_graph)
         batch = int(rows.xc.shape[0])
-        block = self._block if self._block is not None else max(1, mr.BLOCK_ELEMENTS // batch)
+        block = self._block if self._block is not None else max(1, _m.BLOCK_ELEMENTS // batch)
         delayed = dask.delayed
         part_key = delayed(part, pure=True)
         mean_key = delayed(self._mean, pure=True)

@@ -93,8 +93,8 @@ __all__ = [
 
 
 #: Default number of (query, data point) pairs per streamed block: chunk_size is
-#: ``max(1, _BLOCK_ELEMENTS // B)`` data points (16 MiB per float32 block).
-_BLOCK_ELEMENTS = 1 << 22
+#: ``max(1, BLOCK_ELEMENTS // B)`` data points (16 MiB per float32 block).
+BLOCK_ELEMENTS = 1 << 22
 
 
 class Rows(NamedTuple):
@@ -150,7 +150,8 @@ class _Block(NamedTuple):
     ``cols`` (B, K), a ``valid`` mask and their *exact* ``gaps = l_i - l_k``. The
     block's anchor (largest exact log-weight) is column ``anchor`` with gap ``top``.
     ``overflow`` (B,) marks the rows whose band held more points than a fixed-capacity
-    ``select`` could take (None without one).
+    ``select`` could take (None without one). ``dense``: every column is a candidate
+    (``cols`` is then the column index itself), evaluated by broadcasting, not gathers.
     """
 
     rest: Array
@@ -160,6 +161,7 @@ class _Block(NamedTuple):
     top: Array
     anchor: Array
     overflow: Array | None
+    dense: bool
 
 
 #: ``select(g, band) -> (cols, valid)``: a fixed number K of candidate columns per row
@@ -167,12 +169,13 @@ class _Block(NamedTuple):
 Select = Callable[[Array, Array], tuple[Array, Array]]
 
 
-def _candidates(xp: Any, band: Array) -> tuple[Array, Array]:
+def _candidates(xp: Any, band: Array) -> tuple[Array, Array, bool]:
     """The band's columns row by row, as (B, K) ``cols`` and ``valid`` (K = largest count).
 
     Read from the host-side mask (``nonzero``); where the mask is traced (e.g. under
     ``jax.jit``) its values cannot shape an array, so every column is a candidate,
-    valid where in the band: exact everywhere, at O(B c D) cost.
+    valid where in the band (``dense``): exact everywhere, at O(B c D) cost, in
+    broadcast expressions a compiler fuses into its reductions.
     """
     batch, size = int(band.shape[0]), int(band.shape[1])
     dev = _xp.device(band)
@@ -181,14 +184,14 @@ def _candidates(xp: Any, band: Array) -> tuple[Array, Array]:
         width = int(xp.max(count))
     except TypeError:  # traced (JAX's concretization errors are TypeErrors)
         cols = xp.broadcast_to(xp.arange(size, device=dev)[None, :], (batch, size))
-        return cols, band
+        return cols, band, True
     _, flat_cols = xp.nonzero(band)  # row-major: the rows' columns one after another
     start = xp.cumulative_sum(count) - count
     slot = xp.arange(width, device=dev)
     valid = slot[None, :] < count[:, None]
     pos = xp.where(valid, start[:, None] + slot[None, :], xp.zeros_like(start)[:, None])
     cols = xp.reshape(xp.take(flat_cols, xp.reshape(pos, (-1,)), axis=0), (batch, width))
-    return cols, valid
+    return cols, valid, False
 
 
 def _gather(xp: Any, block: Array, cols: Array) -> Array:
@@ -235,16 +238,19 @@ def _block_log_weights(
     rest = xp.where(band, xp.full_like(g, -math.inf), g - g_top[:, None])
     overflow = None
     if select is None:
-        cols, valid = _candidates(xp, band)
+        cols, valid, dense = _candidates(xp, band)
     else:
-        cols, valid = select(g, band)
+        (cols, valid), dense = select(g, band), False
         # a float count is exact up to 2^24 points per block
         overflow = xp.sum(xp.astype(band, g.dtype), axis=1) > float(cols.shape[1])
     y_k = xp.take(pts, k, axis=0)[:, None, :d]
     lq_k = xp.take(log_q, k, axis=0)
     lq_k = xp.where(lq_k > -math.inf, lq_k, xp.zeros_like(lq_k))[:, None]
     parts = []
-    for a, b in _groups(int(cols.shape[1]), d, size):
+    if dense:
+        gap = log_weight_gap(xp, rows, y_k, lq_k, pts[None, :, :d], log_q[None, :])
+        parts.append(xp.where(valid, gap, xp.full_like(gap, -math.inf)))
+    for a, b in [] if dense else _groups(int(cols.shape[1]), d, size):
         c_ab = cols[:, a:b]
         y = _gather(xp, pts, c_ab)[:, :, :d]
         gap = log_weight_gap(xp, rows, y_k, lq_k, y, _gather(xp, log_q, c_ab))
@@ -256,7 +262,7 @@ def _block_log_weights(
     flat = xp.arange(int(cols.shape[0]), device=_xp.device(g)) * width + slot
     anchor = xp.take(xp.reshape(cols, (-1,)), flat, axis=0)
     top = xp.where(top > -math.inf, top, xp.zeros_like(top))
-    return _Block(rest, cols, valid, gaps, top, anchor, overflow)
+    return _Block(rest, cols, valid, gaps, top, anchor, overflow, dense)
 
 
 def _partial(
@@ -286,7 +292,11 @@ def _partial(
     is_anchor = blk.cols == blk.anchor[:, None]
     w = xp.where(is_anchor, xp.zeros_like(blk.gaps), xp.exp(blk.gaps - blk.top[:, None]))
     mass = mass + xp.sum(w, axis=1)
-    for a, b in _groups(int(blk.cols.shape[1]), d, size):
+    if blk.dense:
+        diff = pts[None, :, :d] - y_a[:, None, :]
+        first = first + xp.sum(w[:, :, None] * diff, axis=1)
+        second = second + xp.sum(w * xp.sum(diff * diff, axis=2), axis=1)
+    for a, b in [] if blk.dense else _groups(int(blk.cols.shape[1]), d, size):
         diff = _gather(xp, pts, blk.cols[:, a:b])[:, :, :d] - y_a[:, None, :]
         first = first + xp.sum(w[:, a:b, None] * diff, axis=1)
         second = second + xp.sum(w[:, a:b] * xp.sum(diff * diff, axis=2), axis=1)
@@ -354,6 +364,8 @@ def block_posterior_log_weights(
     rel = blk.rest - blk.top[:, None]
     index = xp.arange(int(pts.shape[0]), device=_xp.device(rel))
     exact = blk.gaps - blk.top[:, None]
+    if blk.dense:
+        return xp.where(blk.valid, exact, rel), blk.anchor
     for j in range(int(blk.cols.shape[1])):
         here = (index[None, :] == blk.cols[:, j : j + 1]) & blk.valid[:, j : j + 1]
         rel = xp.where(here, exact[:, j : j + 1], rel)
@@ -386,7 +398,7 @@ def merge_partials(xp: Any, rows: Rows, p: Partial, q: Partial) -> Partial:
     win, lose = pick(q_wins, q, p), pick(q_wins, p, q)
     # an all-zero-weight partial (log q_a = -inf) weighs nothing, whatever the gap says
     live = lose.log_q > -math.inf
-    f = xp.where(live, xp.exp(xp.where(live, -xp.abs(gap), xp.zeros_like(gap))), 0.0 * gap)
+    f = xp.where(live, xp.exp(xp.where(live, -xp.abs(gap), xp.zeros_like(gap))), xp.zeros_like(gap))
     total = 1.0 + lose.mass
     dd = lose.anchor - win.anchor
     first = win.first + f[:, None] * (lose.first + total[:, None] * dd)
@@ -735,7 +747,7 @@ class EmpiricalMarginal:
         return xp, flat, tt, c
 
     def _chunk_size(self, batch: int) -> int:
-        chunk = self._chunk if self._chunk is not None else max(1, _BLOCK_ELEMENTS // batch)
+        chunk = self._chunk if self._chunk is not None else max(1, BLOCK_ELEMENTS // batch)
         return min(chunk, self._n)
 
     def _rows(self, xp: Any, flat: Array, alpha: Array, sigma: Array) -> Rows:

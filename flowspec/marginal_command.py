@@ -107,17 +107,17 @@ def run_marginal(args: argparse.Namespace) -> int:
         diagnostics = importlib.import_module("dask.diagnostics")
         with diagnostics.ProgressBar(out=sys.stderr):
             m = DaskMarginal(path, data)
-            graph, c, xc = m.statistics_graph(queries, args.t)
+            graph, c, rows = m.statistics_graph(queries, args.t)
             (st,) = dask.compute(graph, scheduler="threads")
     else:
         distributed = importlib.import_module("distributed")
         with distributed.Client(args.scheduler) as client:
             m = DaskMarginal(path, data)
-            graph, c, xc = m.statistics_graph(queries, args.t)
+            graph, c, rows = m.statistics_graph(queries, args.t)
             future = client.compute(graph)
             distributed.progress(future)
             st = future.result()
-    out = m.readout(args.quantity, st, c, xc, tuple(queries.shape))
+    out = m.readout(args.quantity, st, c, rows, tuple(queries.shape))
     np.save(args.out, out)
     print(f"wrote {args.quantity} of shape {out.shape} to {args.out}", file=sys.stderr)
     return 0

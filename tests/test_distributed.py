@@ -70,6 +70,8 @@ def test_every_quantity_equals_empirical_marginal_and_naive(
         block_size=3,
         split_every=2,
     )
+    # the chunks along N survive flattening the event axes (one task per chunk)
+    assert dm.num_chunks == -(-n // chunk)
     single = fs.EmpiricalMarginal(path, data, weights=weights, chunk_size=5)
     ref, a, s, y = naive(schedule, data, x, t, weights=weights)
     # both are the same reduction regrouped (chunks, blocks, tree): each carries the

@@ -35,7 +35,6 @@ True
 
 from __future__ import annotations
 
-import math
 import numbers
 from collections.abc import Callable
 from typing import Any, Literal
@@ -47,7 +46,7 @@ import numpy as np
 
 from .. import formulas, validation
 from .. import losses as _losses
-from .. import marginal_reduce as _mr
+from .. import marginal as _mg
 from ..ode import METHODS
 from ..paths import GaussianPath
 from ..schedules import Coefficients
@@ -758,18 +757,21 @@ def log_likelihood(
 
 # --------------------------------------------------------------------------------------
 # The exact marginal (eq. 6, 8), fused on one device and sharded over devices (issue 16):
-# the per-chunk statistics, merge and guarded finish of flowspec.marginal_reduce, with
-# the blocks run by lax.scan (one compiled block, memory O(B x block)) and the shards
-# merged by all_gather of their (B, D)-sized partials.
+# the block partials, exact band, merge and read-out of flowspec.marginal (one
+# definition), with the blocks run by lax.scan (one compiled block, memory O(B x block))
+# and the shards merged by all_gather of their (B, D)-sized partials. Static shapes: the
+# band's candidates are the top `band_capacity` streamed log-weights of each row; a block
+# whose band holds more points in some row is recomputed by the uncapped, exact path
+# (every point of the block a candidate) under lax.cond, so no answer is ever inexact.
 # --------------------------------------------------------------------------------------
 def _marginal_inputs(
     path: Any, data: Any, x: Any, t: Any, weights: Any, quantity: Any
-) -> tuple[Array, Array, Array, Coefficients]:
+) -> tuple[Array, Any, Coefficients, Any]:
     _check_path(path)
     names = (quantity,) if isinstance(quantity, str) else quantity
-    if not isinstance(names, tuple) or not names or any(q not in _mr.QUANTITIES for q in names):
+    if not isinstance(names, tuple) or not names or any(q not in _mg.QUANTITIES for q in names):
         raise ValueError(
-            f"`quantity` must be one of {_mr.QUANTITIES} or a tuple of them, got {quantity!r}"
+            f"`quantity` must be one of {_mg.QUANTITIES} or a tuple of them, got {quantity!r}"
         )
     _check_jax("data", data)
     _check_jax("x", x)
@@ -782,52 +784,101 @@ def _marginal_inputs(
             f"{tuple(x.shape)}, got shape {tuple(data.shape)}"
         )
     n = int(data.shape[0])
-    flat = jnp.reshape(data, (n, -1))
-    if weights is None:
-        log_q = jnp.full((n,), -math.log(n), dtype=data.dtype)
-        mean = jnp.mean(flat, axis=0)
-    else:
+    if weights is not None:
         _check_jax("weights", weights)
         validation.check_float(jnp, "weights", weights, like=("data", data))
         if tuple(weights.shape) != (n,):
             raise ValueError(f"`weights` must have shape (N,) = {(n,)}, got {weights.shape}")
-        q = weights / jnp.sum(weights)
-        log_q = jnp.log(q)
-        mean = jnp.sum(q[:, None] * flat, axis=0)
-    tt = _time(t, x)
-    c = path.schedule.arrays(jnp, tt)
-    return flat, log_q, mean, c
+    arr = _mg.prepare_data(jnp, jnp.reshape(data, (n, -1)), weights)
+    batch = int(x.shape[0])
+    c = path.schedule.arrays(jnp, _time(t, x))
+    alpha = jnp.reshape(c.alpha, (batch,))
+    sigma = jnp.reshape(c.sigma, (batch,))
+    rows = _mg.query_rows(
+        jnp, jnp.reshape(x, (batch, -1)), alpha, sigma, arr.mean, arr.y_max, arr.lq_max
+    )
+    return rows, arr, c, names
 
 
-def _scan_partial(q: Array, aug: Array, offset: Any, block: int) -> _mr.Partial:
-    """The Partial of (n, D + 2) augmented rows, lax.scan over blocks of ``block`` rows."""
-    n, width = int(aug.shape[0]), int(aug.shape[1])
+def _top_candidates(capacity: int) -> Any:
+    """``select(g, band)``: each row's top ``capacity`` streamed log-weights, ascending columns."""
+
+    def select(g: Array, band: Array) -> tuple[Array, Array]:
+        k = min(capacity, int(g.shape[1]))
+        _, cols = jax.lax.top_k(g, k)
+        cols = jnp.sort(cols, axis=1).astype(jnp.arange(1).dtype)
+        return cols, jnp.take_along_axis(band, cols, axis=1)
+
+    return select
+
+
+def _scan_partial(
+    rows: Any, pts: Array, aug_t: Array, log_q: Array, offset: Any, block: int, capacity: int
+) -> Any:
+    """The Partial of n data points, lax.scan over blocks of ``block`` points."""
+    n, width = int(pts.shape[0]), int(pts.shape[1])
     block = max(1, min(block, n))
     blocks = -(-n // block)
     pad = blocks * block - n
-    if pad:  # zero-weight rows (log q = -inf): they never contribute
-        filler = jnp.zeros((pad, width), dtype=aug.dtype).at[:, -1].set(-jnp.inf)
-        aug = jnp.concatenate([aug, filler], axis=0)
-    stacked = jnp.reshape(aug, (blocks, block, width))
-    batch, dtype = int(q.shape[0]), q.dtype
-    init = _mr.Partial(
-        jnp.full((batch,), -jnp.finfo(dtype).max, dtype=dtype),
+    if pad:  # zero-weight points (log q = -inf): they never contribute
+        pts = jnp.concatenate([pts, jnp.zeros((pad, width), dtype=pts.dtype)], axis=0)
+        filler = jnp.zeros((width + 1, pad), dtype=pts.dtype).at[-1, :].set(-jnp.inf)
+        aug_t = jnp.concatenate([aug_t, filler], axis=1)
+        log_q = jnp.concatenate([log_q, jnp.full((pad,), -jnp.inf, dtype=pts.dtype)])
+    stacked = (
+        jnp.reshape(pts, (blocks, block, width)),
+        jnp.moveaxis(jnp.reshape(aug_t, (width + 1, blocks, block)), 1, 0),
+        jnp.reshape(log_q, (blocks, block)),
+    )
+    batch, dtype = int(rows.xc.shape[0]), pts.dtype
+    index = jnp.arange(1).dtype
+    init = _mg.Partial(
+        jnp.zeros((batch, width - 1), dtype=dtype),
+        jnp.full((batch,), -jnp.inf, dtype=dtype),  # weighs nothing in a merge
         jnp.zeros((batch,), dtype=dtype),
         jnp.zeros((batch, width - 1), dtype=dtype),
-        jnp.full((batch,), jnp.iinfo(jnp.int32).max, dtype=jnp.int32),
-        jnp.zeros((batch, width), dtype=dtype),
+        jnp.zeros((batch,), dtype=dtype),
+        jnp.full((batch,), jnp.iinfo(index).max, dtype=index),
     )
+    select = _top_candidates(capacity)
 
-    def step(carry: _mr.Partial, item: tuple[Array, Array]) -> tuple[_mr.Partial, None]:
-        rows, start = item
-        part = _mr.chunk_partial(
-            jnp, q, rows.T, rows[:, :-1], start + offset, index_dtype=jnp.int32
+    def step(carry: Any, item: tuple[Array, ...]) -> tuple[Any, None]:
+        p_b, a_b, q_b, start = item
+        start = start + offset
+        part, overflow = _mg.block_partial_capped(jnp, rows, p_b, a_b, q_b, select, offset=start)
+        part = jax.lax.cond(
+            jnp.any(overflow),
+            lambda: _mg.block_partial(jnp, rows, p_b, a_b, q_b, offset=start),
+            lambda: part,
         )
-        return _mr.merge(jnp, carry, part), None
+        return _mg.merge_partials(jnp, rows, carry, part), None
 
-    starts = jnp.arange(blocks, dtype=jnp.int32) * block
-    out, _ = jax.lax.scan(step, init, (stacked, starts))
+    starts = jnp.arange(blocks, dtype=index) * block
+    out, _ = jax.lax.scan(step, init, (*stacked, starts))
     return out
+
+
+def _marginal_sizes(block_size: Any, band_capacity: Any, batch: int) -> tuple[int, int]:
+    for name, value in (("block_size", block_size), ("band_capacity", band_capacity)):
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+            raise ValueError(f"`{name}` must be None or an integer >= 1, got {value!r}")
+    block = max(1, _mg.BLOCK_ELEMENTS // batch) if block_size is None else int(block_size)
+    return block, _BAND_CAPACITY if band_capacity is None else int(band_capacity)
+
+
+#: Default band capacity of the fused JAX kernels (candidates per row and block).
+_BAND_CAPACITY = 16
+
+
+def _marginal_out(rows: Any, part: Any, arr: Any, c: Any, x: Array, quantity: Any) -> Any:
+    st = _mg.finish(jnp, rows, part)
+    outs = []
+    for name in (quantity,) if isinstance(quantity, str) else quantity:
+        out = _mg.readout(jnp, name, rows, st, c, arr.mean)
+        outs.append(out if out.ndim == 1 else jnp.reshape(out, x.shape))
+    return outs[0] if isinstance(quantity, str) else tuple(outs)
 
 
 def marginal(
@@ -839,17 +890,26 @@ def marginal(
     *,
     weights: Array | None = None,
     block_size: int | None = None,
+    band_capacity: int | None = None,
 ) -> Array | tuple[Array, ...]:
     r"""One quantity of the exact marginal (eq. 6, 8) of ``data``, fused, on one device.
 
-    The same reduction as :class:`flowspec.EmpiricalMarginal` (the per-block statistics,
-    merge and float32 cancellation guard of :mod:`flowspec.marginal_reduce`), traced
-    once per block and run by ``jax.lax.scan``: under ``jax.jit`` XLA fuses the max,
-    ``exp`` and sum of each block, and the extra memory is a few (B, ``block_size``)
-    arrays. ``quantity`` is ``"velocity"`` (eq. 8), ``"denoise"``, ``"score"``,
-    ``"log_prob"`` (eq. 6) or ``"divergence"``, or a tuple of these names (one pass over
-    the data for all; a tuple of results comes back); ``block_size`` defaults to
+    The reduction of :class:`flowspec.EmpiricalMarginal` itself (the block partials,
+    exact band, merge and read-out of :mod:`flowspec.marginal`), traced once per block
+    and run by ``jax.lax.scan``: under ``jax.jit`` XLA fuses the max, ``exp`` and sum
+    of each block, and the extra memory is a few (B, ``block_size``) arrays.
+    ``quantity`` is ``"velocity"`` (eq. 8), ``"denoise"``, ``"score"``, ``"log_prob"``
+    (eq. 6) or ``"divergence"``, or a tuple of these names (one pass over the data for
+    all; a tuple of results comes back); ``block_size`` defaults to
     ``max(1, 2**22 // B)``. Returns (B, *event) or (B,) per quantity.
+
+    Shapes must be static, so each row's exact band (the points whose streamed
+    log-weight lies within the streamed error bound of the block's maximum, recomputed
+    exactly) is taken from its top ``band_capacity`` streamed log-weights (default 16).
+    A block where some row's band holds more points is recomputed by the exact path
+    with every point of the block a candidate (``lax.cond``; O(B x block x D) extra
+    work for that block): the answer is always the exact-band one, only its cost
+    depends on how diffuse the posterior is.
 
     Examples
     --------
@@ -861,69 +921,10 @@ def marginal(
     >>> f(data, jnp.array([[0.0]])).tolist()
     [[0.0]]
     """
-    flat, log_q, mean, c = _marginal_inputs(path, data, x, t, weights, quantity)
-    batch = int(x.shape[0])
-    block = _marginal_block(block_size, batch)
-    return _marginal_from(flat, log_q, mean, c, x, quantity, block, None)
-
-
-def _marginal_block(block_size: Any, batch: int) -> int:
-    if block_size is None:
-        return max(1, _mr.BLOCK_ELEMENTS // batch)
-    if isinstance(block_size, bool) or not isinstance(block_size, numbers.Integral):
-        raise ValueError(f"`block_size` must be None or an integer >= 1, got {block_size!r}")
-    if block_size < 1:
-        raise ValueError(f"`block_size` must be None or an integer >= 1, got {block_size!r}")
-    return int(block_size)
-
-
-def _marginal_from(
-    flat: Array,
-    log_q: Array,
-    mean: Array,
-    c: Coefficients,
-    x: Array,
-    quantity: Any,
-    block: int,
-    sharded: tuple[Any, str] | None,
-) -> Array:
-    batch = int(x.shape[0])
-    xf = jnp.reshape(x, (batch, -1))
-    alpha = jnp.reshape(c.alpha, (batch,))
-    sigma = jnp.reshape(c.sigma, (batch,))
-    xc, sq, q = _mr.query(jnp, xf, alpha, sigma, mean)
-    aug = _mr.augment(jnp, flat, log_q, mean)
-    if sharded is None:
-        p = _scan_partial(q, aug, 0, block)
-    else:
-        mesh, axis = sharded
-        shards = int(mesh.shape[axis])
-        local = int(aug.shape[0]) // shards
-
-        def per_shard(q_rep: Array, aug_shard: Array) -> tuple[Array, ...]:
-            offset = jax.lax.axis_index(axis).astype(jnp.int32) * local
-            mine = _scan_partial(q_rep, aug_shard, offset, block)
-            # the collective log-sum-exp: every shard's (B, D)-sized partial to every
-            # device, merged there by the one associative merge
-            every = jax.lax.all_gather(tuple(mine), axis)
-            parts = [_mr.Partial(*(f[i] for f in every)) for i in range(shards)]
-            return tuple(_mr.merge_all(jnp, parts))
-
-        spec = jax.sharding.PartitionSpec
-        fields = jax.shard_map(
-            per_shard,
-            mesh=mesh,
-            in_specs=(spec(), spec(axis)),
-            out_specs=spec(),
-            check_vma=False,
-        )(q, aug)
-        p = _mr.Partial(*fields)
-    st = _mr.finish(jnp, p, xc, sq, alpha, sigma)
-    outs = []
-    for name in (quantity,) if isinstance(quantity, str) else quantity:
-        out = _mr.readout(jnp, name, st, c, xc, mean)
-        outs.append(out if out.ndim == 1 else jnp.reshape(out, x.shape))
-    return outs[0] if isinstance(quantity, str) else tuple(outs)
+    rows, arr, c, _ = _marginal_inputs(path, data, x, t, weights, quantity)
+    block, capacity = _marginal_sizes(block_size, band_capacity, int(x.shape[0]))
+    part = _scan_partial(rows, arr.pts, arr.aug_t, arr.log_q, 0, block, capacity)
+    return _marginal_out(rows, part, arr, c, x, quantity)
 
 
 def sharded_marginal(
@@ -936,25 +937,47 @@ def sharded_marginal(
     quantity: str | tuple[str, ...] = "velocity",
     *,
     block_size: int | None = None,
+    band_capacity: int | None = None,
 ) -> Array | tuple[Array, ...]:
     r""":func:`marginal` with the data sharded over the devices of ``mesh`` along ``axis``.
 
     Each device reduces its shard of the data (N divisible by the number of devices on
     ``axis``) against the replicated queries with :func:`marginal`'s fused scan; the
     shards' (B, D)-sized partial statistics are then all-gathered and merged on every
-    device (``shard_map``; a collective log-sum-exp), so only O(B x D x devices) numbers
-    cross devices per query batch. Equal to :func:`marginal` on one device up to the
-    rounding of the regrouped sums. Uniform weights.
+    device (``shard_map``; a collective log-sum-exp by :func:`flowspec.marginal.merge_all`),
+    so only O(B x D x devices) numbers cross devices per query batch. Equal to
+    :func:`marginal` on one device up to the rounding of the regrouped sums. Uniform
+    weights.
     """
-    flat, log_q, mean, c = _marginal_inputs(path, data, x, t, None, quantity)
+    rows, arr, c, _ = _marginal_inputs(path, data, x, t, None, quantity)
     shards = int(mesh.shape[axis])
-    if int(flat.shape[0]) % shards:
+    n = int(arr.pts.shape[0])
+    if n % shards:
         raise ValueError(
             f"`data` must have N divisible by the {shards} devices of mesh axis {axis!r}, "
-            f"got N = {int(flat.shape[0])}"
+            f"got N = {n}"
         )
-    block = _marginal_block(block_size, int(x.shape[0]))
-    return _marginal_from(flat, log_q, mean, c, x, quantity, block, (mesh, axis))
+    block, capacity = _marginal_sizes(block_size, band_capacity, int(x.shape[0]))
+    local = n // shards
+
+    def per_shard(rows_rep: Any, pts: Array, aug_t: Array, log_q: Array) -> tuple[Array, ...]:
+        offset = jax.lax.axis_index(axis).astype(jnp.arange(1).dtype) * local
+        mine = _scan_partial(rows_rep, pts, aug_t, log_q, offset, block, capacity)
+        # the collective log-sum-exp: every shard's (B, D)-sized partial to every
+        # device, merged there by the one associative merge
+        every = jax.lax.all_gather(tuple(mine), axis)
+        parts = [_mg.Partial(*(f[i] for f in every)) for i in range(shards)]
+        return tuple(_mg.merge_all(jnp, rows_rep, parts))
+
+    spec = jax.sharding.PartitionSpec
+    fields = jax.shard_map(
+        per_shard,
+        mesh=mesh,
+        in_specs=(spec(), spec(axis), spec(None, axis), spec(axis)),
+        out_specs=spec(),
+        check_vma=False,
+    )(rows, arr.pts, arr.aug_t, arr.log_q)
+    return _marginal_out(rows, _mg.Partial(*fields), arr, c, x, quantity)
 
 
 # --------------------------------------------------------------------------------------

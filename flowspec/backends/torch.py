@@ -1007,18 +1007,19 @@ def score(path: GaussianPath, x: Tensor, x1: Tensor, t: Any) -> Tensor:
 
 
 # ---------------------------------------------------------------------------------------
-# The exact marginal (eq. 6, 8), hand-fused for torch (issue 16): the per-block
-# statistics, merge and float32 guard of flowspec.marginal_reduce, with the max / exp /
-# sum of each (B, block) block done in place and exp kept off its subnormal path.
+# The exact marginal (eq. 6, 8) for torch (issue 16): the per-block partials, merge,
+# exact band and read-out of flowspec.marginal (one definition), with each block's
+# exponential done in place and kept off exp's subnormal path.
 # ---------------------------------------------------------------------------------------
-def _shifted_exp(g: Tensor, m: Tensor) -> Tensor:
-    # exp(g - m) in place on the temporary block. The argument is clamped below at
-    # log(smallest normal) + 8: a weight that would underflow towards the subnormals
-    # (where CPU exp runs an order of magnitude slower, measured 13x on a (1024, 4096)
-    # float32 block) becomes e^8 times the smallest normal number instead (3.5e-35 in
-    # float32): an absolute error per point far below eps against a row sum >= 1.
-    floor = math.log(torch.finfo(g.dtype).tiny) + 8.0
-    return g.sub_(m[:, None]).clamp_min_(floor).exp_()
+def _block_exp(z: Tensor) -> Tensor:
+    # exp(z) in place on the temporary block (z <= 0, -inf inside the exact band). The
+    # argument is clamped below at log(smallest normal) + 8: a weight that would
+    # underflow towards the subnormals (where CPU exp runs an order of magnitude slower,
+    # measured 13x on a (1024, 4096) float32 block) becomes e^8 times the smallest
+    # normal number instead (3.5e-35 in float32): an absolute error per point far below
+    # eps against the anchor's weight 1.
+    floor = math.log(torch.finfo(z.dtype).tiny) + 8.0
+    return z.clamp_min_(floor).exp_()
 
 
 def marginal(
@@ -1031,11 +1032,11 @@ def marginal(
     weights: Tensor | None = None,
     block_size: int | None = None,
 ) -> Tensor | tuple[Tensor, ...]:
-    r"""One quantity of the exact marginal (eq. 6, 8) of ``data``, fused by hand, on one device.
+    r"""One quantity of the exact marginal (eq. 6, 8) of ``data`` on one torch device.
 
-    The reduction of :class:`flowspec.EmpiricalMarginal` (the per-block statistics,
-    merge and float32 cancellation guard of :mod:`flowspec.marginal_reduce`) with each
-    block's ``exp(g - max)`` done in place, its argument kept off ``exp``'s subnormal
+    The reduction of :class:`flowspec.EmpiricalMarginal` itself (the block partials,
+    exact band, merge and read-out of :mod:`flowspec.marginal`) on torch tensors, with
+    each block's exponential done in place, its argument kept off ``exp``'s subnormal
     path; extra memory a few (B, ``block_size``) blocks (default ``max(1, 2**22 // B)``).
     ``quantity`` is ``"velocity"`` (eq. 8), ``"denoise"``, ``"score"``, ``"log_prob"``
     (eq. 6), ``"divergence"``, or a tuple of these (one pass, a tuple of results).
@@ -1048,13 +1049,13 @@ def marginal(
     >>> ft.marginal(path, torch.tensor([[-1.0], [1.0]]), torch.tensor([[0.0]]), 0.5, "denoise")
     tensor([[0.]])
     """
-    from .. import marginal_reduce as mr
+    from .. import marginal as mg
 
     path = _path(path)
     names = (quantity,) if isinstance(quantity, str) else quantity
-    if not isinstance(names, tuple) or not names or any(q not in mr.QUANTITIES for q in names):
+    if not isinstance(names, tuple) or not names or any(q not in mg.QUANTITIES for q in names):
         raise ValueError(
-            f"`quantity` must be one of {mr.QUANTITIES} or a tuple of them, got {quantity!r}"
+            f"`quantity` must be one of {mg.QUANTITIES} or a tuple of them, got {quantity!r}"
         )
     data = _tensor("data", data)
     x = _tensor("x", x)
@@ -1072,38 +1073,29 @@ def marginal(
         raise ValueError(f"`block_size` must be None or an integer >= 1, got {block_size!r}")
     n, batch = int(data.shape[0]), int(x.shape[0])
     flat = data.reshape(n, -1)
-    if weights is None:
-        log_q = torch.full((n,), -math.log(n), dtype=data.dtype, device=data.device)
-        mean = flat.mean(dim=0)
-    else:
+    if weights is not None:
         weights = _tensor("weights", weights)
         _like("data", data, "weights", weights, same_shape=False)
         if tuple(weights.shape) != (n,):
             raise ValueError(f"`weights` must have shape (N,) = {(n,)}, got {tuple(weights.shape)}")
-        q_w = weights / weights.sum()
-        log_q = torch.log(q_w)
-        mean = q_w @ flat
+    arr = mg.prepare_data(_ns, flat, weights)
     c = path.schedule.arrays(_ns, _time(t, x))
-    xf = x.reshape(batch, -1)
     alpha, sigma = c.alpha.reshape(batch), c.sigma.reshape(batch)
-    xc, sq, q = mr.query(_ns, xf, alpha, sigma, mean)
-    aug = mr.augment(_ns, flat, log_q, mean)
-    aug_t = aug.T.contiguous()
-    pts = aug[:, :-1].contiguous()
-    del aug
-    block = max(1, mr.BLOCK_ELEMENTS // batch) if block_size is None else int(block_size)
+    rows = mg.query_rows(_ns, x.reshape(batch, -1), alpha, sigma, arr.mean, arr.y_max, arr.lq_max)
+    aug_t = arr.aug_t.contiguous()
+    block = max(1, mg.BLOCK_ELEMENTS // batch) if block_size is None else int(block_size)
     p = None
     for start in range(0, n, block):
-        stop = min(start + block, n)
-        part = mr.chunk_partial(
-            _ns, q, aug_t[:, start:stop], pts[start:stop], start, shifted_exp=_shifted_exp
+        sl = slice(start, min(start + block, n))
+        part = mg.block_partial(
+            _ns, rows, arr.pts[sl], aug_t[:, sl], arr.log_q[sl], offset=start, exp=_block_exp
         )
-        p = part if p is None else mr.merge(_ns, p, part)
+        p = part if p is None else mg.merge_partials(_ns, rows, p, part)
     assert p is not None
-    st = mr.finish(_ns, p, xc, sq, alpha, sigma)
+    st = mg.finish(_ns, rows, p)
     outs = []
     for name in names:
-        out = mr.readout(_ns, name, st, c, xc, mean)
+        out = mg.readout(_ns, name, rows, st, c, arr.mean)
         outs.append(out if out.ndim == 1 else out.reshape(x.shape))
     return outs[0] if isinstance(quantity, str) else tuple(outs)
 
