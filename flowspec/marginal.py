@@ -179,7 +179,7 @@ def _candidates(xp: Any, band: Array) -> tuple[Array, Array, bool]:
     """
     batch, size = int(band.shape[0]), int(band.shape[1])
     dev = _xp.device(band)
-    count = xp.sum(xp.astype(band, xp.int64), axis=1)
+    count = xp.sum(xp.astype(band, xp.int32), axis=1)  # (int32: no x64 needed in JAX)
     try:
         width = int(xp.max(count))
     except TypeError:  # traced (JAX's concretization errors are TypeErrors)

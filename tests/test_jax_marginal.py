@@ -57,19 +57,24 @@ def test_fused_marginal_equals_the_numpy_reference(fj, schedule, t_max):
         assert np.all(np.abs(got - ref[q].reshape(5, -1)) <= 2 * tol), q
 
 
+GUARD_SCHEDULE = fs.CondOT(sigma_min=1e-3)
+
+
+@pytest.fixture(scope="module")
+def guard_denoise(fj):
+    """One compiled kernel for every t (t is traced)."""
+    path = fs.GaussianPath(GUARD_SCHEDULE)
+    return jax.jit(lambda d, x, t: fj.marginal(path, d, x, t, "denoise", block_size=32))
+
+
 @pytest.mark.parametrize("t", [0.3, 0.5, 0.7, 0.9, 0.99])
-def test_fused_float32_keeps_the_guard(fj, t):
+def test_fused_float32_keeps_the_guard(guard_denoise, t):
     rng = np.random.default_rng(3)
     data = (rng.normal(size=(200, 8)) * 3 + 10).astype(np.float32)
-    schedule = fs.CondOT(sigma_min=1e-3)
+    schedule = GUARD_SCHEDULE
     c = schedule(np.float64(t))
     x = (c.alpha * data[:6] + c.sigma * rng.normal(size=(6, 8))).astype(np.float32)
-    path = fs.GaussianPath(schedule)
-    out = np.asarray(
-        jax.jit(lambda d, x: fj.marginal(path, d, x, t, "denoise", block_size=32))(
-            jnp.asarray(data), jnp.asarray(x)
-        )
-    )
+    out = np.asarray(guard_denoise(jnp.asarray(data), jnp.asarray(x), jnp.float32(t)))
     ref, a, s, y = naive(schedule, data.astype(np.float64), x.astype(np.float64), t)
     err = 64 * EPS32 * conditioning(x.astype(np.float64), a, s, y) * (1 + np.abs(y).max())
     assert np.all(
@@ -88,6 +93,8 @@ def test_validation(fj):
         fj.marginal(path, jnp.zeros((4, 3)), x, 0.5)
     with pytest.raises(ValueError, match="`block_size`"):
         fj.marginal(path, data, x, 0.5, block_size=0)
+    with pytest.raises(ValueError, match="`band_capacity`"):
+        fj.marginal(path, data, x, 0.5, band_capacity=0)
     with pytest.raises(TypeError, match="`x`"):
         fj.marginal(path, data, np.zeros((3, 2)), 0.5)
 
