@@ -98,8 +98,17 @@ def test_every_quantity_equals_empirical_marginal_and_naive(
         for other in (ref[name], getattr(single, name)(x, t)):
             assert np.all(np.abs(flat - other.reshape(batch, -1)) <= 2 * tol), name
     summary = dm.posterior_summary(x, t)
+    one = single.posterior_summary(x, t)
+    assert set(summary) == set(one) == {"max_weight", "top", "trace_cov", "log_normaliser"}
     w = single.posterior(x, t)
-    assert np.all(np.abs(summary["max_weight"] - w.max(axis=1)) <= 2 * err)
+    rows = np.arange(batch)
+    for s_ in (summary, one):
+        assert np.all(np.abs(s_["max_weight"] - w.max(axis=1)) <= 2 * err)
+        # the top point is a most probable one (up to the weights' error)
+        assert np.all(np.abs(w[rows, s_["top"]] - w.max(axis=1)) <= 2 * err)
+        assert np.all(np.abs(s_["log_normaliser"] - one["log_normaliser"]) <= 2 * err)
+        # the trace of the covariance inherits the weights' error times span^2
+        assert np.all(np.abs(s_["trace_cov"] - one["trace_cov"]) <= 4 * span**2 * err)
     post = dm.posterior(x, t).compute()
     assert np.all(np.abs(post - ref["posterior"]) <= 2 * err[:, None])
 
@@ -135,6 +144,20 @@ def test_float32_with_the_cancellation_guard(client, t):
     onehot = ref["posterior"].max(axis=1) == 1.0
     expected = 8 * (c.d_sigma / c.sigma)
     np.testing.assert_allclose(div[onehot], expected, rtol=8 * EPS32)
+
+
+def test_top_point_of_duplicated_data_is_the_first_copy(client):
+    rng = np.random.default_rng(5)
+    data = rng.normal(size=(30, 3)).astype(np.float32)
+    twice = np.concatenate([data, data])
+    path = fs.GaussianPath(fs.CondOT(sigma_min=1e-4))
+    t = np.float32(0.999)
+    x = (0.999 * data[[3, 17, 29]] + 1e-4 * rng.normal(size=(3, 3))).astype(np.float32)
+    dm = DaskMarginal(path, da.from_array(twice, chunks=(7, 3)), split_every=2)
+    single = fs.EmpiricalMarginal(path, twice, chunk_size=5)
+    # exact ties (the two copies have bit-identical exact log-weights): the smaller index
+    for s_ in (dm.posterior_summary(x, t), single.posterior_summary(x, t)):
+        np.testing.assert_array_equal(s_["top"], [3, 17, 29])
 
 
 def test_data_never_travel_to_the_client(client):
