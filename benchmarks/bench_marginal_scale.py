@@ -15,10 +15,12 @@ this process. Reported: median seconds, throughput in (query, point) pairs per s
 the ratio to the GEMM floor, and peak memory (resident set size) per worker and of this
 process.
 
-Part 2 (fused kernels, ``--kernels``). B = 1024, N = 50,000, D = 64, float32, at
-t in {0.3, 0.5, 0.7, 0.9, 0.99}: the JAX fused scan (``fs.backends.get("jax").marginal``
-under ``jax.jit``) against one jitted JAX matrix product of the same shape, and the
-NumPy ``EmpiricalMarginal`` against one NumPy product.
+Part 2 (kernels, ``--kernels [--times ...]``). B = 1024, N = 50,000, D = 64, float32,
+at t in {0.3, 0.5, 0.7, 0.9, 0.99}: the JAX scan (``fs.backends.get("jax").marginal``
+under ``jax.jit``) against one jitted JAX matrix product of the same shape, the torch
+kernel against one torch product and the NumPy ``EmpiricalMarginal`` against one NumPy
+product; and the floors on JAX: the ``exp`` over B x N alone, and a streamed softmax
+with no guard (two GEMMs, max, exp, sum per block), each in JAX GEMMs.
 """
 
 from __future__ import annotations
@@ -115,11 +117,35 @@ def scaling(sizes: list[int], workers: int, repeats: int) -> list[dict[str, Any]
     return rows
 
 
-def kernels(repeats: int) -> list[dict[str, Any]]:
+def _softmax_floor(jnp: Any, jax: Any, q: Any, aug: Any, block: int) -> Any:
+    """The streamed softmax with no guard at all: per block one GEMM for the logits, the
+    max, exp and sum, and one GEMM for the weighted sum (the floor of any exact-softmax
+    kernel of this shape; not a correct marginal in float32)."""
+    n, width = aug.shape
+    blocks = n // block
+    stacked = jnp.reshape(aug[: blocks * block], (blocks, block, width))
+
+    def step(carry: Any, rows: Any) -> Any:
+        m0, s0, w0 = carry
+        g = q @ rows.T
+        m = jnp.maximum(m0, jnp.max(g, axis=1))
+        e = jnp.exp(g - m[:, None])
+        scale = jnp.exp(m0 - m)
+        return (m, s0 * scale + jnp.sum(e, axis=1), w0 * scale[:, None] + e @ rows), None
+
+    b = q.shape[0]
+    init = (jnp.full((b,), -jnp.inf, q.dtype), jnp.zeros((b,), q.dtype), jnp.zeros((b, width)))
+    out, _ = jax.lax.scan(step, init, stacked)
+    return out
+
+
+def kernels(repeats: int, times: list[float]) -> list[dict[str, Any]]:
     import jax
     import jax.numpy as jnp
+    import torch
 
     fj = fs.backends.get("jax")
+    ft = fs.backends.get("torch")
     rng = np.random.default_rng(0)
     n = 50_000
     data = rng.standard_normal((n, D), dtype=np.float32)
@@ -128,22 +154,48 @@ def kernels(repeats: int) -> list[dict[str, Any]]:
     path = fs.GaussianPath(fs.CondOT(sigma_min=0.01))
     single = fs.EmpiricalMarginal(path, data)
     jd, jx, jdt = jnp.asarray(data), jnp.asarray(x), jnp.asarray(data_t)
+    td, tx, tdt = torch.from_numpy(data), torch.from_numpy(x), torch.from_numpy(data_t)
     jgemm = jax.jit(lambda a, b: a @ b)
     jgemm(jx, jdt).block_until_ready()
     g_np = median_time(lambda: x @ data_t, repeats)
     g_jax = median_time(lambda: jgemm(jx, jdt).block_until_ready(), repeats)
-    rows = []
-    for t in (0.3, 0.5, 0.7, 0.9, 0.99):
+    g_torch = median_time(lambda: tx @ tdt, repeats)
+    # the floors on JAX: exp over B x N alone, and the unguarded streamed softmax
+    block = (1 << 22) // B
+    aug = jnp.concatenate([jd, jnp.ones((n, 2), jnp.float32)], axis=1)
+    q = jnp.concatenate([jx, jnp.ones((B, 2), jnp.float32)], axis=1)
+    floor = jax.jit(lambda q, a: _softmax_floor(jnp, jax, q, a, block))
+    floor(q, aug)[0].block_until_ready()
+    f_soft = median_time(lambda: floor(q, aug)[0].block_until_ready(), repeats)
+    blk = jgemm(jx, jdt[:, :block])
+    jexp = jax.jit(lambda g: jnp.sum(jnp.exp(g - jnp.max(g, axis=1, keepdims=True))))
+    jexp(blk).block_until_ready()
+    f_exp = median_time(lambda: jexp(blk).block_until_ready(), repeats) * n / block
+    print(
+        f"GEMM (B, D) @ (D, N): NumPy {g_np:.3f}s, JAX {g_jax:.3f}s, torch {g_torch:.3f}s; "
+        f"JAX floors: exp over B x N {f_exp / g_jax:4.2f}x, unguarded streamed softmax "
+        f"{f_soft / g_jax:4.2f}x one JAX GEMM",
+        flush=True,
+    )
+    rows = [{"jax_exp_floor_vs_gemm": f_exp / g_jax, "jax_softmax_floor_vs_gemm": f_soft / g_jax}]
+    for t in times:
         f = jax.jit(lambda d, q, t=t: fj.marginal(path, d, q, t))
         f(jd, jx).block_until_ready()
         fused = median_time(lambda f=f: f(jd, jx).block_until_ready(), repeats)
+        ft.marginal(path, td, tx, t)
+        eager = median_time(lambda t=t: ft.marginal(path, td, tx, t), repeats)
         ref = median_time(lambda t=t: single.velocity(x, t), repeats)
         rows.append(
-            {"t": t, "jax_fused_vs_jax_gemm": fused / g_jax, "numpy_vs_numpy_gemm": ref / g_np}
+            {
+                "t": t,
+                "jax_vs_jax_gemm": fused / g_jax,
+                "torch_vs_torch_gemm": eager / g_torch,
+                "numpy_vs_numpy_gemm": ref / g_np,
+            }
         )
         print(
-            f"t={t:<5} JAX fused {fused / g_jax:4.2f}x one JAX GEMM   NumPy reference "
-            f"{ref / g_np:4.2f}x one NumPy GEMM",
+            f"t={t:<5} JAX {fused / g_jax:5.2f}x one JAX GEMM   torch {eager / g_torch:5.2f}x "
+            f"one torch GEMM   NumPy reference {ref / g_np:5.2f}x one NumPy GEMM",
             flush=True,
         )
     return rows
@@ -174,12 +226,13 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--kernels", action="store_true", help="part 2 only")
+    parser.add_argument("--times", type=float, nargs="+", default=[0.3, 0.5, 0.7, 0.9, 0.99])
     parser.add_argument("--json", default=None)
     parser.add_argument("--plot", default=None)
     args = parser.parse_args()
     result: dict[str, Any] = {}
     if args.kernels:
-        result["kernels"] = kernels(args.repeats)
+        result["kernels"] = kernels(args.repeats, args.times)
     else:
         result["scaling"] = scaling([int(s) for s in args.sizes], args.workers, args.repeats)
         if args.plot:

@@ -164,9 +164,12 @@ class _Block(NamedTuple):
     dense: bool
 
 
-#: ``select(g, band) -> (cols, valid)``: a fixed number K of candidate columns per row
-#: (B, K), ascending, that holds every band column whenever the band has at most K.
-Select = Callable[[Array, Array], tuple[Array, Array]]
+#: ``select(g, band) -> (cols, valid, overflow)``: a fixed number K of candidate
+#: columns per row (B, K), ascending, holding every band column whenever the band has
+#: at most K; ``valid`` (B, K) marks those in the band, ``overflow`` (B,) the rows whose
+#: band has more than K (e.g. the top K + 1 streamed log-weights: overflow where the
+#: (K + 1)-th is in the band, without a pass over the block to count it).
+Select = Callable[[Array, Array], tuple[Array, Array, Array]]
 
 
 def _candidates(xp: Any, band: Array) -> tuple[Array, Array, bool]:
@@ -240,9 +243,7 @@ def _block_log_weights(
     if select is None:
         cols, valid, dense = _candidates(xp, band)
     else:
-        (cols, valid), dense = select(g, band), False
-        # a float count is exact up to 2^24 points per block
-        overflow = xp.sum(xp.astype(band, g.dtype), axis=1) > float(cols.shape[1])
+        (cols, valid, overflow), dense = select(g, band), False
     y_k = xp.take(pts, k, axis=0)[:, None, :d]
     lq_k = xp.take(log_q, k, axis=0)
     lq_k = xp.where(lq_k > -math.inf, lq_k, xp.zeros_like(lq_k))[:, None]
@@ -340,12 +341,12 @@ def block_partial_capped(
 ) -> tuple[Partial, Array]:
     """:func:`block_partial` with a fixed number of band candidates per row (static shapes).
 
-    ``select(g, band)`` returns (B, K) candidate columns, ascending, and their ``valid``
-    mask (in the band); it must hold the whole band of every row whose band has at most
-    K points (e.g. the top K of the streamed log-weights). Returns the partial and
-    ``overflow`` (B,): where True the band held more than K points and the partial of
-    that row is **not** the exact one; the caller must then use :func:`block_partial`
-    (which recomputes every band point) instead.
+    ``select(g, band)`` returns (B, K) candidate columns, ascending, their ``valid``
+    mask (in the band) and ``overflow`` (B,), True where the band has more than K points
+    (see :data:`Select`); the columns must hold the whole band of every other row (e.g.
+    the top K of the streamed log-weights). Returns the partial and ``overflow``: where
+    True the partial of that row is **not** the exact one, and the caller must use
+    :func:`block_partial` (which recomputes every band point) instead.
     """
     part, overflow = _partial(xp, rows, pts, aug_t, log_q, offset, select, exp)
     assert overflow is not None

@@ -3,7 +3,8 @@
 Duplicated float32 data near t = 1 (every point given twice: the same numbers as the
 data given once) and far queries (|x| = 1e8), each kernel against the NumPy
 ``EmpiricalMarginal``; for JAX also with a band capacity of 1, so that every block
-overflows its fixed-capacity band and takes the exact fallback.
+overflows its fixed-capacity band (duplicates: at least 2 points) and takes the next
+tier (capacity 16 where the block holds more than 16 points) or the exact fallback.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ def _torch_kernel():
     return run
 
 
-def _jax_kernel(capacity):
+def _jax_kernel(capacity, block=None):
     jax = pytest.importorskip("jax", reason="the JAX kernel needs jax")
     jnp = pytest.importorskip("jax.numpy")
     jax.config.update("jax_enable_x64", True)  # float64 for the far queries
@@ -38,6 +39,7 @@ def _jax_kernel(capacity):
     cache = {}
 
     def run(path, data, x, t, names, block_size=None):
+        block_size = block or block_size
         key = (id(path), data.shape, data.dtype.str, x.shape, names, block_size)
         if key not in cache:  # one compilation per shape; t is traced
             cache[key] = jax.jit(
@@ -54,7 +56,8 @@ def _jax_kernel(capacity):
 KERNELS = {
     "torch": _torch_kernel,
     "jax-capacity-16": lambda: _jax_kernel(16),
-    "jax-capacity-1": lambda: _jax_kernel(1),
+    "jax-capacity-1": lambda: _jax_kernel(1),  # blocks of 7: the exact fallback
+    "jax-capacity-1-blocks-of-20": lambda: _jax_kernel(1, 20),  # then capacity 16 first
 }
 
 

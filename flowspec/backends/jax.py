@@ -761,8 +761,9 @@ def log_likelihood(
 # definition), with the blocks run by lax.scan (one compiled block, memory O(B x block))
 # and the shards merged by all_gather of their (B, D)-sized partials. Static shapes: the
 # band's candidates are the top `band_capacity` streamed log-weights of each row; a block
-# whose band holds more points in some row is recomputed by the uncapped, exact path
-# (every point of the block a candidate) under lax.cond, so no answer is ever inexact.
+# whose band holds more points in some row is recomputed with 16 times the capacity and
+# then by the uncapped, exact path (every point of the block a candidate), under
+# lax.cond, so no answer is ever inexact.
 # --------------------------------------------------------------------------------------
 def _marginal_inputs(
     path: Any, data: Any, x: Any, t: Any, weights: Any, quantity: Any
@@ -801,13 +802,18 @@ def _marginal_inputs(
 
 
 def _top_candidates(capacity: int) -> Any:
-    """``select(g, band)``: each row's top ``capacity`` streamed log-weights, ascending columns."""
+    """``select(g, band)``: each row's top ``capacity`` streamed log-weights, ascending
+    columns, and whether the band holds more."""
 
-    def select(g: Array, band: Array) -> tuple[Array, Array]:
+    def select(g: Array, band: Array) -> tuple[Array, Array, Array]:
         k = min(capacity, int(g.shape[1]))
-        _, cols = jax.lax.top_k(g, k)
-        cols = jnp.sort(cols, axis=1).astype(jnp.arange(1).dtype)
-        return cols, jnp.take_along_axis(band, cols, axis=1)
+        _, top = jax.lax.top_k(g, k)
+        cols = jnp.sort(top, axis=1).astype(jnp.arange(1).dtype)
+        # the band's size by a count XLA fuses into the block's other passes (a
+        # predicate read from top_k's output instead made the lax.cond below cost 10x
+        # on CPU even when not taken); float counts are exact below 2^24 points
+        overflow = jnp.sum(band.astype(g.dtype), axis=1) > k
+        return cols, jnp.take_along_axis(band, cols, axis=1), overflow
 
     return select
 
@@ -840,18 +846,24 @@ def _scan_partial(
         jnp.zeros((batch,), dtype=dtype),
         jnp.full((batch,), jnp.iinfo(index).max, dtype=index),
     )
-    select = _top_candidates(capacity)
+    # the capacities tried in turn (each 16 times the last, while below the block
+    # size), then the exact path with every point of the block a candidate
+    tiers = [capacity]
+    while tiers[-1] * 16 < block:
+        tiers.append(tiers[-1] * 16)
 
     def step(carry: Any, item: tuple[Array, ...]) -> tuple[Any, None]:
         p_b, a_b, q_b, start = item
         start = start + offset
-        part, overflow = _mg.block_partial_capped(jnp, rows, p_b, a_b, q_b, select, offset=start)
-        part = jax.lax.cond(
-            jnp.any(overflow),
-            lambda: _mg.block_partial(jnp, rows, p_b, a_b, q_b, offset=start),
-            lambda: part,
-        )
-        return _mg.merge_partials(jnp, rows, carry, part), None
+
+        def tier(i: int) -> Any:
+            if i == len(tiers):
+                return _mg.block_partial(jnp, rows, p_b, a_b, q_b, offset=start)
+            select = _top_candidates(tiers[i])
+            part, over = _mg.block_partial_capped(jnp, rows, p_b, a_b, q_b, select, offset=start)
+            return jax.lax.cond(jnp.any(over), lambda: tier(i + 1), lambda: part)
+
+        return _mg.merge_partials(jnp, rows, carry, tier(0)), None
 
     starts = jnp.arange(blocks, dtype=index) * block
     out, _ = jax.lax.scan(step, init, (*stacked, starts))
@@ -906,10 +918,11 @@ def marginal(
     Shapes must be static, so each row's exact band (the points whose streamed
     log-weight lies within the streamed error bound of the block's maximum, recomputed
     exactly) is taken from its top ``band_capacity`` streamed log-weights (default 16).
-    A block where some row's band holds more points is recomputed by the exact path
-    with every point of the block a candidate (``lax.cond``; O(B x block x D) extra
-    work for that block): the answer is always the exact-band one, only its cost
-    depends on how diffuse the posterior is.
+    A block where some row's band holds more points is recomputed with 16 times the
+    capacity (while that is below the block size), and then by the exact path with
+    every point of the block a candidate (``lax.cond``; O(B x block x D) extra work for
+    that block): the answer is always the exact-band one, only its cost depends on how
+    diffuse the posterior is.
 
     Examples
     --------
