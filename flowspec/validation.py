@@ -338,9 +338,10 @@ def representable_interval(
     For drawing times in [low, high) as represented in ``dtype``, where rounding a draw
     to the nearest value can give ``high`` itself or a value below ``low`` (float16,
     bfloat16, and float32 next to an endpoint). ``xp`` is the namespace that owns
-    ``dtype`` (NumPy by default; any namespace with ``asarray`` and ``nextafter``, e.g.
-    ``torch``, ``jax.numpy`` or ``cupy``). A ValueError if no value of the dtype lies
-    in [low, high).
+    ``dtype`` (NumPy by default, which also knows JAX's dtypes and computes on the host,
+    so the call can sit inside ``jax.jit``; any namespace with ``asarray`` and
+    ``nextafter``, e.g. ``torch`` or ``cupy``). A ValueError if no value of the dtype
+    lies in [low, high).
     """
     ns: Any = np if xp is None else xp
     lo = ns.asarray(low, dtype=dtype)
