@@ -125,7 +125,14 @@ class Partial(NamedTuple):
     index: Array  # (B,), integer: the anchor's index in the whole data set
 
 
-def log_weight_gap(xp: Any, rows: Rows, y_a: Array, lq_a: Array, y_b: Array, lq_b: Array) -> Array:
+#: Events of at most this many coordinates are handled one coordinate at a time on
+#: (B, c) planes: a trailing axis that short makes elementwise loops over (B, c, D) slow.
+_PLANES = 16
+
+
+def log_weight_gap(
+    xp: Any, rows: Rows, y_a: Array, lq_a: Array, y_b: Array, lq_b: Array, planes: bool = True
+) -> Array:
     """``l_b - l_a`` in difference form, accurate relative to the difference itself.
 
     With ``r = xc - alpha y``: ``||r_b||^2 - ||r_a||^2 = (r_b - r_a) . (r_b + r_a)`` and
@@ -136,8 +143,15 @@ def log_weight_gap(xp: Any, rows: Rows, y_a: Array, lq_a: Array, y_b: Array, lq_
     alpha = rows.alpha if y_b.ndim == 2 else rows.alpha[:, None]
     inv2 = rows.inv2 if y_b.ndim == 2 else rows.inv2[:, None]
     xc = rows.xc if y_b.ndim == 2 else rows.xc[:, None, :]
-    a3 = alpha[..., None]
-    dot = xp.sum((y_a - y_b) * (2.0 * xc - a3 * (y_a + y_b)), axis=-1)
+    if planes and y_b.ndim == 3 and int(y_b.shape[-1]) <= _PLANES:
+        dot = None
+        for j in range(int(y_b.shape[-1])):
+            ya, yb = y_a[..., j], y_b[..., j]
+            term = (ya - yb) * (2.0 * xc[..., j] - alpha * (ya + yb))
+            dot = term if dot is None else dot + term
+    else:
+        a3 = alpha[..., None]
+        dot = xp.sum((y_a - y_b) * (2.0 * xc - a3 * (y_a + y_b)), axis=-1)
     return (lq_b - lq_a) - alpha * dot * inv2
 
 
@@ -149,36 +163,38 @@ class _Block(NamedTuple):
     K candidates (every point in the band, k included) carry their block-local column
     ``cols`` (B, K), a ``valid`` mask and their *exact* ``gaps = l_i - l_k``. The
     block's anchor (largest exact log-weight) is column ``anchor`` with gap ``top``.
-    ``overflow`` (B,) marks the rows whose band held more points than a fixed-capacity
-    ``select`` could take (None without one). ``dense``: every column is a candidate
-    (``cols`` is then the column index itself), evaluated by broadcasting, not gathers.
+    ``cols`` is None where the whole block is recomputed (a band wider than half the
+    block, or a traced one): then K = c and slot j is column j; ``traced`` says the
+    latter, evaluated in whole-block broadcast expressions a compiler fuses into its
+    reductions (no (B, c, D) array in memory). ``overflow`` (B,) marks the rows whose
+    band held more points than a fixed-capacity ``select`` could take (None without).
     """
 
     rest: Array
-    cols: Array
+    cols: Array | None
     valid: Array
     gaps: Array
     top: Array
     anchor: Array
     overflow: Array | None
-    dense: bool
+    traced: bool
 
 
 #: ``select(g, band) -> (cols, valid, overflow)``: a fixed number K of candidate
 #: columns per row (B, K), ascending, holding every band column whenever the band has
 #: at most K; ``valid`` (B, K) marks those in the band, ``overflow`` (B,) the rows whose
-#: band has more than K (e.g. the top K + 1 streamed log-weights: overflow where the
-#: (K + 1)-th is in the band, without a pass over the block to count it).
+#: band has more than K.
 Select = Callable[[Array, Array], tuple[Array, Array, Array]]
 
 
-def _candidates(xp: Any, band: Array) -> tuple[Array, Array, bool]:
+def _candidates(xp: Any, band: Array) -> tuple[Array | None, Array, bool]:
     """The band's columns row by row, as (B, K) ``cols`` and ``valid`` (K = largest count).
 
-    Read from the host-side mask (``nonzero``); where the mask is traced (e.g. under
-    ``jax.jit``) its values cannot shape an array, so every column is a candidate,
-    valid where in the band (``dense``): exact everywhere, at O(B c D) cost, in
-    broadcast expressions a compiler fuses into its reductions.
+    Read from the host-side mask (``nonzero``). Where the band is wider than half the
+    block, gathering its points costs more than taking the whole block, and where the
+    mask is traced (e.g. under ``jax.jit``) its values cannot shape an array: in both
+    cases ``cols`` is None, every column is a candidate, valid where in the band
+    (exact everywhere, at O(B c D) cost, no gathers). The flag says "traced".
     """
     batch, size = int(band.shape[0]), int(band.shape[1])
     dev = _xp.device(band)
@@ -186,8 +202,9 @@ def _candidates(xp: Any, band: Array) -> tuple[Array, Array, bool]:
     try:
         width = int(xp.max(count))
     except TypeError:  # traced (JAX's concretization errors are TypeErrors)
-        cols = xp.broadcast_to(xp.arange(size, device=dev)[None, :], (batch, size))
-        return cols, band, True
+        return None, band, True
+    if 2 * width > size:
+        return None, band, False
     _, flat_cols = xp.nonzero(band)  # row-major: the rows' columns one after another
     start = xp.cumulative_sum(count) - count
     slot = xp.arange(width, device=dev)
@@ -203,15 +220,33 @@ def _gather(xp: Any, block: Array, cols: Array) -> Array:
     return xp.reshape(flat, (*cols.shape, *block.shape[1:]))
 
 
-def _groups(width: int, dim: int, size: int) -> list[tuple[int, int]]:
+def _slots(xp: Any, block: Array, cols: Array | None, a: int, b: int) -> Array:
+    """The rows of ``block`` in candidate slots a:b: (B, b - a, ...) gathered by ``cols``,
+    or (1, b - a, ...) for a whole block (``cols`` None: slot j is column j), which
+    broadcasts against the (B, 1, ...) row quantities without a copy."""
+    if cols is None:
+        return xp.expand_dims(block[a:b, ...], axis=0)
+    return _gather(xp, block, cols[:, a:b])
+
+
+def _groups(width: int, dim: int, size: int, traced: bool = False) -> list[tuple[int, int]]:
     """Slot groups of at most ``max(1, size // dim)`` slots, so that the (B, group, D)
-    temporaries stay within the (B, size) block budget."""
+    temporaries stay within the (B, size) block budget (one group where traced: the
+    compiler fuses the broadcasts into the reductions)."""
+    if traced:
+        return [(0, width)]
     step = max(1, size // max(1, dim))
     return [(s, min(s + step, width)) for s in range(0, width, step)]
 
 
 def _block_log_weights(
-    xp: Any, rows: Rows, pts: Array, aug_t: Array, log_q: Array, select: Select | None = None
+    xp: Any,
+    rows: Rows,
+    pts: Array,
+    aug_t: Array,
+    log_q: Array,
+    select: Select | None = None,
+    fused: bool = False,
 ) -> _Block:
     """The log-weights of one block of data points, exact in the band (see :class:`_Block`).
 
@@ -228,6 +263,9 @@ def _block_log_weights(
     select
         Optional fixed-capacity choice of the candidates (static shapes, e.g. under
         ``jax.jit``); rows whose band overflows it are flagged in ``overflow``.
+    fused
+        With ``select``: the candidates in one broadcast group (a compiler fuses it;
+        eager libraries would hold a (B, K, D) array).
     """
     d = int(pts.shape[1]) - 1
     size = int(pts.shape[0])
@@ -241,29 +279,30 @@ def _block_log_weights(
     rest = xp.where(band, xp.full_like(g, -math.inf), g - g_top[:, None])
     overflow = None
     if select is None:
-        cols, valid, dense = _candidates(xp, band)
+        cols, valid, traced = _candidates(xp, band)
     else:
-        (cols, valid, overflow), dense = select(g, band), False
+        cols, valid, overflow = select(g, band)
+        traced = fused
+    width = size if cols is None else int(cols.shape[1])
     y_k = xp.take(pts, k, axis=0)[:, None, :d]
     lq_k = xp.take(log_q, k, axis=0)
     lq_k = xp.where(lq_k > -math.inf, lq_k, xp.zeros_like(lq_k))[:, None]
     parts = []
-    if dense:
-        gap = log_weight_gap(xp, rows, y_k, lq_k, pts[None, :, :d], log_q[None, :])
-        parts.append(xp.where(valid, gap, xp.full_like(gap, -math.inf)))
-    for a, b in [] if dense else _groups(int(cols.shape[1]), d, size):
-        c_ab = cols[:, a:b]
-        y = _gather(xp, pts, c_ab)[:, :, :d]
-        gap = log_weight_gap(xp, rows, y_k, lq_k, y, _gather(xp, log_q, c_ab))
+    for a, b in _groups(width, d, size, traced):
+        y = _slots(xp, pts, cols, a, b)[..., :d]
+        lq = _slots(xp, log_q, cols, a, b)
+        gap = log_weight_gap(xp, rows, y_k, lq_k, y, lq, planes=not traced)
         parts.append(xp.where(valid[:, a:b], gap, xp.full_like(gap, -math.inf)))
     gaps = xp.concat(parts, axis=1) if len(parts) > 1 else parts[0]
     top = xp.max(gaps, axis=1)
     slot = xp.argmax(gaps, axis=1)  # the first of tied slots: the smallest column
-    width = int(cols.shape[1])
-    flat = xp.arange(int(cols.shape[0]), device=_xp.device(g)) * width + slot
-    anchor = xp.take(xp.reshape(cols, (-1,)), flat, axis=0)
+    if cols is None:
+        anchor = slot
+    else:
+        flat = xp.arange(int(cols.shape[0]), device=_xp.device(g)) * width + slot
+        anchor = xp.take(xp.reshape(cols, (-1,)), flat, axis=0)
     top = xp.where(top > -math.inf, top, xp.zeros_like(top))
-    return _Block(rest, cols, valid, gaps, top, anchor, overflow, dense)
+    return _Block(rest, cols, valid, gaps, top, anchor, overflow, traced)
 
 
 def _partial(
@@ -275,10 +314,11 @@ def _partial(
     offset: Any,
     select: Select | None,
     exp: Callable[[Array], Array] | None,
+    fused: bool = False,
 ) -> tuple[Partial, Array | None]:
     d = int(pts.shape[1]) - 1
     size = int(pts.shape[0])
-    blk = _block_log_weights(xp, rows, pts, aug_t, log_q, select)
+    blk = _block_log_weights(xp, rows, pts, aug_t, log_q, select, fused)
     row_a = xp.take(pts, blk.anchor, axis=0)
     y_a, n_a = row_a[:, :d], row_a[:, d]
     # the points outside the band, relative to the anchor
@@ -290,17 +330,27 @@ def _partial(
     first = s1 - mass[:, None] * y_a
     second = sums[:, d] - 2.0 * xp.sum(y_a * s1, axis=1) + mass * n_a
     # the band points other than the anchor, exactly relative to it
-    is_anchor = blk.cols == blk.anchor[:, None]
+    cols = blk.cols
+    if cols is None:
+        cols = xp.arange(size, device=_xp.device(blk.gaps))[None, :]
+    is_anchor = cols == blk.anchor[:, None]
     w = xp.where(is_anchor, xp.zeros_like(blk.gaps), xp.exp(blk.gaps - blk.top[:, None]))
     mass = mass + xp.sum(w, axis=1)
-    if blk.dense:
-        diff = pts[None, :, :d] - y_a[:, None, :]
-        first = first + xp.sum(w[:, :, None] * diff, axis=1)
-        second = second + xp.sum(w * xp.sum(diff * diff, axis=2), axis=1)
-    for a, b in [] if blk.dense else _groups(int(blk.cols.shape[1]), d, size):
-        diff = _gather(xp, pts, blk.cols[:, a:b])[:, :, :d] - y_a[:, None, :]
-        first = first + xp.sum(w[:, a:b, None] * diff, axis=1)
-        second = second + xp.sum(w[:, a:b] * xp.sum(diff * diff, axis=2), axis=1)
+    for a, b in _groups(int(blk.gaps.shape[1]), d, size, blk.traced):
+        w_ab = w[:, a:b]
+        y = _slots(xp, pts, blk.cols, a, b)
+        if d <= _PLANES and not blk.traced:  # coordinate by coordinate, on (B, b - a) planes
+            parts, square = [], None
+            for j in range(d):
+                diff_j = y[..., j] - y_a[:, j : j + 1]
+                parts.append(xp.sum(w_ab * diff_j, axis=1))
+                square = diff_j * diff_j if square is None else square + diff_j * diff_j
+            first = first + xp.stack(parts, axis=1)
+            second = second + xp.sum(w_ab * square, axis=1)
+        else:
+            diff = y[..., :d] - y_a[:, None, :]
+            first = first + xp.sum(w_ab[..., None] * diff, axis=1)
+            second = second + xp.sum(w_ab * xp.sum(diff * diff, axis=2), axis=1)
     lq_a = xp.take(log_q, blk.anchor, axis=0)
     return Partial(y_a, lq_a, mass, first, second, blk.anchor + offset), blk.overflow
 
@@ -338,6 +388,7 @@ def block_partial_capped(
     *,
     offset: Any = 0,
     exp: Callable[[Array], Array] | None = None,
+    fused: bool = False,
 ) -> tuple[Partial, Array]:
     """:func:`block_partial` with a fixed number of band candidates per row (static shapes).
 
@@ -346,9 +397,10 @@ def block_partial_capped(
     (see :data:`Select`); the columns must hold the whole band of every other row (e.g.
     the top K of the streamed log-weights). Returns the partial and ``overflow``: where
     True the partial of that row is **not** the exact one, and the caller must use
-    :func:`block_partial` (which recomputes every band point) instead.
+    :func:`block_partial` (which recomputes every band point) instead. ``fused``: the
+    candidates in one broadcast expression, for a compiler to fuse (``jax.jit``).
     """
-    part, overflow = _partial(xp, rows, pts, aug_t, log_q, offset, select, exp)
+    part, overflow = _partial(xp, rows, pts, aug_t, log_q, offset, select, exp, fused)
     assert overflow is not None
     return part, overflow
 
@@ -365,7 +417,7 @@ def block_posterior_log_weights(
     rel = blk.rest - blk.top[:, None]
     index = xp.arange(int(pts.shape[0]), device=_xp.device(rel))
     exact = blk.gaps - blk.top[:, None]
-    if blk.dense:
+    if blk.cols is None:  # the whole block: slot j is column j
         return xp.where(blk.valid, exact, rel), blk.anchor
     for j in range(int(blk.cols.shape[1])):
         here = (index[None, :] == blk.cols[:, j : j + 1]) & blk.valid[:, j : j + 1]

@@ -255,7 +255,7 @@ def sample_time(
         )
     # rounding a draw to a short dtype can give `high` itself or a value below `low`:
     # clip to the dtype's values in [low, high) (a ValueError if there are none)
-    lo, hi = validation.representable_interval(low, high, dtype)
+    lo, hi = validation.representable_interval(low, high, dtype)  # host NumPy: traceable
     t = jax.random.uniform(key, (batch,), dtype=dtype, minval=low, maxval=high)
     return jnp.clip(t, lo, hi)
 
@@ -860,7 +860,11 @@ def _scan_partial(
             if i == len(tiers):
                 return _mg.block_partial(jnp, rows, p_b, a_b, q_b, offset=start)
             select = _top_candidates(tiers[i])
-            part, over = _mg.block_partial_capped(jnp, rows, p_b, a_b, q_b, select, offset=start)
+            part, over = _mg.block_partial_capped(
+                jnp, rows, p_b, a_b, q_b, select, offset=start, fused=True
+            )
+            if tiers[i] >= block:  # the whole block fits: no overflow is possible
+                return part
             return jax.lax.cond(jnp.any(over), lambda: tier(i + 1), lambda: part)
 
         return _mg.merge_partials(jnp, rows, carry, tier(0)), None
