@@ -24,6 +24,12 @@ from flowspec import couplings as C
 pytest.importorskip("scipy")
 
 EPS64 = float(np.finfo(np.float64).eps)
+try:
+    import ot  # noqa: F401
+
+    _SOLVERS = ("auto", "scipy", "pot")
+except ImportError:
+    _SOLVERS = ("auto", "scipy")
 
 
 def _cost_np(a, b):
@@ -52,13 +58,14 @@ def _cost_tol(a, b):
 def test_exact_ot_equals_brute_force(pair):
     x0, x1 = pair
     n = x0.shape[0]
-    i, j = C.exact_ot_indices(x0, x1)
-    assert i.tolist() == list(range(n))
-    assert sorted(j.tolist()) == list(range(n))  # a permutation: nothing duplicated or lost
     cost = _cost_np(x0, x1)
     best = min(sum(cost[k, p[k]] for k in range(n)) for p in itertools.permutations(range(n)))
-    got = cost[np.arange(n), j].sum()
-    assert got - best <= n * _cost_tol(x0, x1)
+    for solver in _SOLVERS:
+        i, j = C.exact_ot_indices(x0, x1, solver=solver)
+        assert i.tolist() == list(range(n))
+        assert sorted(j.tolist()) == list(range(n))  # a permutation: nothing duplicated or lost
+        got = cost[np.arange(n), j].sum()
+        assert got - best <= n * _cost_tol(x0, x1)
 
 
 def test_unequal_batches_give_the_optimal_partial_matching():
@@ -95,9 +102,11 @@ def test_exact_ot_matches_pot_emd_cost(n, shape):
     cost = _cost_np(x0, x1)
     plan = ot.emd(np.full(n, 1 / n), np.full(n, 1 / n), cost)
     pot_cost = float(np.sum(plan * cost)) * n  # POT's plan has mass 1: n pairs of mass 1/n
-    _, j = C.exact_ot_indices(x0, x1)
-    ours = float(cost[np.arange(n), j].sum())
-    assert abs(ours - pot_cost) <= n * _cost_tol(x0, x1) + 64 * EPS64 * pot_cost
+    for solver in ("auto", "scipy", "pot"):
+        _, j = C.exact_ot_indices(x0, x1, solver=solver)
+        assert sorted(j.tolist()) == list(range(n))
+        ours = float(cost[np.arange(n), j].sum())
+        assert abs(ours - pot_cost) <= n * _cost_tol(x0, x1) + 64 * EPS64 * pot_cost
 
 
 def test_exact_ot_on_every_library(xp):
@@ -116,7 +125,49 @@ def test_exact_ot_on_every_library(xp):
 def test_exact_ot_without_scipy_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "scipy.optimize", None)
     with pytest.raises(ImportError, match=r"flowspec\[ot\]"):
-        C.exact_ot_indices(np.zeros((2, 1)), np.ones((2, 1)))
+        C.exact_ot_indices(np.zeros((2, 1)), np.ones((2, 1)), solver="scipy")
+    with pytest.raises(ImportError, match=r"flowspec\[ot\]"):  # auto: SciPy above 4-D
+        C.exact_ot_indices(np.zeros((2, 5)), np.ones((2, 5)))
+
+
+def test_exact_ot_solver_choice(monkeypatch):
+    small, big = np.zeros((3, 2)), np.zeros((3, 3, 4, 4))
+    assert C.exact_ot_solver(big, big) == "scipy"
+    assert C.exact_ot_solver(small, np.zeros((4, 2))) == "scipy"  # partial matching
+    assert C.exact_ot_solver(small, small, solver="scipy") == "scipy"
+    assert C.exact_ot_solver(big, big, solver="pot") == "pot"
+    with pytest.raises(ValueError, match="`solver`"):
+        C.exact_ot_indices(small, small, solver="hungarian")
+    with pytest.raises(ValueError, match=r"`solver`.*equal batch sizes"):
+        C.exact_ot_indices(small, np.zeros((4, 2)), solver="pot")
+    monkeypatch.setitem(sys.modules, "ot", None)  # POT not installed
+    assert C.exact_ot_solver(small, small) == "scipy"
+    with pytest.raises(ImportError, match=r"flowspec\[ot\]"):
+        C.exact_ot_indices(small, small, solver="pot")
+
+
+def test_exact_ot_pot_is_a_checked_permutation(monkeypatch):
+    ot = pytest.importorskip("ot")
+    assert C.exact_ot_solver(np.zeros((3, 2)), np.zeros((3, 2))) == "pot"
+    x0, x1 = np.array([[0.0], [1.0], [2.0]]), np.array([[2.1], [0.1], [1.1]])
+    assert C.exact_ot_indices(x0, x1, solver="pot")[1].tolist() == [1, 2, 0]
+    true_emd = ot.emd
+
+    def split(a, b, cost, **kwargs):  # a feasible plan that is not a vertex
+        plan, log = true_emd(a, b, cost, **kwargs)
+        return plan * 0.5 + 0.5 * plan[:, ::-1], log
+
+    monkeypatch.setattr(ot, "emd", split)
+    with pytest.raises(RuntimeError, match="not a permutation"):
+        C.exact_ot_indices(x0, x1, solver="pot")
+
+    def stopped(a, b, cost, **kwargs):
+        plan, log = true_emd(a, b, cost, **kwargs)
+        return plan, {**log, "result_code": 2, "warning": "numItermax reached"}
+
+    monkeypatch.setattr(ot, "emd", stopped)
+    with pytest.raises(RuntimeError, match=r"did not reach an optimum.*numItermax"):
+        C.exact_ot_indices(x0, x1, solver="pot")
 
 
 def test_independent_is_the_pairs_as_drawn_copied(xp):
