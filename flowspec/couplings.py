@@ -679,6 +679,20 @@ class _Scaling:
             if not math.isnan(self.e):
                 self._absorb()
             self.e, self.K, self.kv = e, None, None
+        with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+            # a kernel column (row) that underflows gives v = inf (u = inf): NumPy would
+            # warn of what the check in _steps catches, and the iteration is redone
+            self._steps(e, steps)
+        if not with_error:
+            return None
+        if self.K is None:  # absorbed: the error of the potentials, in the log domain
+            return _row_error(xp, self.f / e, self.g / e, self.cost / e, self.log_a, self.log_b)
+        self.kv = self.K @ self.v
+        rows = (self.a * self.b) * self.u * self.kv
+        return xp.sum(xp.abs(rows - self.a))
+
+    def _steps(self, e: float, steps: int) -> None:
+        xp = self.xp
         for _ in range(steps):
             if self.K is None:  # the f update by log-sum-exp, forming the kernel (u = 1)
                 self.f, self.K = self._absorbed(self.g, axis=1)
@@ -695,13 +709,6 @@ class _Scaling:
             self.u, self.v = u, v
             if reach > 0.5 * self.bound:
                 self._absorb()
-        if not with_error:
-            return None
-        if self.K is None:  # absorbed: the error of the potentials, in the log domain
-            return _row_error(xp, self.f / e, self.g / e, self.cost / e, self.log_a, self.log_b)
-        self.kv = self.K @ self.v
-        rows = (self.a * self.b) * self.u * self.kv
-        return xp.sum(xp.abs(rows - self.a))
 
     def plan(self) -> Array:
         xp, e = self.xp, self.e

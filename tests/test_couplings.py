@@ -274,6 +274,54 @@ def test_sinkhorn_fails_loudly():
             C.sinkhorn(x0, x1, **kwargs)
 
 
+@pytest.mark.parametrize(
+    "dtype,reg,stages,tol",
+    [
+        (np.float64, 0.1, 6, 1e-9),  # absorptions as the regularisation shrinks
+        (np.float64, 0.1, 0, 1e-9),  # the outlier's kernel column underflows: a redo
+        (np.float32, 0.3, 0, 1e-5),  # a redo, and an absorption of large scalings
+        (np.float64, 3.0, 0, 1e-12),  # scalings stay in range: matrix-vector products only
+    ],
+)
+def test_stabilised_scaling_runs_the_log_domain_iterations(monkeypatch, dtype, reg, stages, tol):
+    # with a `tol` the iteration is evaluated in the stabilised scaling form, with
+    # tol=None in the log domain: the same iterates, so the plans after the same number
+    # of iterations agree to rounding
+    calls = {"redo": 0, "absorb": 0}
+    redo, absorb = C._Scaling._log_iteration, C._Scaling._absorb
+
+    def count(name, fn):
+        def wrapped(self):
+            calls[name] += 1
+            return fn(self)
+
+        return wrapped
+
+    monkeypatch.setattr(C._Scaling, "_log_iteration", count("redo", redo))
+    monkeypatch.setattr(C._Scaling, "_absorb", count("absorb", absorb))
+    rng = np.random.default_rng(9)
+    x0 = rng.standard_normal((20, 2)).astype(dtype)
+    x1 = rng.standard_normal((15, 2)).astype(dtype)
+    x1[0] = [6.0, 6.0]  # far from every x0
+    opts = {"scaling_stages": stages, "check_every": 5}
+    res = C.sinkhorn(x0, x1, reg, tol=tol, max_iter=5000, **opts)
+    want = C.sinkhorn(x0, x1, reg, tol=None, max_iter=res.iterations - 5 * stages, **opts)
+    assert float(res.error) <= tol
+    if reg < 1.0:
+        assert calls["redo"] + calls["absorb"] > 0  # the stabilisation was exercised
+    if stages == 0 and reg < 1.0:
+        assert calls["redo"] > 0
+    if dtype == np.float32:  # a redo absorbs once; more is an absorption of its own
+        assert calls["absorb"] > calls["redo"]
+    # the potentials (units of reg) carry an absolute rounding error ~ eps max C / reg
+    # in either form; the plan, their exponential, that relative error (measured up to
+    # 0.32 of it, a factor 8 of margin)
+    cost = _cost_np(x0.astype(np.float64), x1.astype(np.float64))
+    eps = float(np.finfo(dtype).eps)
+    bound = 8 * eps * (1 + cost.max() / reg) * float(res.plan.max())
+    assert np.abs(res.plan - want.plan).max() <= bound
+
+
 def test_small_reg_does_not_underflow():
     # exp(-C/reg) underflows to 0 for C/reg > 745: the log domain does not care
     x0 = np.array([[0.0], [10.0]])
