@@ -550,24 +550,31 @@ def sinkhorn(
         error = state.run(eps, steps, with_error=True)
         k += steps
         value = _read(error)
-        if not math.isfinite(value):
-            raise RuntimeError(
-                f"sinkhorn: the marginal error is {value} after {k} iterations (reg={eps!r}, "
-                f"cost in [{low!r}, {high!r}]): `reg` gives a non-finite plan"
-            )
+        _check_outcome(value, k, tol=tol, max_iter=max_iter, reg=eps, on_failure=on_failure)
         if value <= tol:
             break
-    else:
+    assert error is not None  # max_iter >= 1
+    return SinkhornResult(state.plan(), error, done + k)
+
+
+def _check_outcome(
+    value: float, k: int, *, tol: float, max_iter: int, reg: float, on_failure: str
+) -> None:
+    """Raise on a non-finite marginal error; raise or warn at ``max_iter`` above ``tol``."""
+    if not math.isfinite(value):
+        raise RuntimeError(
+            f"sinkhorn: the marginal error is {value} after {k} iterations (reg={reg!r}): the "
+            f"inputs or `reg` give a non-finite plan"
+        )
+    if k >= max_iter and not value <= tol:
         msg = (
-            f"sinkhorn did not converge: marginal L1 error {_read(error):.3g} > tol={tol!r} "
-            f"after max_iter={max_iter} iterations (reg={eps!r}); raise `max_iter`, raise "
-            f"`reg`, or loosen `tol`"
+            f"sinkhorn did not converge: marginal L1 error {value:.3g} > tol={tol!r} after "
+            f"max_iter={max_iter} iterations (reg={reg!r}); raise `max_iter`, raise `reg`, "
+            f"or loosen `tol`"
         )
         if on_failure == "raise":
             raise RuntimeError(msg)
-        warnings.warn(msg, RuntimeWarning, stacklevel=2)
-    assert error is not None  # max_iter >= 1
-    return SinkhornResult(state.plan(), error, done + k)
+        warnings.warn(msg, RuntimeWarning, stacklevel=3)
 
 
 def _stages(value: Any) -> int:
