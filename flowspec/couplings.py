@@ -367,7 +367,8 @@ class SinkhornResult(NamedTuple):
     ``plan`` has shape (B0, B1) and sums to 1; ``error`` (0-d, the plan's dtype) is the
     L1 distance of its row sums to the uniform source marginal (its column sums are
     uniform to rounding after the last half-step); ``iterations`` is the number of
-    Sinkhorn iterations run, the warm start's included.
+    Sinkhorn iterations run, the warm start's included (a 0-d integer array from
+    :func:`flowspec.backends.jax.sinkhorn`, whose count is known only on the device).
 
     Examples
     --------
@@ -380,7 +381,7 @@ class SinkhornResult(NamedTuple):
 
     plan: Array
     error: Array
-    iterations: int
+    iterations: int | Array
 
 
 def _positive(name: str, value: Any) -> float:
@@ -513,14 +514,9 @@ def sinkhorn(
     ([[0.5, 0.0], [0.0, 0.5]], True)
     """
     xp = _pair_inputs(x0, x1)
-    eps = _positive("reg", reg)
-    if tol is not None:
-        tol = _positive("tol", tol)
-    max_iter = _count("max_iter", max_iter)
-    scaling_stages = _stages(scaling_stages)
-    check_every = _count("check_every", check_every)
-    if on_failure not in ("raise", "warn"):
-        raise ValueError(f"`on_failure` must be 'raise' or 'warn', got {on_failure!r}")
+    eps, tol, max_iter, check_every, scaling_stages = _sinkhorn_options(
+        reg, tol, max_iter, check_every, on_failure, scaling_stages
+    )
     n0, n1 = int(x0.shape[0]), int(x1.shape[0])
     cost = _cost(xp, x0, x1)
     log_a, log_b = -math.log(n0), -math.log(n1)
@@ -577,12 +573,26 @@ def _check_outcome(
         warnings.warn(msg, RuntimeWarning, stacklevel=3)
 
 
-def _stages(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+def _sinkhorn_options(
+    reg: Any, tol: Any, max_iter: Any, check_every: Any, on_failure: Any, scaling_stages: Any
+) -> tuple[float, float | None, int, int, int]:
+    """Validated ``(reg, tol, max_iter, check_every, scaling_stages)`` of a Sinkhorn call."""
+    eps = _positive("reg", reg)
+    tol = None if tol is None else _positive("tol", tol)
+    if on_failure not in ("raise", "warn"):
+        raise ValueError(f"`on_failure` must be 'raise' or 'warn', got {on_failure!r}")
+    stages = scaling_stages
+    if isinstance(stages, bool) or not isinstance(stages, numbers.Integral) or stages < 0:
         raise ValueError(
-            f"`scaling_stages` must be an integer >= 0, got {validation.describe(value)}"
+            f"`scaling_stages` must be an integer >= 0, got {validation.describe(stages)}"
         )
-    return int(value)
+    return (
+        eps,
+        tol,
+        _count("max_iter", max_iter),
+        _count("check_every", check_every),
+        int(stages),
+    )
 
 
 # ---- the log domain: traceable, nothing read -------------------------------------------

@@ -1052,13 +1052,10 @@ def sinkhorn(
             scaling_stages=scaling_stages,
         )
     _c._pair_inputs(x0, x1)
-    eps = _c._positive("reg", reg)
-    tol = _c._positive("tol", tol)
-    max_iter = _c._count("max_iter", max_iter)
-    check_every = _c._count("check_every", check_every)
-    stages = _c._stages(scaling_stages)
-    if on_failure not in ("raise", "warn"):
-        raise ValueError(f"`on_failure` must be 'raise' or 'warn', got {on_failure!r}")
+    eps, tol, max_iter, check_every, stages = _c._sinkhorn_options(
+        reg, tol, max_iter, check_every, on_failure, scaling_stages
+    )
+    assert tol is not None
     n0, n1 = int(x0.shape[0]), int(x1.shape[0])
     log_a, log_b = -math.log(n0), -math.log(n1)
     cost = _c._cost(jnp, x0, x1)
