@@ -427,6 +427,7 @@ def test_sinkhorn_under_torch_compile():
 
 def test_docs_page_code_runs():
     # every python block of docs/couplings.md runs (in order, one namespace per block)
+    import importlib.util
     import re
     from pathlib import Path
 
@@ -435,4 +436,6 @@ def test_docs_page_code_runs():
     blocks = re.findall(r"```python\n(.*?)```", page.read_text(encoding="utf-8"), re.DOTALL)
     assert len(blocks) >= 4
     for code in blocks:
+        if "import jax" in code and importlib.util.find_spec("jax") is None:
+            continue  # the page marks it: needs JAX
         exec(compile(code, str(page), "exec"), {})
