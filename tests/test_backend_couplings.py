@@ -113,10 +113,16 @@ def test_torch_entropic_pairs_follow_the_generator():
     np.testing.assert_array_equal(got[1].numpy(), want[1])
 
 
-def test_jax_entropic_pairs_follow_the_key():
+@pytest.fixture
+def jax_x64():
+    """JAX with 64-bit types, and its flowspec backend."""
     jax = pytest.importorskip("jax")
     jax.config.update("jax_enable_x64", True)
-    fj = fs.backends.get("jax")
+    return jax, fs.backends.get("jax")
+
+
+def test_jax_entropic_pairs_follow_the_key(jax_x64):
+    jax, fj = jax_x64
     rng = np.random.default_rng(2)
     x0, x1 = rng.standard_normal((6, 2)), rng.standard_normal((6, 2))
     key = jax.random.key(4)
@@ -129,10 +135,8 @@ def test_jax_entropic_pairs_follow_the_key():
 
 
 @pytest.mark.parametrize("stages,check_every", [(0, 7), (3, 4)])
-def test_jax_sinkhorn_while_loop_stops_where_the_core_does(stages, check_every):
-    jax = pytest.importorskip("jax")
-    jax.config.update("jax_enable_x64", True)
-    fj = fs.backends.get("jax")
+def test_jax_sinkhorn_while_loop_stops_where_the_core_does(jax_x64, stages, check_every):
+    jax, fj = jax_x64
     rng = np.random.default_rng(5)
     x0, x1 = rng.standard_normal((12, 2)), rng.standard_normal((9, 2)) + 0.5
     opts = {"tol": 1e-10, "max_iter": 5000, "check_every": check_every, "scaling_stages": stages}
@@ -151,10 +155,8 @@ def test_jax_sinkhorn_while_loop_stops_where_the_core_does(stages, check_every):
     assert int(fixed.iterations) == 9 + 8 * 10
 
 
-def test_jax_sinkhorn_fails_loudly_under_jit():
-    jax = pytest.importorskip("jax")
-    jax.config.update("jax_enable_x64", True)
-    fj = fs.backends.get("jax")
+def test_jax_sinkhorn_fails_loudly_under_jit(jax_x64):
+    jax, fj = jax_x64
     rng = np.random.default_rng(6)
     x0, x1 = (
         jax.numpy.asarray(rng.standard_normal((6, 2))),
@@ -175,10 +177,8 @@ def test_jax_sinkhorn_fails_loudly_under_jit():
         fj.sinkhorn(x0, x1, 0.1, tol=0.0)
 
 
-def test_jax_entropic_pairs_under_jit_with_a_tol():
-    jax = pytest.importorskip("jax")
-    jax.config.update("jax_enable_x64", True)
-    fj = fs.backends.get("jax")
+def test_jax_entropic_pairs_under_jit_with_a_tol(jax_x64):
+    jax, fj = jax_x64
     rng = np.random.default_rng(7)
     x0, x1 = rng.standard_normal((8, 2)), rng.standard_normal((8, 2))
     key = jax.random.key(1)
