@@ -35,6 +35,7 @@ True
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Callable
 from typing import Any, Literal
