@@ -330,23 +330,28 @@ def euler_times(steps: Any, t0: Any, t1: Any) -> tuple[list[float], float]:
     return [t0 + k * h for k in range(int(steps))], h
 
 
-def representable_interval(low: float, high: float, dtype: Any) -> tuple[float, float]:
-    """The least value >= ``low`` and the greatest value < ``high`` of a NumPy-compatible dtype.
+def representable_interval(
+    low: float, high: float, dtype: Any, xp: Namespace | None = None
+) -> tuple[float, float]:
+    """The least value >= ``low`` and the greatest value < ``high`` of a floating dtype.
 
-    For drawing times in [low, high) as represented in a short dtype (float16, or
-    bfloat16 through ``ml_dtypes``), where rounding a draw to the nearest value can give
-    ``high`` itself or a value below ``low``. A ValueError if no value of the dtype lies
+    For drawing times in [low, high) as represented in ``dtype``, where rounding a draw
+    to the nearest value can give ``high`` itself or a value below ``low`` (float16,
+    bfloat16, and float32 next to an endpoint). ``xp`` is the namespace that owns
+    ``dtype`` (NumPy by default; any namespace with ``asarray`` and ``nextafter``, e.g.
+    ``torch``, ``jax.numpy`` or ``cupy``). A ValueError if no value of the dtype lies
     in [low, high).
     """
-    lo = np.asarray(low, dtype=dtype)
+    ns: Any = np if xp is None else xp
+    lo = ns.asarray(low, dtype=dtype)
     if float(lo) < low:
-        lo = np.nextafter(lo, np.asarray(np.inf, dtype=dtype))
-    hi = np.asarray(high, dtype=dtype)
+        lo = ns.nextafter(lo, ns.asarray(math.inf, dtype=dtype))
+    hi = ns.asarray(high, dtype=dtype)
     if float(hi) >= high:
-        hi = np.nextafter(hi, np.asarray(-np.inf, dtype=dtype))
+        hi = ns.nextafter(hi, ns.asarray(-math.inf, dtype=dtype))
     if not float(lo) <= float(hi):
         raise ValueError(
-            f"`low` and `high`: no {np.dtype(dtype).name} value lies in [low, high) = "
+            f"`low` and `high`: no {dtype} value lies in [low, high) = "
             f"[{low!r}, {high!r}); widen the interval or use a longer dtype"
         )
     return float(lo), float(hi)

@@ -264,6 +264,12 @@ def test_random_helpers(dtype):
     assert abs(tn.mean() - 0.5) < 6 * math.sqrt(1 / 12) / math.sqrt(tn.size)
     lo = fcp.sample_time(1000, generator=cupy.random.default_rng(1), dtype=dtype, high=1 - 1e-5)
     assert lo.get().max() <= 1 - 1e-5
+    # endpoints closer than the dtype's spacing: draws stay in [low, high) as represented
+    # (float32: 1 - 1e-9 rounds to 1, 1e-9 * (1 - x) can round below 1e-9)
+    edge = fcp.sample_time(
+        100_000, generator=cupy.random.default_rng(3), dtype=dtype, low=1e-9, high=1 - 1e-9
+    ).get()
+    assert edge.astype(np.float64).min() >= 1e-9 and edge.astype(np.float64).max() < 1 - 1e-9
     z = fcp.sample_noise((5000, 20), generator=cupy.random.default_rng(2), dtype=dtype).get()
     assert z.shape == (5000, 20) and z.dtype == dtype
     # mean and variance of 1e5 standard normals: 6 sd bounds (sd 1/sqrt(n), sqrt(2/n))

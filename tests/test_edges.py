@@ -62,6 +62,30 @@ def test_jax_sample_time_stays_in_low_high_as_represented(dtype_name):
         fsj.sample_time(jax.random.key(0), 3, dtype=jnp.bfloat16, low=0.999, high=0.9995)
 
 
+@pytest.mark.parametrize("dtype_name", ["float16", "float32", "float64"])
+@pytest.mark.parametrize("library", ["numpy", "torch", "jax.numpy", "array_api_strict"])
+def test_representable_interval_is_the_dtype_values_in_low_high(library, dtype_name):
+    # one definition for every backend's sample_time (torch, JAX, CuPy pass their module)
+    xp = pytest.importorskip(library)
+    if library == "jax.numpy" and dtype_name == "float64":
+        import jax
+
+        if not jax.config.jax_enable_x64:
+            pytest.skip("JAX float64 needs jax_enable_x64 (off here: it would be float32)")
+    if not hasattr(xp, dtype_name):
+        pytest.skip(f"{library} has no {dtype_name}")
+    dtype = getattr(xp, dtype_name)
+    for low, high in [(1e-3, 1.0 - 1e-5), (1e-9, 1.0 - 1e-9), (0.0, 1.0), (0.25, 0.75)]:
+        lo, hi = fs.validation.representable_interval(low, high, dtype, xp)
+        # in the interval, and the neighbours outside it: the extreme values of the dtype
+        below = float(np.nextafter(np.asarray(lo, dtype=dtype_name), -np.inf))
+        above = float(np.nextafter(np.asarray(hi, dtype=dtype_name), np.inf))
+        assert low <= lo <= hi < high and below < low and above >= high
+        assert (lo, hi) == fs.validation.representable_interval(low, high, np.dtype(dtype_name))
+    with pytest.raises(ValueError, match="`low` and `high`"):
+        fs.validation.representable_interval(0.5, 0.5 + 1e-17, dtype, xp)
+
+
 def test_variance_exploding_with_extreme_bounds_is_finite():
     c = fs.VarianceExploding(1e-200, 1e200)(np.array([0.0, 0.5, 1.0]))
     # sigma_t = exp(log sigma_min + (1 - t) log(sigma_max / sigma_min)): one rounding of

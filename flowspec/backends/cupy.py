@@ -247,7 +247,10 @@ def sample_time(
     u = generator.random(int(batch), dtype=dt)
     if lo == 0.0 and hi == 1.0:
         return u
-    return u * (hi - lo) + lo
+    # rounding a draw to the dtype can give `high` itself or a value below `low`: clip to
+    # the dtype's values in [low, high) (a ValueError if there are none)
+    lo_dt, hi_dt = validation.representable_interval(lo, hi, dt, cupy)
+    return cupy.clip(u * (hi - lo) + lo, lo_dt, hi_dt)
 
 
 def sample_noise(shape: Any, *, generator: Any, dtype: Any = cupy.float32) -> Array:

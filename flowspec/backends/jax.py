@@ -256,7 +256,7 @@ def sample_time(
         )
     # rounding a draw to a short dtype can give `high` itself or a value below `low`:
     # clip to the dtype's values in [low, high) (a ValueError if there are none)
-    lo, hi = validation.representable_interval(low, high, dtype)
+    lo, hi = validation.representable_interval(low, high, dtype, jnp)
     t = jax.random.uniform(key, (batch,), dtype=dtype, minval=low, maxval=high)
     return jnp.clip(t, lo, hi)
 

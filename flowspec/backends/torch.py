@@ -486,24 +486,8 @@ def sample_time(
         return t
     # rounding to a short dtype can give `high` itself or a value below `low`: clip to
     # the dtype's values in [low, high) (a ValueError if there are none)
-    lo, hi = _representable_interval(low, high, dtype)
+    lo, hi = validation.representable_interval(low, high, dtype, torch)
     return t.mul_(high - low).add_(low).clamp_(lo, hi)
-
-
-def _representable_interval(low: float, high: float, dtype: torch.dtype) -> tuple[float, float]:
-    """The least ``dtype`` value >= low and the greatest < high (host scalars)."""
-    lo = torch.tensor(low, dtype=dtype)
-    if lo.item() < low:
-        lo = torch.nextafter(lo, torch.tensor(math.inf, dtype=dtype))
-    hi = torch.tensor(high, dtype=dtype)
-    if hi.item() >= high:
-        hi = torch.nextafter(hi, torch.tensor(-math.inf, dtype=dtype))
-    if not lo.item() <= hi.item():
-        raise ValueError(
-            f"`low` and `high`: no {dtype} value lies in [low, high) = [{low!r}, {high!r}); "
-            f"widen the interval or use a longer dtype"
-        )
-    return float(lo.item()), float(hi.item())
 
 
 def _given(**kwargs: Any) -> dict[str, Any]:
