@@ -404,12 +404,8 @@ class CoupledPath:
         >>> c.alpha.tolist(), n.gamma
         ([[0.5], [0.5]], 0.1)
         """
-        xp, c = self.mean_path.prepare("x0", x0, "x1", x1, t)
-        validation.namespace(x0=x0, **{x_name: x})
-        validation.check_float(xp, x_name, x, like=("x0", x0))
-        validation.check_same_shape(x_name, x, "x0", x0)
-        tt = validation.time_array(xp, t, x0, x_name="x0")
-        return xp, c, self.noise.complete(xp, tt)
+        xp, tt = validation.conditional_inputs({"x0": x0, "x1": x1, x_name: x}, t)
+        return xp, self.schedule.coefficients(xp, tt), self.noise.complete(xp, tt)
 
     def sample(self, x0: Array, x1: Array, eps: Array, t: Array | float) -> Array:
         r"""A point of the conditional path, :math:`x_t = \alpha_t x_1 + \sigma_t x_0 + \gamma_t\varepsilon`.

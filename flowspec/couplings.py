@@ -21,8 +21,9 @@ function                       coupling
 Randomness is explicit: the functions that draw take uniforms ``u`` in [0, 1) drawn by
 the caller (the torch and JAX backends draw them from a ``torch.Generator`` or a JAX
 key). The exact assignment is solved on the host by SciPy's
-``linear_sum_assignment`` (install the ``ot`` extra): the (B0, B1) cost matrix is
-computed in the inputs' namespace, copied to the host, and the indices copied back.
+``linear_sum_assignment`` or POT's network simplex (install the ``ot`` extra): the
+(B0, B1) cost matrix is computed in the inputs' namespace, copied to the host, and the
+indices copied back.
 
 References
 ----------
@@ -35,6 +36,7 @@ algorithms for entropy regularized transport problems", SIAM J. Sci. Comput. 201
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import math
 import numbers
 import warnings
@@ -53,6 +55,7 @@ __all__ = [
     "entropic_pairs",
     "exact_ot_indices",
     "exact_ot_pairs",
+    "exact_ot_solver",
     "independent",
     "schrodinger_bridge_pairs",
     "sinkhorn",
@@ -168,18 +171,96 @@ def _to_host(a: Array) -> np.ndarray:
         return np.from_dlpack(a, device="cpu", copy=True)
 
 
-def _scipy_assignment() -> Any:
+_SOLVERS = ("auto", "scipy", "pot")
+# "auto" picks POT's network simplex up to this many entries per sample: on squared
+# Euclidean costs of low-dimensional clouds (many near-equal cost differences) the
+# shortest augmenting paths of SciPy's solver grow long and the network simplex is
+# faster (measured 2-3x at B = 1024 in 2-D); from about 8 entries on SciPy's is
+# (benchmarks/bench_couplings.py, docs/couplings.md)
+_POT_MAX_EVENT_SIZE = 4
+
+
+def _import(module: str, what: str) -> Any:
     try:
-        module = importlib.import_module("scipy.optimize")
+        return importlib.import_module(module)
     except ImportError as exc:
         raise ImportError(
-            "the exact OT coupling needs SciPy's linear_sum_assignment: install the `ot` "
-            "extra (pip install 'flowspec[ot]')"
+            f"the exact OT coupling needs {what}: install the `ot` extra "
+            f"(pip install 'flowspec[ot]')"
         ) from exc
-    return module.linear_sum_assignment
 
 
-def exact_ot_indices(x0: Array, x1: Array) -> tuple[Array, Array]:
+def _has_pot() -> bool:
+    try:  # whether POT is installed, without importing it
+        return importlib.util.find_spec("ot") is not None
+    except (ImportError, ValueError):  # ValueError: sys.modules["ot"] is None
+        return False
+
+
+def _resolve_solver(solver: Any, n0: int, n1: int, event_size: int) -> str:
+    if solver not in _SOLVERS:
+        raise ValueError(f"`solver` must be one of {_SOLVERS}, got {solver!r}")
+    if solver == "pot" and n0 != n1:
+        raise ValueError(
+            f"`solver`='pot' (a permutation from the network simplex) needs equal batch "
+            f"sizes, got {n0} and {n1}; use solver='scipy' for a partial matching"
+        )
+    if solver == "auto":
+        small = event_size <= _POT_MAX_EVENT_SIZE
+        return "pot" if (small and n0 == n1 and _has_pot()) else "scipy"
+    return str(solver)
+
+
+def exact_ot_solver(x0: Array, x1: Array, solver: str = "auto") -> str:
+    r"""Which assignment solver :func:`exact_ot_indices` runs on these inputs: ``"pot"`` or ``"scipy"``.
+
+    The pairs are the conditions z of eq. 6-9; the solver changes the time, not the
+    optimum. ``"auto"`` is ``"pot"`` (POT's network simplex, ``ot.emd``) when POT is
+    installed, the batch sizes are equal and a sample has at most 4 entries (2-D,
+    3-D, 4-D clouds, where it is the faster of the two), and ``"scipy"``
+    (``scipy.optimize.linear_sum_assignment``) otherwise. Nothing is imported: POT is
+    looked up, not loaded.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from flowspec.couplings import exact_ot_solver
+    >>> exact_ot_solver(np.zeros((4, 3, 8, 8)), np.zeros((4, 3, 8, 8)))
+    'scipy'
+    >>> exact_ot_solver(np.zeros((4, 2)), np.zeros((4, 2)), solver="scipy")
+    'scipy'
+    """
+    _pair_inputs(x0, x1)
+    return _resolve_solver(solver, int(x0.shape[0]), int(x1.shape[0]), validation.event_size(x0))
+
+
+def _pot_permutation(cost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The optimal permutation of a square cost from POT's network simplex, checked."""
+    ot = _import("ot", "POT's network simplex (ot.emd)")
+    n = int(cost.shape[0])
+    ones = np.ones(n)
+    # unit masses (not 1/n): the simplex's flows stay integers, exact in float64, so an
+    # optimal vertex is a 0/1 permutation matrix (Birkhoff-von Neumann)
+    plan, log = ot.emd(ones, ones, np.asarray(cost, dtype=np.float64), log=True)
+    if int(log["result_code"]) != 1:
+        raise RuntimeError(
+            f"exact OT: POT's network simplex did not reach an optimum "
+            f"(result_code {log['result_code']}: {log['warning']}); use solver='scipy'"
+        )
+    nonzero = plan != 0.0
+    if not (
+        np.all(plan[nonzero] == 1.0)
+        and np.all(np.sum(nonzero, axis=1) == 1)
+        and np.all(np.sum(nonzero, axis=0) == 1)
+    ):
+        raise RuntimeError(
+            "exact OT: POT's network simplex returned a plan that is not a permutation "
+            "matrix; use solver='scipy'"
+        )
+    return np.arange(n, dtype=np.int64), np.argmax(plan, axis=1).astype(np.int64)
+
+
+def exact_ot_indices(x0: Array, x1: Array, *, solver: str = "auto") -> tuple[Array, Array]:
     r"""An optimal assignment for the squared Euclidean cost: index arrays ``(i, j)``.
 
     The pairs are the condition :math:`z = (x_0, x_1)` of the marginal path and field
@@ -195,14 +276,25 @@ def exact_ot_indices(x0: Array, x1: Array) -> tuple[Array, Array]:
     split mass). ``i`` is increasing.
 
     The cost matrix is computed in the inputs' namespace and on their device, then
-    copied to the host (B0 B1 floats) where SciPy's ``linear_sum_assignment`` (a
-    shortest augmenting path method, O(B^3)) solves it; the indices (int64) are copied
-    back to the inputs' device. Ties are broken by the solver.
+    copied to the host (B0 B1 floats) where an exact solver runs; the indices (int64)
+    are copied back to the inputs' device. Solvers (:func:`exact_ot_solver` says which
+    one ``"auto"`` picks):
+
+    - ``"scipy"``: ``scipy.optimize.linear_sum_assignment``, a shortest augmenting
+      path method, O(B^3); any B0, B1.
+    - ``"pot"``: POT's network simplex ``ot.emd`` with unit masses (B0 == B1 only).
+      Its flows stay integers, so the optimal vertex it returns is a permutation
+      matrix; that is checked (entries exactly 0 or 1, one per row and column, the
+      solver's optimality code), and anything else raises RuntimeError.
+
+    Ties between optimal assignments are broken by the solver, so the two solvers may
+    return different permutations of the same (optimal) cost.
 
     Parameters
     ----------
     x0 : array, shape (B0, *event)
     x1 : array, shape (B1, *event)
+    solver : {"auto", "scipy", "pot"}
 
     Returns
     -------
@@ -211,9 +303,12 @@ def exact_ot_indices(x0: Array, x1: Array) -> tuple[Array, Array]:
     Raises
     ------
     ImportError
-        SciPy is not installed (the ``ot`` extra).
+        The solver's package is not installed (the ``ot`` extra).
     ValueError
-        The cost matrix is not finite (non-finite inputs).
+        The cost matrix is not finite (non-finite inputs); an unknown ``solver``, or
+        ``"pot"`` with B0 != B1.
+    RuntimeError
+        POT's solver did not return an optimal permutation.
 
     Examples
     --------
@@ -224,11 +319,13 @@ def exact_ot_indices(x0: Array, x1: Array) -> tuple[Array, Array]:
     ([0, 1], [1, 0])
     """
     xp = _pair_inputs(x0, x1)
-    solve = _scipy_assignment()
+    name = _resolve_solver(solver, int(x0.shape[0]), int(x1.shape[0]), validation.event_size(x0))
+    if name == "scipy":
+        solve = _import("scipy.optimize", "SciPy's linear_sum_assignment").linear_sum_assignment
     cost = _to_host(_cost(xp, x0, x1))
     if not np.all(np.isfinite(cost)):
         raise ValueError("`x0` and `x1` must be finite: their cost matrix has non-finite entries")
-    rows, cols = solve(cost)
+    rows, cols = solve(cost) if name == "scipy" else _pot_permutation(cost)
     dev = validation.device(x0)
     return (
         xp.asarray(np.ascontiguousarray(rows, dtype=np.int64), device=dev),
@@ -236,14 +333,14 @@ def exact_ot_indices(x0: Array, x1: Array) -> tuple[Array, Array]:
     )
 
 
-def exact_ot_pairs(x0: Array, x1: Array) -> tuple[Array, Array]:
+def exact_ot_pairs(x0: Array, x1: Array, *, solver: str = "auto") -> tuple[Array, Array]:
     r"""The pairs of the exact minibatch OT plan: ``(x0[i], x1[j])`` of :func:`exact_ot_indices`.
 
     The conditions z of eq. 6-9 for OT-CFM.
 
     With B0 == B1 the output holds every x0 in its place and every x1 exactly once
     (a permutation): the OT-CFM coupling without the duplicates and misses of drawing
-    from the plan with replacement.
+    from the plan with replacement. ``solver`` as in :func:`exact_ot_indices`.
 
     Returns
     -------
@@ -257,7 +354,7 @@ def exact_ot_pairs(x0: Array, x1: Array) -> tuple[Array, Array]:
     >>> a.tolist(), b.tolist()
     ([[0.0], [10.0]], [[1.0], [9.0]])
     """
-    i, j = exact_ot_indices(x0, x1)
+    i, j = exact_ot_indices(x0, x1, solver=solver)
     xp = array_api_compat.array_namespace(x0)
     return xp.take(x0, i, axis=0), xp.take(x1, j, axis=0)
 
@@ -270,7 +367,8 @@ class SinkhornResult(NamedTuple):
     ``plan`` has shape (B0, B1) and sums to 1; ``error`` (0-d, the plan's dtype) is the
     L1 distance of its row sums to the uniform source marginal (its column sums are
     uniform to rounding after the last half-step); ``iterations`` is the number of
-    Sinkhorn iterations run, the warm start's included.
+    Sinkhorn iterations run, the warm start's included (a 0-d integer array from
+    :func:`flowspec.backends.jax.sinkhorn`, whose count is known only on the device).
 
     Examples
     --------
@@ -283,7 +381,7 @@ class SinkhornResult(NamedTuple):
 
     plan: Array
     error: Array
-    iterations: int
+    iterations: int | Array
 
 
 def _positive(name: str, value: Any) -> float:
@@ -316,7 +414,7 @@ def sinkhorn(
     on_failure: str = "raise",
     scaling_stages: int = 8,
 ) -> SinkhornResult:
-    r"""The entropic OT plan between two minibatches, by a log-domain Sinkhorn.
+    r"""The entropic OT plan between two minibatches, by a stabilised Sinkhorn.
 
     A coupling :math:`q(z)` of the conditions of eq. 6-9 (Cuturi 2013; SB-CFM of Tong
     et al. 2024 with ``reg = 2 sigma**2``).
@@ -328,14 +426,33 @@ def sinkhorn(
 
     with :math:`\varepsilon` = ``reg`` and C the squared Euclidean cost. This is POT's
     ``ot.sinkhorn_log(a, b, C, reg)`` convention (its :math:`\langle P, C\rangle -
-    \varepsilon H(P)` has the same minimiser on U(a, b)). The iteration updates the
-    dual potentials with log-sum-exp, so any ``reg > 0`` is safe from the underflow of
-    :math:`e^{-C/\varepsilon}`:
+    \varepsilon H(P)` has the same minimiser on U(a, b)). Each iteration updates the
+    dual potentials,
 
     .. math::
         f_i \leftarrow -\varepsilon \log \sum_j b_j e^{(g_j - C_{ij})/\varepsilon},\quad
         g_j \leftarrow -\varepsilon \log \sum_i a_i e^{(f_i - C_{ij})/\varepsilon},\quad
-        P_{ij} = a_i b_j e^{(f_i + g_j - C_{ij})/\varepsilon}.
+        P_{ij} = a_i b_j e^{(f_i + g_j - C_{ij})/\varepsilon},
+
+    evaluated in one of two exact forms of the same iteration:
+
+    - with a ``tol`` (values read on the host), the **stabilised scaling** form
+      (Schmitzer 2019): the potentials are split as :math:`f + \varepsilon\log u`,
+      :math:`g + \varepsilon\log v` with a kernel
+      :math:`K_{ij} = e^{(f_i + g_j - C_{ij})/\varepsilon}`, and an iteration is two
+      matrix-vector products, :math:`u = 1/(b \odot K v)`, :math:`v = 1/(a \odot
+      K^\top u)`. The scalings are read after every iteration: once one leaves
+      :math:`[\tau^{-1/2}, \tau^{1/2}]` they are absorbed into f, g and K is formed
+      again (one exponential per entry, by a log-sum-exp f update, so no row of K
+      underflows), and an iteration that takes them beyond :math:`[\tau^{-1}, \tau]`
+      or to a non-finite value is redone in the log domain. :math:`\tau =
+      (\epsilon_{\rm mach} / {\rm tiny})^{1/2}` of the dtype bounds what an
+      underflowed kernel entry can carry to a plan entry, :math:`{\rm tiny}\,\tau^2
+      = \epsilon_{\rm mach}` times the row's mass.
+    - with ``tol=None`` (nothing read: the form for ``jax.jit`` and ``torch.compile``),
+      the **log domain**: each half-step a log-sum-exp over the B0 x B1 entries.
+
+    Any ``reg > 0`` is safe from the underflow of :math:`e^{-C/\varepsilon}` in both.
 
     Before the iterations at ``reg``, an epsilon-scaling warm start runs
     ``scaling_stages`` stages of ``check_every`` iterations each at regularisations
@@ -346,12 +463,13 @@ def sinkhorn(
 
     Convergence is the L1 error of the row sums, :math:`\sum_i |P_{i\cdot} - a_i|`
     (the column sums are exact after each g update, up to rounding). With a ``tol``,
-    it is read on the host every ``check_every`` iterations (one device sync each) and
-    the loop stops once it is at most ``tol``; reaching ``max_iter`` first raises
-    RuntimeError (``on_failure="raise"``) or warns (``"warn"``) and returns the last
-    plan. A non-finite error always raises. With ``tol=None`` nothing is read: exactly
-    ``max_iter`` iterations run and the caller checks ``result.error`` (this is the
-    form for ``jax.jit`` and ``torch.compile``, where values cannot be read).
+    it is computed every ``check_every`` iterations and the loop stops once it is at
+    most ``tol``; reaching ``max_iter`` first raises RuntimeError
+    (``on_failure="raise"``) or warns (``"warn"``) and returns the last plan. A
+    non-finite error always raises. With ``tol=None`` nothing is read: exactly
+    ``max_iter`` iterations run and the caller checks ``result.error``. Under
+    ``jax.jit`` with a ``tol``, use :func:`flowspec.backends.jax.sinkhorn` (a
+    ``lax.while_loop``).
 
     Parameters
     ----------
@@ -365,7 +483,7 @@ def sinkhorn(
     max_iter : int
         The cap on the iterations at ``reg`` (after the warm start).
     check_every : int
-        Iterations between two reads of the error (with a ``tol``).
+        Iterations between two evaluations of the error (with a ``tol``).
     on_failure : {"raise", "warn"}
         What reaching ``max_iter`` without convergence does.
     scaling_stages : int
@@ -383,7 +501,8 @@ def sinkhorn(
         No convergence within ``max_iter`` (with ``on_failure="raise"``), or a
         non-finite marginal error.
     TypeError
-        A ``tol`` under tracing (``jax.jit``), where the error cannot be read.
+        A ``tol`` under tracing (``jax.jit``, ``torch.compile``), where values cannot be
+        read.
 
     Examples
     --------
@@ -395,76 +514,228 @@ def sinkhorn(
     ([[0.5, 0.0], [0.0, 0.5]], True)
     """
     xp = _pair_inputs(x0, x1)
-    eps = _positive("reg", reg)
-    if tol is not None:
-        tol = _positive("tol", tol)
-    max_iter = _count("max_iter", max_iter)
-    if (
-        isinstance(scaling_stages, bool)
-        or not isinstance(scaling_stages, numbers.Integral)
-        or (scaling_stages < 0)
-    ):
-        raise ValueError(
-            f"`scaling_stages` must be an integer >= 0, got {validation.describe(scaling_stages)}"
-        )
-    scaling_stages = int(scaling_stages)
-    check_every = _count("check_every", check_every)
-    if on_failure not in ("raise", "warn"):
-        raise ValueError(f"`on_failure` must be 'raise' or 'warn', got {on_failure!r}")
+    eps, tol, max_iter, check_every, scaling_stages = _sinkhorn_options(
+        reg, tol, max_iter, check_every, on_failure, scaling_stages
+    )
     n0, n1 = int(x0.shape[0]), int(x1.shape[0])
     cost = _cost(xp, x0, x1)
     log_a, log_b = -math.log(n0), -math.log(n1)
-    g = xp.zeros((n1,), dtype=x0.dtype, device=validation.device(x0))
+    if tol is None:
+        g, done = _log_warm_start(xp, cost, eps, scaling_stages, check_every)
+        scaled = cost / eps  # C / reg, once
+        for _ in range(max_iter):
+            f, g = _log_iteration(xp, g, scaled, log_a, log_b)
+            done += 1
+        error = _row_error(xp, f, g, scaled, log_a, log_b)
+        return SinkhornResult(_log_plan(xp, f, g, scaled, log_a, log_b), error, done)
+    low, high = _read(xp.min(cost)), _read(xp.max(cost))  # tracing: a TypeError here
+    if not (math.isfinite(low) and math.isfinite(high)):
+        raise ValueError("`x0` and `x1` must be finite: their cost matrix has non-finite entries")
+    state = _Scaling(xp, cost, n0, n1)
     done = 0
     if scaling_stages:
-        # epsilon-scaling warm start (potentials in cost units): regs from the cost's
-        # range down to reg, geometrically; an array, so nothing is read
-        ratio = xp.maximum((xp.max(cost) - xp.min(cost)) / eps, 1.0) ** (1.0 / scaling_stages)
-        for s in range(scaling_stages):
-            e = eps * ratio ** (scaling_stages - s)
-            for _ in range(check_every):
-                f = -e * _logsumexp(xp, (g[None, :] - cost) / e + log_b, axis=1)
-                g = -e * _logsumexp(xp, (f[:, None] - cost) / e + log_a, axis=0)
-                done += 1
-        g = g / eps
-    scaled = cost / eps  # C / reg, once
+        span = high - low
+        ratio = max(span / eps, 1.0) ** (1.0 / scaling_stages)
+        for k in range(scaling_stages):
+            state.run(eps * ratio ** (scaling_stages - k), check_every)
+            done += check_every
     error = None
-    for k in range(1, max_iter + 1):
-        # potentials in units of reg: f/reg, g/reg
-        f = -_logsumexp(xp, g[None, :] - scaled + log_b, axis=1)
-        g = -_logsumexp(xp, f[:, None] - scaled + log_a, axis=0)
-        done += 1
-        if tol is not None and (k % check_every == 0 or k == max_iter):
-            error = _row_error(xp, f, g, scaled, log_a, log_b)
-            value = _read(error)
-            if not math.isfinite(value):
-                raise RuntimeError(
-                    f"sinkhorn: the marginal error is {value} after {k} iterations (reg={eps!r}, "
-                    f"cost in [{float(xp.min(cost))!r}, {float(xp.max(cost))!r}]): the inputs or "
-                    f"`reg` give a non-finite plan"
-                )
-            if value <= tol:
-                break
-    else:
-        if tol is not None:
-            msg = (
-                f"sinkhorn did not converge: marginal L1 error {_read(error):.3g} > tol={tol!r} "
-                f"after max_iter={max_iter} iterations (reg={eps!r}); raise `max_iter`, raise "
-                f"`reg`, or loosen `tol`"
-            )
-            if on_failure == "raise":
-                raise RuntimeError(msg)
-            warnings.warn(msg, RuntimeWarning, stacklevel=2)
-    log_plan = f[:, None] + g[None, :] - scaled + (log_a + log_b)
-    plan = xp.exp(log_plan)
-    if error is None:
-        error = _row_error(xp, f, g, scaled, log_a, log_b)
-    return SinkhornResult(plan, error, done)
+    k = 0
+    while k < max_iter:
+        steps = min(check_every, max_iter - k)
+        error = state.run(eps, steps, with_error=True)
+        k += steps
+        value = _read(error)
+        _check_outcome(value, k, tol=tol, max_iter=max_iter, reg=eps, on_failure=on_failure)
+        if value <= tol:
+            break
+    assert error is not None  # max_iter >= 1
+    return SinkhornResult(state.plan(), error, done + k)
+
+
+def _check_outcome(
+    value: float, k: int, *, tol: float, max_iter: int, reg: float, on_failure: str
+) -> None:
+    """Raise on a non-finite marginal error; raise or warn at ``max_iter`` above ``tol``."""
+    if not math.isfinite(value):
+        raise RuntimeError(
+            f"sinkhorn: the marginal error is {value} after {k} iterations (reg={reg!r}): the "
+            f"inputs or `reg` give a non-finite plan"
+        )
+    if k >= max_iter and not value <= tol:
+        msg = (
+            f"sinkhorn did not converge: marginal L1 error {value:.3g} > tol={tol!r} after "
+            f"max_iter={max_iter} iterations (reg={reg!r}); raise `max_iter`, raise `reg`, "
+            f"or loosen `tol`"
+        )
+        if on_failure == "raise":
+            raise RuntimeError(msg)
+        warnings.warn(msg, RuntimeWarning, stacklevel=3)
+
+
+def _sinkhorn_options(
+    reg: Any, tol: Any, max_iter: Any, check_every: Any, on_failure: Any, scaling_stages: Any
+) -> tuple[float, float | None, int, int, int]:
+    """Validated ``(reg, tol, max_iter, check_every, scaling_stages)`` of a Sinkhorn call."""
+    eps = _positive("reg", reg)
+    tol = None if tol is None else _positive("tol", tol)
+    if on_failure not in ("raise", "warn"):
+        raise ValueError(f"`on_failure` must be 'raise' or 'warn', got {on_failure!r}")
+    stages = scaling_stages
+    if isinstance(stages, bool) or not isinstance(stages, numbers.Integral) or stages < 0:
+        raise ValueError(
+            f"`scaling_stages` must be an integer >= 0, got {validation.describe(stages)}"
+        )
+    return (
+        eps,
+        tol,
+        _count("max_iter", max_iter),
+        _count("check_every", check_every),
+        int(stages),
+    )
+
+
+# ---- the log domain: traceable, nothing read -------------------------------------------
+def _log_warm_start(
+    xp: Any, cost: Array, eps: float, stages: int, per_stage: int
+) -> tuple[Array, int]:
+    """The epsilon-scaling warm start in the log domain: g / reg and the iterations run."""
+    g = xp.zeros((int(cost.shape[1]),), dtype=cost.dtype, device=validation.device(cost))
+    if not stages:
+        return g, 0
+    n0, n1 = int(cost.shape[0]), int(cost.shape[1])
+    log_a, log_b = -math.log(n0), -math.log(n1)
+    # potentials in cost units; regs from the cost's range down to reg, geometrically;
+    # an array, so nothing is read
+    ratio = xp.maximum((xp.max(cost) - xp.min(cost)) / eps, 1.0) ** (1.0 / stages)
+    for s in range(stages):
+        e = eps * ratio ** (stages - s)
+        for _ in range(per_stage):
+            f = -e * _logsumexp(xp, (g[None, :] - cost) / e + log_b, axis=1)
+            g = -e * _logsumexp(xp, (f[:, None] - cost) / e + log_a, axis=0)
+    return g / eps, stages * per_stage
+
+
+def _log_iteration(
+    xp: Any, g: Array, scaled: Array, log_a: float, log_b: float
+) -> tuple[Array, Array]:
+    """One Sinkhorn iteration on the potentials in units of reg (``scaled`` = C / reg)."""
+    f = -_logsumexp(xp, g[None, :] - scaled + log_b, axis=1)
+    g = -_logsumexp(xp, f[:, None] - scaled + log_a, axis=0)
+    return f, g
+
+
+def _log_plan(xp: Any, f: Array, g: Array, scaled: Array, log_a: float, log_b: float) -> Array:
+    return xp.exp(f[:, None] + g[None, :] - scaled + (log_a + log_b))
 
 
 def _row_error(xp: Any, f: Array, g: Array, scaled: Array, log_a: float, log_b: float) -> Array:
     rows = xp.exp(_logsumexp(xp, f[:, None] + g[None, :] - scaled + log_b, axis=1) + log_a)
     return xp.sum(xp.abs(rows - math.exp(log_a)))
+
+
+# ---- the stabilised scaling form: two matrix-vector products an iteration ---------------
+class _Scaling:
+    """Sinkhorn's state as absorbed potentials ``f, g`` (cost units), kernel, scalings.
+
+    The effective potentials are ``f + e log u`` and ``g + e log v`` and the kernel
+    ``K = exp((f_i + g_j - C_ij) / e)``; ``K is None`` means "form it at the next f
+    update". The plan is ``a b u_i K_ij v_j``.
+    """
+
+    def __init__(self, xp: Any, cost: Array, n0: int, n1: int) -> None:
+        self.xp, self.cost = xp, cost
+        self.a, self.b = 1.0 / n0, 1.0 / n1
+        self.log_a, self.log_b = -math.log(n0), -math.log(n1)
+        dev = validation.device(cost)
+        self.f = xp.zeros((n0,), dtype=cost.dtype, device=dev)
+        self.g = xp.zeros((n1,), dtype=cost.dtype, device=dev)
+        self.u = xp.ones((n0,), dtype=cost.dtype, device=dev)
+        self.v = xp.ones((n1,), dtype=cost.dtype, device=dev)
+        self.K: Array | None = None
+        self.e = math.nan
+        self.kv: Array | None = None  # K @ v, kept from the error for the next f update
+        info = xp.finfo(cost.dtype)
+        self.tiny = float(info.smallest_normal)
+        # the scalings' bound tau: tiny * tau**2 = eps (see sinkhorn's docstring)
+        self.bound = 0.5 * math.log(float(info.eps) / float(info.smallest_normal))
+
+    def _absorbed(self, pot: Array, axis: int) -> tuple[Array, Array]:
+        """The exact log-domain update of the potential along ``axis`` given the other one.
+
+        ``axis=1``: f from ``pot = g``; ``axis=0``: g from ``pot = f``. Returns it and the
+        kernel of both, normalised along ``axis`` (``sum b K = 1`` per row, or
+        ``sum a K = 1`` per column), so none of its rows (columns) underflows.
+        """
+        xp, e = self.xp, self.e
+        m = ((pot[None, :] if axis == 1 else pot[:, None]) - self.cost) / e
+        top = xp.max(m, axis=axis, keepdims=True)
+        big = xp.exp(m - top)
+        total = xp.sum(big, axis=axis, keepdims=True)
+        log_w = self.log_b if axis == 1 else self.log_a
+        new = -e * (xp.squeeze(top, axis=axis) + xp.log(xp.squeeze(total, axis=axis)) + log_w)
+        kernel = big / (total * math.exp(log_w))
+        # subnormal entries (tiny * tau**2 <= eps of the row's mass, as underflowed ones)
+        # set to 0: they would cost the matrix-vector products ~100x on a CPU
+        return new, xp.where(kernel >= self.tiny, kernel, xp.zeros_like(kernel))
+
+    def _log_iteration(self) -> None:
+        """The iteration just tried, redone in the log domain from the last good state."""
+        self._absorb()
+        self.f, _ = self._absorbed(self.g, axis=1)
+        self.g, self.K = self._absorbed(self.f, axis=0)
+
+    def _absorb(self) -> None:
+        """Fold the scalings into the potentials; the kernel is formed at the next f update."""
+        xp = self.xp
+        self.f = self.f + self.e * xp.log(self.u)
+        self.g = self.g + self.e * xp.log(self.v)
+        self.u, self.v = xp.ones_like(self.u), xp.ones_like(self.v)
+        self.K, self.kv = None, None
+
+    def run(self, e: float, steps: int, with_error: bool = False) -> Array | None:
+        """``steps`` iterations at regularisation ``e``; the row error after the last."""
+        xp = self.xp
+        if e != self.e:  # a new regularisation: the effective potentials carry over
+            if not math.isnan(self.e):
+                self._absorb()
+            self.e, self.K, self.kv = e, None, None
+        with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+            # a kernel column (row) that underflows gives v = inf (u = inf): NumPy would
+            # warn of what the check in _steps catches, and the iteration is redone
+            self._steps(e, steps)
+        if not with_error:
+            return None
+        if self.K is None:  # absorbed: the error of the potentials, in the log domain
+            return _row_error(xp, self.f / e, self.g / e, self.cost / e, self.log_a, self.log_b)
+        self.kv = self.K @ self.v
+        rows = (self.a * self.b) * self.u * self.kv
+        return xp.sum(xp.abs(rows - self.a))
+
+    def _steps(self, e: float, steps: int) -> None:
+        xp = self.xp
+        for _ in range(steps):
+            if self.K is None:  # the f update by log-sum-exp, forming the kernel (u = 1)
+                self.f, self.K = self._absorbed(self.g, axis=1)
+                u = self.u
+            else:
+                kv = self.kv if self.kv is not None else self.K @ self.v
+                u = 1.0 / (self.b * kv)
+            v = 1.0 / (self.a * (u @ self.K))
+            self.kv = None
+            reach = _read(xp.max(xp.abs(xp.log(xp.concat([u, v])))))
+            if not reach <= self.bound:  # beyond tau, or not finite: redo in the log domain
+                self._log_iteration()
+                continue
+            self.u, self.v = u, v
+            if reach > 0.5 * self.bound:
+                self._absorb()
+
+    def plan(self) -> Array:
+        xp, e = self.xp, self.e
+        if self.K is None:
+            return _log_plan(xp, self.f / e, self.g / e, self.cost / e, self.log_a, self.log_b)
+        return (self.a * self.b) * (self.u[:, None] * self.K * self.v[None, :])
 
 
 def _read(error: Array) -> float:
@@ -473,8 +744,9 @@ def _read(error: Array) -> float:
     except Exception as exc:  # a tracer (jax.jit) or a lazy value cannot be read
         raise TypeError(
             f"sinkhorn: `tol` needs the marginal error on the host, but it cannot be read "
-            f"here ({type(exc).__name__}); under jax.jit or torch.compile pass tol=None and "
-            f"check the returned `error`"
+            f"here ({type(exc).__name__}); under jax.jit use flowspec.backends.jax.sinkhorn "
+            f"(a while loop to `tol`), or pass tol=None (jax.jit, torch.compile) and check "
+            f"the returned `error`"
         ) from None
 
 

@@ -116,6 +116,11 @@ class Partial(NamedTuple):
     second: Array  # (B,)
 
 
+#: Events of at most this many coordinates are handled one coordinate at a time on
+#: (B, c) planes: a trailing axis that short makes elementwise loops over (B, c, D) slow.
+_PLANES = 16
+
+
 def log_weight_gap(xp: Any, rows: Rows, y_a: Array, lq_a: Array, y_b: Array, lq_b: Array) -> Array:
     """``l_b - l_a`` in difference form, accurate relative to the difference itself.
 
@@ -127,8 +132,15 @@ def log_weight_gap(xp: Any, rows: Rows, y_a: Array, lq_a: Array, y_b: Array, lq_
     alpha = rows.alpha if y_b.ndim == 2 else rows.alpha[:, None]
     inv2 = rows.inv2 if y_b.ndim == 2 else rows.inv2[:, None]
     xc = rows.xc if y_b.ndim == 2 else rows.xc[:, None, :]
-    a3 = alpha[..., None]
-    dot = xp.sum((y_a - y_b) * (2.0 * xc - a3 * (y_a + y_b)), axis=-1)
+    if y_b.ndim == 3 and int(y_b.shape[-1]) <= _PLANES:
+        dot = None
+        for j in range(int(y_b.shape[-1])):
+            ya, yb = y_a[..., j], y_b[..., j]
+            term = (ya - yb) * (2.0 * xc[..., j] - alpha * (ya + yb))
+            dot = term if dot is None else dot + term
+    else:
+        a3 = alpha[..., None]
+        dot = xp.sum((y_a - y_b) * (2.0 * xc - a3 * (y_a + y_b)), axis=-1)
     return (lq_b - lq_a) - alpha * dot * inv2
 
 
@@ -140,22 +152,26 @@ class _Block(NamedTuple):
     K candidates (every point in the band, k included) carry their block-local column
     ``cols`` (B, K), a ``valid`` mask and their *exact* ``gaps = l_i - l_k``. The
     block's anchor (largest exact log-weight) is column ``anchor`` with gap ``top``.
+    ``cols`` is None where the whole block is recomputed (a band wider than half the
+    block, or a traced one): then K = c and slot j is column j.
     """
 
     rest: Array
-    cols: Array
+    cols: Array | None
     valid: Array
     gaps: Array
     top: Array
     anchor: Array
 
 
-def _candidates(xp: Any, band: Array) -> tuple[Array, Array]:
+def _candidates(xp: Any, band: Array) -> tuple[Array | None, Array]:
     """The band's columns row by row, as (B, K) ``cols`` and ``valid`` (K = largest count).
 
-    Read from the host-side mask (``nonzero``); where the mask is traced (e.g. under
-    ``jax.jit``) its values cannot shape an array, so every column is a candidate,
-    valid where in the band: exact everywhere, at O(B c D) cost.
+    Read from the host-side mask (``nonzero``). Where the band is wider than half the
+    block, gathering its points costs more than taking the whole block, and where the
+    mask is traced (e.g. under ``jax.jit``) its values cannot shape an array: in both
+    cases ``cols`` is None, every column is a candidate, valid where in the band
+    (exact everywhere, at O(B c D) cost, no gathers).
     """
     batch, size = int(band.shape[0]), int(band.shape[1])
     dev = _xp.device(band)
@@ -163,8 +179,9 @@ def _candidates(xp: Any, band: Array) -> tuple[Array, Array]:
     try:
         width = int(xp.max(count))
     except TypeError:  # traced (JAX's concretization errors are TypeErrors)
-        cols = xp.broadcast_to(xp.arange(size, device=dev)[None, :], (batch, size))
-        return cols, band
+        return None, band
+    if 2 * width > size:
+        return None, band
     _, flat_cols = xp.nonzero(band)  # row-major: the rows' columns one after another
     start = xp.cumulative_sum(count) - count
     slot = xp.arange(width, device=dev)
@@ -178,6 +195,15 @@ def _gather(xp: Any, block: Array, cols: Array) -> Array:
     """``block[cols]`` for (B, K) block-local columns: shape (B, K, *block.shape[1:])."""
     flat = xp.take(block, xp.reshape(cols, (-1,)), axis=0)
     return xp.reshape(flat, (*cols.shape, *block.shape[1:]))
+
+
+def _slots(xp: Any, block: Array, cols: Array | None, a: int, b: int) -> Array:
+    """The rows of ``block`` in candidate slots a:b: (B, b - a, ...) gathered by ``cols``,
+    or (1, b - a, ...) for a whole block (``cols`` None: slot j is column j), which
+    broadcasts against the (B, 1, ...) row quantities without a copy."""
+    if cols is None:
+        return xp.expand_dims(block[a:b, ...], axis=0)
+    return _gather(xp, block, cols[:, a:b])
 
 
 def _groups(width: int, dim: int, size: int) -> list[tuple[int, int]]:
@@ -212,21 +238,23 @@ def _block_log_weights(xp: Any, rows: Rows, pts: Array, aug_t: Array, log_q: Arr
     g_top = xp.where(g_max > -math.inf, g_max, xp.zeros_like(g_max))
     rest = xp.where(band, xp.full_like(g, -math.inf), g - g_top[:, None])
     cols, valid = _candidates(xp, band)
+    width = size if cols is None else int(cols.shape[1])
     y_k = xp.take(pts, k, axis=0)[:, None, :d]
     lq_k = xp.take(log_q, k, axis=0)
     lq_k = xp.where(lq_k > -math.inf, lq_k, xp.zeros_like(lq_k))[:, None]
     parts = []
-    for a, b in _groups(int(cols.shape[1]), d, size):
-        c_ab = cols[:, a:b]
-        y = _gather(xp, pts, c_ab)[:, :, :d]
-        gap = log_weight_gap(xp, rows, y_k, lq_k, y, _gather(xp, log_q, c_ab))
+    for a, b in _groups(width, d, size):
+        y = _slots(xp, pts, cols, a, b)[..., :d]
+        gap = log_weight_gap(xp, rows, y_k, lq_k, y, _slots(xp, log_q, cols, a, b))
         parts.append(xp.where(valid[:, a:b], gap, xp.full_like(gap, -math.inf)))
     gaps = xp.concat(parts, axis=1) if len(parts) > 1 else parts[0]
     top = xp.max(gaps, axis=1)
     slot = xp.argmax(gaps, axis=1)
-    width = int(cols.shape[1])
-    flat = xp.arange(int(cols.shape[0]), device=_xp.device(g)) * width + slot
-    anchor = xp.take(xp.reshape(cols, (-1,)), flat, axis=0)
+    if cols is None:
+        anchor = slot
+    else:
+        flat = xp.arange(int(cols.shape[0]), device=_xp.device(g)) * width + slot
+        anchor = xp.take(xp.reshape(cols, (-1,)), flat, axis=0)
     top = xp.where(top > -math.inf, top, xp.zeros_like(top))
     return _Block(rest, cols, valid, gaps, top, anchor)
 
@@ -251,13 +279,27 @@ def block_partial(xp: Any, rows: Rows, pts: Array, aug_t: Array, log_q: Array) -
     first = s1 - mass[:, None] * y_a
     second = sums[:, d] - 2.0 * xp.sum(y_a * s1, axis=1) + mass * n_a
     # the band points other than the anchor, exactly relative to it
-    is_anchor = blk.cols == blk.anchor[:, None]
+    cols = blk.cols
+    if cols is None:
+        cols = xp.arange(size, device=_xp.device(blk.gaps))[None, :]
+    is_anchor = cols == blk.anchor[:, None]
     w = xp.where(is_anchor, xp.zeros_like(blk.gaps), xp.exp(blk.gaps - blk.top[:, None]))
     mass = mass + xp.sum(w, axis=1)
-    for a, b in _groups(int(blk.cols.shape[1]), d, size):
-        diff = _gather(xp, pts, blk.cols[:, a:b])[:, :, :d] - y_a[:, None, :]
-        first = first + xp.sum(w[:, a:b, None] * diff, axis=1)
-        second = second + xp.sum(w[:, a:b] * xp.sum(diff * diff, axis=2), axis=1)
+    for a, b in _groups(int(blk.gaps.shape[1]), d, size):
+        w_ab = w[:, a:b]
+        y = _slots(xp, pts, blk.cols, a, b)
+        if d <= _PLANES:  # coordinate by coordinate, on (B, b - a) planes
+            parts, square = [], None
+            for j in range(d):
+                diff_j = y[..., j] - y_a[:, j : j + 1]
+                parts.append(xp.sum(w_ab * diff_j, axis=1))
+                square = diff_j * diff_j if square is None else square + diff_j * diff_j
+            first = first + xp.stack(parts, axis=1)
+            second = second + xp.sum(w_ab * square, axis=1)
+        else:
+            diff = y[..., :d] - y_a[:, None, :]
+            first = first + xp.sum(w_ab[..., None] * diff, axis=1)
+            second = second + xp.sum(w_ab * xp.sum(diff * diff, axis=2), axis=1)
     return Partial(y_a, xp.take(log_q, blk.anchor, axis=0), mass, first, second)
 
 
@@ -273,6 +315,8 @@ def block_posterior_log_weights(
     rel = blk.rest - blk.top[:, None]
     index = xp.arange(int(pts.shape[0]), device=_xp.device(rel))
     exact = blk.gaps - blk.top[:, None]
+    if blk.cols is None:  # the whole block: slot j is column j
+        return xp.where(blk.valid, exact, rel), blk.anchor
     for j in range(int(blk.cols.shape[1])):
         here = (index[None, :] == blk.cols[:, j : j + 1]) & blk.valid[:, j : j + 1]
         rel = xp.where(here, exact[:, j : j + 1], rel)

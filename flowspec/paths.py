@@ -82,12 +82,7 @@ class GaussianPath:
         >>> c.alpha.shape, c.d_alpha
         ((2, 1), 1.0)
         """
-        xp = validation.namespace(**{a_name: a, b_name: b, "t": t})
-        validation.check_float(xp, a_name, a)
-        validation.check_float(xp, b_name, b, like=(a_name, a))
-        validation.check_batch(a_name, a)
-        validation.check_same_shape(a_name, a, b_name, b)
-        tt = validation.time_array(xp, t, a, x_name=a_name)
+        xp, tt = validation.conditional_inputs({a_name: a, b_name: b}, t)
         return xp, self.schedule.coefficients(xp, tt)
 
     def sample(self, x0: Array, x1: Array, t: Array | float) -> Array:

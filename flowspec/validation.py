@@ -31,6 +31,7 @@ __all__ = [
     "check_host_times",
     "check_output",
     "check_same_shape",
+    "conditional_inputs",
     "describe",
     "device",
     "euler_times",
@@ -118,6 +119,34 @@ def check_same_shape(name_a: str, a: Array, name_b: str, b: Array) -> None:
             f"`{name_a}` and `{name_b}` must have the same shape (B, *event): "
             f"got {tuple(a.shape)} and {tuple(b.shape)}"
         )
+
+
+def conditional_inputs(arrays: dict[str, Array], t: Any) -> tuple[Namespace, Array]:
+    """Validate the arrays and the time of a conditional path's call: ``(xp, t)``.
+
+    The one entry of :meth:`flowspec.paths.GaussianPath.prepare` and
+    :meth:`flowspec.coupled_paths.CoupledPath.prepare`. ``arrays`` maps argument names
+    to arrays; the first is the reference: every array must be a real floating array
+    of its namespace, dtype and shape (B, *event), B >= 1. ``t`` is reshaped to
+    (B, 1, ..., 1) against it by :func:`time_array` (host values checked in [0, 1]).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from flowspec.validation import conditional_inputs
+    >>> xp, t = conditional_inputs({"x0": np.zeros((2, 3)), "x1": np.ones((2, 3))}, 0.5)
+    >>> t.shape
+    (2, 1)
+    """
+    (first, ref), *others = arrays.items()
+    xp = namespace(**arrays, t=t)
+    check_float(xp, first, ref)
+    for name, a in others:
+        check_float(xp, name, a, like=(first, ref))
+    check_batch(first, ref)
+    for name, a in others:
+        check_same_shape(first, ref, name, a)
+    return xp, time_array(xp, t, ref, x_name=first)
 
 
 def event_size(x: Array) -> int:
@@ -338,9 +367,10 @@ def representable_interval(
     For drawing times in [low, high) as represented in ``dtype``, where rounding a draw
     to the nearest value can give ``high`` itself or a value below ``low`` (float16,
     bfloat16, and float32 next to an endpoint). ``xp`` is the namespace that owns
-    ``dtype`` (NumPy by default; any namespace with ``asarray`` and ``nextafter``, e.g.
-    ``torch``, ``jax.numpy`` or ``cupy``). A ValueError if no value of the dtype lies
-    in [low, high).
+    ``dtype`` (NumPy by default, which also knows JAX's dtypes and computes on the host,
+    so the call can sit inside ``jax.jit``; any namespace with ``asarray`` and
+    ``nextafter``, e.g. ``torch`` or ``cupy``). A ValueError if no value of the dtype
+    lies in [low, high).
     """
     ns: Any = np if xp is None else xp
     lo = ns.asarray(low, dtype=dtype)

@@ -113,10 +113,16 @@ def test_torch_entropic_pairs_follow_the_generator():
     np.testing.assert_array_equal(got[1].numpy(), want[1])
 
 
-def test_jax_entropic_pairs_follow_the_key():
+@pytest.fixture
+def jax_x64():
+    """JAX with 64-bit types, and its flowspec backend."""
     jax = pytest.importorskip("jax")
     jax.config.update("jax_enable_x64", True)
-    fj = fs.backends.get("jax")
+    return jax, fs.backends.get("jax")
+
+
+def test_jax_entropic_pairs_follow_the_key(jax_x64):
+    jax, fj = jax_x64
     rng = np.random.default_rng(2)
     x0, x1 = rng.standard_normal((6, 2)), rng.standard_normal((6, 2))
     key = jax.random.key(4)
@@ -125,4 +131,59 @@ def test_jax_entropic_pairs_follow_the_key():
     got = fj.entropic_pairs(key, jax.numpy.asarray(x0), jax.numpy.asarray(x1), 3.0, **opts)
     u = np.asarray(jax.random.uniform(key, (6,), dtype=jax.numpy.float64))
     want = C.entropic_pairs(x0, x1, 3.0, u, **opts)
+    np.testing.assert_array_equal(np.asarray(got[1]), want[1])
+
+
+@pytest.mark.parametrize("stages,check_every", [(0, 7), (3, 4)])
+def test_jax_sinkhorn_while_loop_stops_where_the_core_does(jax_x64, stages, check_every):
+    jax, fj = jax_x64
+    rng = np.random.default_rng(5)
+    x0, x1 = rng.standard_normal((12, 2)), rng.standard_normal((9, 2)) + 0.5
+    opts = {"tol": 1e-10, "max_iter": 5000, "check_every": check_every, "scaling_stages": stages}
+    got = jax.jit(lambda a, b: fj.sinkhorn(a, b, 0.3, **opts))(x0, x1)
+    want = C.sinkhorn(x0, x1, 0.3, **opts)
+    # the same iterates (log domain here, stabilised scaling in the core) and the same
+    # stopping rule: the same iteration count, plans equal to rounding (potentials ~
+    # eps max C / reg absolute, the plan that relative; a factor 8 of margin)
+    assert int(got.iterations) == want.iterations
+    assert float(got.error) <= 1e-10
+    cost = C.cost_matrix(x0, x1)
+    bound = 8 * EPS64 * (1 + cost.max() / 0.3) * want.plan.max()
+    assert np.abs(np.asarray(got.plan) - want.plan).max() <= bound
+    # tol=None is the core's fixed number of iterations
+    fixed = jax.jit(lambda a, b: fj.sinkhorn(a, b, 0.3, tol=None, max_iter=9))(x0, x1)
+    assert int(fixed.iterations) == 9 + 8 * 10
+
+
+def test_jax_sinkhorn_fails_loudly_under_jit(jax_x64):
+    jax, fj = jax_x64
+    rng = np.random.default_rng(6)
+    x0, x1 = (
+        jax.numpy.asarray(rng.standard_normal((6, 2))),
+        jax.numpy.asarray(rng.standard_normal((6, 2))),
+    )
+    opts = {"tol": 1e-12, "max_iter": 3, "scaling_stages": 0}
+    with pytest.raises(RuntimeError, match=r"did not converge.*max_iter=3"):
+        fj.sinkhorn(x0, x1, 0.01, **opts)  # eager: raised at once
+    jitted = jax.jit(lambda a, b: fj.sinkhorn(a, b, 0.01, **opts).plan)
+    with pytest.raises(Exception, match=r"did not converge.*max_iter=3"):  # JAX's wrapper
+        jitted(x0, x1).block_until_ready()
+    warned = jax.jit(lambda a, b: fj.sinkhorn(a, b, 0.01, on_failure="warn", **opts))
+    with pytest.warns(RuntimeWarning, match="did not converge"):
+        res = warned(x0, x1)
+        jax.effects_barrier()
+    assert int(res.iterations) == 3 and float(res.error) > 1e-12
+    with pytest.raises(ValueError, match="`tol`"):
+        fj.sinkhorn(x0, x1, 0.1, tol=0.0)
+
+
+def test_jax_entropic_pairs_under_jit_with_a_tol(jax_x64):
+    jax, fj = jax_x64
+    rng = np.random.default_rng(7)
+    x0, x1 = rng.standard_normal((8, 2)), rng.standard_normal((8, 2))
+    key = jax.random.key(1)
+    got = jax.jit(lambda k, a, b: fj.entropic_pairs(k, a, b, 0.5, tol=1e-9))(key, x0, x1)
+    u = np.asarray(jax.random.uniform(key, (8,), dtype=jax.numpy.float64))
+    want = C.entropic_pairs(x0, x1, 0.5, u, tol=1e-9)
+    np.testing.assert_array_equal(np.asarray(got[0]), want[0])
     np.testing.assert_array_equal(np.asarray(got[1]), want[1])

@@ -277,11 +277,11 @@ def test_independent_coupling_marginal_is_a_gaussian_path(schedule, noise):
 def test_validation_names_the_argument():
     path = CoupledPath(fs.CondOT(), ConstantNoise(0.1))
     x = np.zeros((2, 3))
-    with pytest.raises(ValueError, match="`eps` and `x0`"):
+    with pytest.raises(ValueError, match="`x0` and `eps`"):
         path.sample(x, x, np.zeros((2, 2)), 0.5)
     with pytest.raises(TypeError, match="`eps`"):
         path.sample(x, x, np.zeros((2, 3), dtype=np.float32), 0.5)
-    with pytest.raises(ValueError, match="`x` and `x0`"):
+    with pytest.raises(ValueError, match="`x0` and `x`"):
         path.velocity(np.zeros((3, 3)), x, x, 0.5)
     with pytest.raises(ValueError, match="`t`"):
         path.target(x, x, x, 1.5)

@@ -24,6 +24,12 @@ from flowspec import couplings as C
 pytest.importorskip("scipy")
 
 EPS64 = float(np.finfo(np.float64).eps)
+try:
+    import ot  # noqa: F401
+
+    _SOLVERS = ("auto", "scipy", "pot")
+except ImportError:
+    _SOLVERS = ("auto", "scipy")
 
 
 def _cost_np(a, b):
@@ -52,13 +58,14 @@ def _cost_tol(a, b):
 def test_exact_ot_equals_brute_force(pair):
     x0, x1 = pair
     n = x0.shape[0]
-    i, j = C.exact_ot_indices(x0, x1)
-    assert i.tolist() == list(range(n))
-    assert sorted(j.tolist()) == list(range(n))  # a permutation: nothing duplicated or lost
     cost = _cost_np(x0, x1)
     best = min(sum(cost[k, p[k]] for k in range(n)) for p in itertools.permutations(range(n)))
-    got = cost[np.arange(n), j].sum()
-    assert got - best <= n * _cost_tol(x0, x1)
+    for solver in _SOLVERS:
+        i, j = C.exact_ot_indices(x0, x1, solver=solver)
+        assert i.tolist() == list(range(n))
+        assert sorted(j.tolist()) == list(range(n))  # a permutation: nothing duplicated or lost
+        got = cost[np.arange(n), j].sum()
+        assert got - best <= n * _cost_tol(x0, x1)
 
 
 def test_unequal_batches_give_the_optimal_partial_matching():
@@ -95,9 +102,11 @@ def test_exact_ot_matches_pot_emd_cost(n, shape):
     cost = _cost_np(x0, x1)
     plan = ot.emd(np.full(n, 1 / n), np.full(n, 1 / n), cost)
     pot_cost = float(np.sum(plan * cost)) * n  # POT's plan has mass 1: n pairs of mass 1/n
-    _, j = C.exact_ot_indices(x0, x1)
-    ours = float(cost[np.arange(n), j].sum())
-    assert abs(ours - pot_cost) <= n * _cost_tol(x0, x1) + 64 * EPS64 * pot_cost
+    for solver in ("auto", "scipy", "pot"):
+        _, j = C.exact_ot_indices(x0, x1, solver=solver)
+        assert sorted(j.tolist()) == list(range(n))
+        ours = float(cost[np.arange(n), j].sum())
+        assert abs(ours - pot_cost) <= n * _cost_tol(x0, x1) + 64 * EPS64 * pot_cost
 
 
 def test_exact_ot_on_every_library(xp):
@@ -116,7 +125,49 @@ def test_exact_ot_on_every_library(xp):
 def test_exact_ot_without_scipy_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "scipy.optimize", None)
     with pytest.raises(ImportError, match=r"flowspec\[ot\]"):
-        C.exact_ot_indices(np.zeros((2, 1)), np.ones((2, 1)))
+        C.exact_ot_indices(np.zeros((2, 1)), np.ones((2, 1)), solver="scipy")
+    with pytest.raises(ImportError, match=r"flowspec\[ot\]"):  # auto: SciPy above 4-D
+        C.exact_ot_indices(np.zeros((2, 5)), np.ones((2, 5)))
+
+
+def test_exact_ot_solver_choice(monkeypatch):
+    small, big = np.zeros((3, 2)), np.zeros((3, 3, 4, 4))
+    assert C.exact_ot_solver(big, big) == "scipy"
+    assert C.exact_ot_solver(small, np.zeros((4, 2))) == "scipy"  # partial matching
+    assert C.exact_ot_solver(small, small, solver="scipy") == "scipy"
+    assert C.exact_ot_solver(big, big, solver="pot") == "pot"
+    with pytest.raises(ValueError, match="`solver`"):
+        C.exact_ot_indices(small, small, solver="hungarian")
+    with pytest.raises(ValueError, match=r"`solver`.*equal batch sizes"):
+        C.exact_ot_indices(small, np.zeros((4, 2)), solver="pot")
+    monkeypatch.setitem(sys.modules, "ot", None)  # POT not installed
+    assert C.exact_ot_solver(small, small) == "scipy"
+    with pytest.raises(ImportError, match=r"flowspec\[ot\]"):
+        C.exact_ot_indices(small, small, solver="pot")
+
+
+def test_exact_ot_pot_is_a_checked_permutation(monkeypatch):
+    ot = pytest.importorskip("ot")
+    assert C.exact_ot_solver(np.zeros((3, 2)), np.zeros((3, 2))) == "pot"
+    x0, x1 = np.array([[0.0], [1.0], [2.0]]), np.array([[2.1], [0.1], [1.1]])
+    assert C.exact_ot_indices(x0, x1, solver="pot")[1].tolist() == [1, 2, 0]
+    true_emd = ot.emd
+
+    def split(a, b, cost, **kwargs):  # a feasible plan that is not a vertex
+        plan, log = true_emd(a, b, cost, **kwargs)
+        return plan * 0.5 + 0.5 * plan[:, ::-1], log
+
+    monkeypatch.setattr(ot, "emd", split)
+    with pytest.raises(RuntimeError, match="not a permutation"):
+        C.exact_ot_indices(x0, x1, solver="pot")
+
+    def stopped(a, b, cost, **kwargs):
+        plan, log = true_emd(a, b, cost, **kwargs)
+        return plan, {**log, "result_code": 2, "warning": "numItermax reached"}
+
+    monkeypatch.setattr(ot, "emd", stopped)
+    with pytest.raises(RuntimeError, match=r"did not reach an optimum.*numItermax"):
+        C.exact_ot_indices(x0, x1, solver="pot")
 
 
 def test_independent_is_the_pairs_as_drawn_copied(xp):
@@ -221,6 +272,54 @@ def test_sinkhorn_fails_loudly():
     ):
         with pytest.raises(ValueError, match=f"`{name}`"):
             C.sinkhorn(x0, x1, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "dtype,reg,stages,tol",
+    [
+        (np.float64, 0.1, 6, 1e-9),  # absorptions as the regularisation shrinks
+        (np.float64, 0.1, 0, 1e-9),  # the outlier's kernel column underflows: a redo
+        (np.float32, 0.3, 0, 1e-5),  # a redo, and an absorption of large scalings
+        (np.float64, 3.0, 0, 1e-12),  # scalings stay in range: matrix-vector products only
+    ],
+)
+def test_stabilised_scaling_runs_the_log_domain_iterations(monkeypatch, dtype, reg, stages, tol):
+    # with a `tol` the iteration is evaluated in the stabilised scaling form, with
+    # tol=None in the log domain: the same iterates, so the plans after the same number
+    # of iterations agree to rounding
+    calls = {"redo": 0, "absorb": 0}
+    redo, absorb = C._Scaling._log_iteration, C._Scaling._absorb
+
+    def count(name, fn):
+        def wrapped(self):
+            calls[name] += 1
+            return fn(self)
+
+        return wrapped
+
+    monkeypatch.setattr(C._Scaling, "_log_iteration", count("redo", redo))
+    monkeypatch.setattr(C._Scaling, "_absorb", count("absorb", absorb))
+    rng = np.random.default_rng(9)
+    x0 = rng.standard_normal((20, 2)).astype(dtype)
+    x1 = rng.standard_normal((15, 2)).astype(dtype)
+    x1[0] = [6.0, 6.0]  # far from every x0
+    opts = {"scaling_stages": stages, "check_every": 5}
+    res = C.sinkhorn(x0, x1, reg, tol=tol, max_iter=5000, **opts)
+    want = C.sinkhorn(x0, x1, reg, tol=None, max_iter=res.iterations - 5 * stages, **opts)
+    assert float(res.error) <= tol
+    if reg < 1.0:
+        assert calls["redo"] + calls["absorb"] > 0  # the stabilisation was exercised
+    if stages == 0 and reg < 1.0:
+        assert calls["redo"] > 0
+    if dtype == np.float32:  # a redo absorbs once; more is an absorption of its own
+        assert calls["absorb"] > calls["redo"]
+    # the potentials (units of reg) carry an absolute rounding error ~ eps max C / reg
+    # in either form; the plan, their exponential, that relative error (measured up to
+    # 0.32 of it, a factor 8 of margin)
+    cost = _cost_np(x0.astype(np.float64), x1.astype(np.float64))
+    eps = float(np.finfo(dtype).eps)
+    bound = 8 * eps * (1 + cost.max() / reg) * float(res.plan.max())
+    assert np.abs(res.plan - want.plan).max() <= bound
 
 
 def test_small_reg_does_not_underflow():
@@ -328,6 +427,7 @@ def test_sinkhorn_under_torch_compile():
 
 def test_docs_page_code_runs():
     # every python block of docs/couplings.md runs (in order, one namespace per block)
+    import importlib.util
     import re
     from pathlib import Path
 
@@ -336,4 +436,6 @@ def test_docs_page_code_runs():
     blocks = re.findall(r"```python\n(.*?)```", page.read_text(encoding="utf-8"), re.DOTALL)
     assert len(blocks) >= 4
     for code in blocks:
+        if "import jax" in code and importlib.util.find_spec("jax") is None:
+            continue  # the page marks it: needs JAX
         exec(compile(code, str(page), "exec"), {})

@@ -1,6 +1,6 @@
 """`flowspec demo`: option handling, the data sets, and a tiny end-to-end run per framework.
 
-The full-size demo (3000 steps) is run by hand; here it runs at a few steps so that
+The full-size demo (2000 steps) is run by hand; here it runs at a few steps so that
 the suite stays fast. One slightly longer torch run checks that training with the CFM
 loss actually lowers it.
 """
@@ -77,7 +77,7 @@ def test_help_shows_defaults_and_choices(capsys):
     assert exc.value.code == 0
     text = " ".join(capsys.readouterr().out.split())
     for fragment in (
-        "(default: 3000)",
+        "(default: 2000)",
         "(default: CondOT)",
         "(default: checkerboard)",
         "(default: 1)",

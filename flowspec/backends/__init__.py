@@ -87,6 +87,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
         "entropic_pairs",
         "marginal",
         "sharded_marginal",
+        "sinkhorn",  # flowspec.couplings.sinkhorn in a lax.while_loop to `tol`
         *_DISCRETE,
         # flowspec.riemannian (issue 18)
         "riemannian_divergence",

@@ -75,6 +75,7 @@ __all__ = [
     "sample_time",
     "score",
     "sharded_marginal",
+    "sinkhorn",
     "target",
     "velocity",
 ]
@@ -256,7 +257,7 @@ def sample_time(
         )
     # rounding a draw to a short dtype can give `high` itself or a value below `low`:
     # clip to the dtype's values in [low, high) (a ValueError if there are none)
-    lo, hi = validation.representable_interval(low, high, dtype, jnp)
+    lo, hi = validation.representable_interval(low, high, dtype)  # host NumPy: traceable
     t = jax.random.uniform(key, (batch,), dtype=dtype, minval=low, maxval=high)
     return jnp.clip(t, lo, hi)
 
@@ -999,29 +1000,123 @@ def coupled_sample_and_target(
     )
 
 
+def sinkhorn(
+    x0: Array,
+    x1: Array,
+    reg: float,
+    *,
+    tol: float | None = 1e-6,
+    max_iter: int = 1000,
+    check_every: int = 10,
+    on_failure: str = "raise",
+    scaling_stages: int = 8,
+) -> Any:
+    r""":func:`flowspec.couplings.sinkhorn` under ``jax.jit``, stopping at ``tol``.
+
+    The entropic plan, a coupling :math:`q(z)` of the conditions of eq. 6-9. The core's
+    log-domain iteration (its warm start, iteration, error and plan, called here on
+    JAX arrays) runs in a ``lax.while_loop`` that stops once the L1 marginal error,
+    computed every ``check_every`` iterations and at ``max_iter``, is at most ``tol``:
+    the same iterates and the same stopping iteration as the core's, nothing read on
+    the host, so it traces. With ``tol=None`` it is the core's fixed ``max_iter``
+    iterations.
+
+    Failure is not silent: a non-finite error, or ``max_iter`` reached above ``tol``,
+    raises RuntimeError (``on_failure="raise"``) or warns (``"warn"``), at once when
+    called eagerly and through a host callback (``jax.debug.callback``) under
+    ``jax.jit``, where the RuntimeError reaches the caller wrapped in JAX's runtime
+    error. ``iterations`` is a 0-d integer array.
+
+    Examples
+    --------
+    >>> import jax, jax.numpy as jnp, flowspec as fs
+    >>> fj = fs.backends.get("jax")
+    >>> x0 = jnp.array([[0.0], [1.0]]); x1 = jnp.array([[0.1], [0.9]])
+    >>> res = jax.jit(lambda a, b: fj.sinkhorn(a, b, 0.05, tol=1e-5))(x0, x1)
+    >>> jnp.round(res.plan, 3).tolist(), bool(res.error <= 1e-5)
+    ([[0.5, 0.0], [0.0, 0.5]], True)
+    """
+    from .. import couplings as _c
+
+    _check_state("x0", x0)
+    _check_jax("x1", x1)
+    if tol is None:
+        return _c.sinkhorn(
+            x0,
+            x1,
+            reg,
+            tol=None,
+            max_iter=max_iter,
+            check_every=check_every,
+            on_failure=on_failure,
+            scaling_stages=scaling_stages,
+        )
+    _c._pair_inputs(x0, x1)
+    eps, tol, max_iter, check_every, stages = _c._sinkhorn_options(
+        reg, tol, max_iter, check_every, on_failure, scaling_stages
+    )
+    assert tol is not None
+    n0, n1 = int(x0.shape[0]), int(x1.shape[0])
+    log_a, log_b = -math.log(n0), -math.log(n1)
+    cost = _c._cost(jnp, x0, x1)
+    g, done = _c._log_warm_start(jnp, cost, eps, stages, check_every)
+    scaled = cost / eps
+
+    def error(f: Array, g: Array) -> Array:
+        return _c._row_error(jnp, f, g, scaled, log_a, log_b)
+
+    def body(state: tuple[Array, Array, Array, Array]) -> tuple[Array, Array, Array, Array]:
+        k, _, g, err = state
+        f, g = _c._log_iteration(jnp, g, scaled, log_a, log_b)
+        k = k + 1
+        check = (k % check_every == 0) | (k == max_iter)
+        return k, f, g, jax.lax.cond(check, error, lambda f, g: err, f, g)
+
+    def more(state: tuple[Array, Array, Array, Array]) -> Array:
+        k, _, _, err = state
+        return (k < max_iter) & (err > tol)  # a NaN error stops too
+
+    start = (jnp.asarray(0), jnp.zeros_like(cost[:, 0]), g, jnp.asarray(jnp.inf, cost.dtype))
+    k, f, g, err = jax.lax.while_loop(more, body, start)
+
+    def report(value: Any, steps: Any) -> None:
+        _c._check_outcome(
+            float(value), int(steps), tol=tol, max_iter=max_iter, reg=eps, on_failure=on_failure
+        )
+
+    if isinstance(err, jax.core.Tracer):
+        jax.debug.callback(report, err, k)
+    else:
+        report(err, k)
+    plan = _c._log_plan(jnp, f, g, scaled, log_a, log_b)
+    return _c.SinkhornResult(plan, err, done + k)
+
+
 def entropic_pairs(
     key: Array, x0: Array, x1: Array, reg: float, **sinkhorn_options: Any
 ) -> tuple[Array, Array]:
     r""":func:`flowspec.couplings.entropic_pairs` with the uniforms drawn from ``key``.
 
-    Under ``jax.jit`` pass ``tol=None`` (a fixed number of Sinkhorn iterations) and
-    check the marginal error with :func:`flowspec.couplings.sinkhorn` if needed.
+    The plan is :func:`sinkhorn` (a ``lax.while_loop`` to ``tol``, so it traces under
+    ``jax.jit``; ``sinkhorn_options`` are passed on); each x0 keeps its place and its
+    partner is drawn from its row by :func:`flowspec.couplings.draw_rows`.
 
     Examples
     --------
     >>> import jax, jax.numpy as jnp, flowspec as fs
     >>> fj = fs.backends.get("jax")
     >>> x0 = jnp.array([[0.0], [1.0]])
-    >>> a, b = fj.entropic_pairs(jax.random.key(0), x0, x0[::-1], 0.01)
+    >>> a, b = jax.jit(lambda k, a, b: fj.entropic_pairs(k, a, b, 0.01))(jax.random.key(0), x0, x0[::-1])
     >>> b.tolist()
     [[0.0], [1.0]]
     """
-    from ..couplings import entropic_pairs as _pairs
+    from ..couplings import draw_rows
 
     _check_key(key)
     _check_state("x0", x0)
     u = jax.random.uniform(key, (int(x0.shape[0]),), dtype=x0.dtype)
-    return _pairs(x0, x1, reg, u, **sinkhorn_options)
+    res = sinkhorn(x0, x1, reg, **sinkhorn_options)
+    return jnp.array(x0, copy=True), jnp.take(x1, draw_rows(res.plan, u), axis=0)
 
 
 # --------------------------------------------------------------------------------------
