@@ -4,7 +4,13 @@
     x shapes (8, 2), (4096, 2) and (256, 3, 32, 32), float32, for
 
     - hand-written torch (the code of the peers' examples:
-      ``x_t = t x1 + (1 - t) x0``, ``u = x1 - x0``, ``((v - u) ** 2).mean()``),
+      ``x_t = t x1 + (1 - t) x0``, ``u = x1 - x0``, ``((v - u) ** 2).mean()``; its
+      loss is the mean over all B x D entries, eq. 9's batch mean of squared norms
+      divided by the constant D, computed with as many kernels),
+    - hand-written torch, fused: the same math as flowspec (eq. 9's loss) with the
+      kernels flowspec launches, through public torch (``mul`` then ``addcmul_`` for
+      ``x_t``, ``mse_loss(reduction="sum") / B``): what flowspec's validation and
+      dispatch cost over the same arithmetic,
     - flowspec: ``sample_time``, ``sample_noise``, ``sample_and_target``, ``cfm_loss``,
     - flow_matching: ``AffineProbPath(CondOTScheduler()).sample``,
     - torchcfm: ``ConditionalFlowMatcher(sigma=0).sample_location_and_conditional_flow``.
@@ -109,6 +115,19 @@ def training_step_impls(shape: tuple[int, ...]) -> dict[str, Callable[[], object
         w.grad = None
         loss.backward()
 
+    def hand_fused() -> None:
+        # the same math with the kernels flowspec launches, through public torch:
+        # x_t in one buffer (mul, then addcmul_ in place), the loss of eq. 9 (squared
+        # norm per sample, batch mean) as mse_loss's sum over B
+        t = torch.rand(batch)
+        x0 = torch.randn_like(x1)
+        tt = t.view(view)
+        x_t = torch.mul(x1, tt).addcmul_(1 - tt, x0)
+        u = x1 - x0
+        loss = torch.nn.functional.mse_loss(model(t, x_t), u, reduction="sum") / batch
+        w.grad = None
+        loss.backward()
+
     path = fs.GaussianPath(fs.CondOT())
 
     def flowspec() -> None:
@@ -119,7 +138,7 @@ def training_step_impls(shape: tuple[int, ...]) -> dict[str, Callable[[], object
         w.grad = None
         loss.backward()
 
-    impls = {"hand-written": hand, "flowspec": flowspec}
+    impls = {"hand-written": hand, "hand-written, fused": hand_fused, "flowspec": flowspec}
 
     if _optional("flow_matching") is not None:
         from flow_matching.path import AffineProbPath

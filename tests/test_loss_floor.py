@@ -23,20 +23,32 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import flowspec as fs
+from flowspec.conformance.properties import _times, _values
 
 EPS64 = float(np.finfo(np.float64).eps)
 K = 64  # ulps allowed per rounded operation chain (error model in each test)
 
-# schedule, largest t used (sigma_t > 0 and finite derivatives on [0, t_max])
-SCHEDULES = [
-    (fs.CondOT(sigma_min=1e-3), 0.95),
-    (fs.VariancePreserving(), 0.95),
-    (fs.VarianceExploding(sigma_min=0.05, sigma_max=5.0), 1.0),
-    (fs.Cosine(), 0.95),
-    (fs.Polynomial(2), 0.95),
-    (fs.LinearVP(), 0.95),
-]
-IDS = ["condot", "vp", "ve", "cosine", "poly2", "linearvp"]
+
+def time_range(schedule):
+    """[lo, hi] inside the schedule's finite, non-degenerate domain: 0.95 below an end
+    at t = 1 where sigma_1 = 0 or a derivative diverges, 0.05 above t = 0 where a
+    derivative diverges (Polynomial(0.5))."""
+    ends = (*schedule.degenerate_at, *schedule.divergent_at)
+    return (0.05 if 0.0 in schedule.divergent_at else 0.0), (0.95 if 1.0 in ends else 1.0)
+
+
+@st.composite
+def floor_cases(draw, t_range):
+    """(data, x0, x1, t) through the conformance kit's strategies, so shrinking shrinks
+    the arrays: data of scale 2 (entries in [-8, 8]), x0 in [-4, 4] (the range of the
+    normals they replace), x1 drawn from the data, times of the kit in ``t_range``."""
+    n = draw(st.integers(1, 7))
+    batch = draw(st.integers(2, 9))
+    data = draw(_values((n, 2), -8.0, 8.0))
+    x0 = draw(_values((batch, 2), -4.0, 4.0))
+    idx = draw(st.lists(st.integers(0, n - 1), min_size=batch, max_size=batch))
+    t = draw(_times(batch, *t_range))
+    return data, x0, data[np.array(idx)], t
 
 
 def independent_terms(schedule, data, x0, x1, t):
@@ -67,15 +79,11 @@ def independent_terms(schedule, data, x0, x1, t):
     return terms, bound
 
 
-@pytest.mark.parametrize("schedule,t_max", SCHEDULES, ids=IDS)
-@given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 7), batch=st.integers(2, 9))
-def test_terms_match_independent_computation(schedule, t_max, seed, n, batch):
-    rng = np.random.default_rng(seed)
-    data = rng.normal(scale=2.0, size=(n, 2))
+@given(case=st.data())
+def test_terms_match_independent_computation(schedule, case):
+    data, x0, x1, t = case.draw(floor_cases(time_range(schedule)))
+    batch = t.shape[0]
     m = fs.EmpiricalMarginal(fs.GaussianPath(schedule), data)
-    x0 = rng.standard_normal((batch, 2))
-    x1 = data[rng.integers(0, n, size=batch)]
-    t = rng.uniform(0.0, t_max, size=batch)
     floor = fs.cfm_loss_floor(m, x0, x1, t)
     want, bound = independent_terms(schedule, data, x0, x1, t)
     assert floor.terms.shape == (batch,)
@@ -85,18 +93,22 @@ def test_terms_match_independent_computation(schedule, t_max, seed, n, batch):
     se = np.std(floor.terms, ddof=1) / math.sqrt(batch)
     assert float(floor.stderr) == pytest.approx(se, rel=K * EPS64, abs=K * EPS64 * want.max())
     z = 1.959963984540054  # the 0.975 quantile of N(0, 1)
-    assert float(floor.high - floor.low) == pytest.approx(2 * z * se, rel=1e-12, abs=1e-300)
+    # high and low are the rounded sums estimate +- z se: their difference carries up to
+    # one ulp of each, which dominates when z se is far below the estimate
+    ulps = 2 * EPS64 * (abs(float(floor.estimate)) + z * se)
+    assert float(floor.high - floor.low) == pytest.approx(2 * z * se, rel=1e-12, abs=ulps + 1e-300)
 
 
-@pytest.mark.parametrize("schedule,t_max", SCHEDULES, ids=IDS)
-def test_one_data_point_floor_is_zero(schedule, t_max):
+def test_one_data_point_floor_is_zero(schedule):
     # One point: u_t(x) = u_t(x | x1) and d/dt psi_t(x0|x1) = u_t(psi_t(x0|x1) | x1)
     # (eq. 13), so every term is the square of a rounding error: |r| <= K eps * scale.
+    # A fixed example (no Hypothesis): the seed only fixes x0 and t.
+    t_min, t_max = time_range(schedule)
     rng = np.random.default_rng(1)
     point = np.array([[1.5, -0.5, 2.0]])
     m = fs.EmpiricalMarginal(fs.GaussianPath(schedule), point)
     x0 = rng.standard_normal((64, 3))
-    t = rng.uniform(0.0, t_max, size=64)
+    t = rng.uniform(t_min, t_max, size=64)
     floor = fs.cfm_loss_floor(m, x0, np.repeat(point, 64, axis=0), t)
     c = schedule(t.reshape(-1, 1))
     scale = np.abs(c.d_alpha) * 2.0 + np.abs(c.d_sigma) * np.abs(x0).max(axis=1, keepdims=True)
@@ -104,14 +116,13 @@ def test_one_data_point_floor_is_zero(schedule, t_max):
     assert np.all(floor.terms <= 3 * (K * EPS64 * scale[:, 0]) ** 2)
 
 
-@pytest.mark.parametrize(
-    "schedule",
-    [fs.CondOT(), fs.CondOT(sigma_min=0.1), fs.Cosine(), fs.Polynomial(2), fs.LinearVP()],
-)
 def test_floor_at_t0_is_the_data_variance(schedule):
     # alpha_0 = 0: x_0 carries no information on x1, the posterior is the prior, and
     # target - u = d_alpha_0 (x1 - mean). Over every data point once, the mean term is
     # d_alpha_0^2 * sum of the coordinate variances; error ~ K eps * that value.
+    if 0.0 not in schedule.signal_free_at or 0.0 in schedule.divergent_at:
+        pytest.skip("needs alpha_0 = 0 and a finite d_alpha_0")
+    # a fixed example (no Hypothesis): the seed only fixes the data and x0
     rng = np.random.default_rng(2)
     data = rng.normal(loc=3.0, size=(40, 2))
     m = fs.EmpiricalMarginal(fs.GaussianPath(schedule), data)
@@ -123,6 +134,8 @@ def test_floor_at_t0_is_the_data_variance(schedule):
 
 def _theorem2_statistic(marginal_for_u, marginal, seed, n=4000):
     """Mean and standard error of 2 (v - u).(u - u_cond) for the model v(t, x) = A x + t b."""
+    # seeds, not Hypothesis: a Monte Carlo test whose failure probability is bounded
+    # for each fixed seed; shrinking a sample has no meaning here
     rng = np.random.default_rng(seed)
     data = to_numpy(marginal.data)
     x0 = rng.standard_normal((n, 2))

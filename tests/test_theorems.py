@@ -17,18 +17,12 @@ from hypothesis import strategies as st
 from scipy.stats import norm
 
 import flowspec as fs
+from flowspec.conformance.properties import _values
 
 EPS64 = float(np.finfo(np.float64).eps)
-SCHEDULES = [
-    fs.CondOT(sigma_min=0.01),
-    fs.VariancePreserving(),
-    fs.VarianceExploding(),
-    fs.VarianceExploding(sigma_min=0.05, sigma_max=5.0),
-    fs.Cosine(),
-    fs.Polynomial(2),
-    fs.LinearVP(),
-]
-IDS = ["condot", "vp", "ve", "ve-small", "cosine", "poly2", "linearvp"]
+#: Beyond the catalogue (the `schedule` fixture): VE with a moderate sigma_max, where the
+#: marginal keeps several data points in play at every t.
+VE_SMALL = fs.VarianceExploding(sigma_min=0.05, sigma_max=5.0)
 
 
 def residual_and_bound(log_prob, velocity, score, divergence, schedule, t, x):
@@ -56,25 +50,39 @@ def residual_and_bound(log_prob, velocity, score, divergence, schedule, t, x):
         + np.abs(log_prob(t, x))
     )
     bound = 10 * EPS64 ** (2 / 3) * size * (1 + rate**2) * (1 + xi**2 / s**2)
-    return r, bound
+    # The time scale 1 / rate misses schedules whose own higher derivatives blow up
+    # (Polynomial(0.5): the third derivative of alpha grows as t^-2.5 near t = 0, faster
+    # than rate^3). The t-difference's truncation term itself, h^2 / 6 |d^3/dt^3 log p|,
+    # with the third derivative estimated by a wide stencil (step 1e-3) as
+    # continuity_bound does, times the same constant 10, covers them.
+    h, wide = EPS64 ** (1 / 3), 1e-3
+    lp = [np.asarray(log_prob(t + k * wide, x)) for k in (-2, -1, 1, 2)]
+    third = np.abs(lp[3] - 2 * lp[2] + 2 * lp[1] - lp[0]) / (2 * wide**3)
+    return r, bound + 10 * h * h / 6 * third
 
 
-@pytest.mark.parametrize("schedule", SCHEDULES, ids=IDS)
-@given(
-    n=st.integers(1, 10),
-    event=st.sampled_from([(1,), (2,), (3,), (2, 2)]),
-    t=st.floats(0.02, 0.95),
-    spread=st.floats(0.1, 3.0),
-    seed=st.integers(0, 2**16),
-)
-def test_theorem1_marginal_field_generates_marginal_path(schedule, n, event, t, spread, seed):
-    rng = np.random.default_rng(seed)
-    data = spread * rng.normal(size=(n, *event)) + rng.normal(size=event)
+@st.composite
+def marginal_cases(draw):
+    """(t, data, x) through the conformance kit's strategies, so shrinking shrinks the
+    arrays: a data set of n points of one event shape (entries in [-4, 4], scaled by a
+    spread and shifted by a common offset), and x drawn near p_t (alpha_t times three
+    data points plus sigma_t times noise in [-4, 4]), the third moved off the data."""
+    n = draw(st.integers(1, 10))
+    event = draw(st.sampled_from([(1,), (2,), (3,), (2, 2)]))
+    t = draw(st.floats(0.02, 0.95))
+    spread = draw(st.floats(0.1, 3.0))
+    data = spread * draw(_values((n, *event), -4.0, 4.0)) + draw(_values(event, -4.0, 4.0))
+    idx = np.array(draw(st.lists(st.integers(0, n - 1), min_size=3, max_size=3)))
+    noise = draw(_values((3, *event), -4.0, 4.0))
+    return t, data, idx, noise
+
+
+def check_theorem1(schedule, case):
+    t, data, idx, noise = case
     m = fs.EmpiricalMarginal(fs.GaussianPath(schedule), data)
     # x drawn from p_t itself (typical points), plus one point off the data
     c = schedule(np.asarray(t))
-    idx = rng.integers(0, n, size=3)
-    x = c.alpha * data[idx] + c.sigma * rng.normal(size=(3, *event))
+    x = c.alpha * data[idx] + c.sigma * noise
     x[2] = x[2] + 2 * float(c.sigma)
 
     def lp(tt, xx):
@@ -87,9 +95,20 @@ def test_theorem1_marginal_field_generates_marginal_path(schedule, n, event, t, 
     assert np.all(np.abs(r) <= bound), (r, bound)
 
 
-@pytest.mark.parametrize("schedule", SCHEDULES[:3], ids=IDS[:3])
+@given(case=marginal_cases())
+def test_theorem1_marginal_field_generates_marginal_path(schedule, case):
+    check_theorem1(schedule, case)
+
+
+@pytest.mark.parametrize("schedule", [VE_SMALL], ids=["ve-small"])
+@given(case=marginal_cases())
+def test_theorem1_marginal_field_generates_marginal_path_ve_small(schedule, case):
+    check_theorem1(schedule, case)
+
+
 def test_theorem1_check_can_fail(schedule):
     """A 1% error in the marginal velocity is detected by the same bound."""
+    # a fixed example (no Hypothesis): the seed only fixes one data set and x
     rng = np.random.default_rng(0)
     data = rng.normal(size=(6, 2))
     m = fs.EmpiricalMarginal(fs.GaussianPath(schedule), data)
@@ -107,8 +126,8 @@ def test_theorem1_check_can_fail(schedule):
     assert np.any(np.abs(r) > bound)
 
 
-@pytest.mark.parametrize("schedule", SCHEDULES, ids=IDS)
 def test_theorem3_conditional_pair_base_case(schedule):
+    # a fixed example (no Hypothesis): the seed only fixes x1 and the noise
     rng = np.random.default_rng(1)
     x1 = rng.normal(size=(4, 3))
     path = fs.GaussianPath(schedule)
@@ -162,6 +181,8 @@ def test_theorem2_gradients_agree_and_losses_differ_by_a_constant(schedule, t_ma
     the mutation below). The loss difference at two W differs by
     (2/M) sum (v1 - v2) . (u - u_cond), also mean 0, tested the same way.
     """
+    # a seed, not Hypothesis: a Monte Carlo test whose failure probability (alpha) is
+    # bounded over the draw of one fixed seed; shrinking a sample has no meaning here
     rng = np.random.default_rng(2023)
     data = rng.normal(size=(7, 2)) * np.array([2.0, 0.5]) + np.array([1.0, -1.0])
     m = fs.EmpiricalMarginal(fs.GaussianPath(schedule), data)

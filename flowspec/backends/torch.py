@@ -85,10 +85,13 @@ Field = Callable[[Tensor, Tensor], Tensor]
 _DIVERGENCES = ("exact", "hutchinson")
 _REDUCTIONS = ("mean", "sum", "none")
 _ONES = (1,) * 64  # the trailing sizes of a (B, 1, ..., 1) view (torch allows 64 axes)
-# The kernel under ``torch.nn.functional.mse_loss`` (2 = its "sum" reduction). The
-# Python wrapper adds a broadcast and checks that cfm_loss has already done (same
-# shapes, dtypes and devices), about a third of the loss's cost at small batches.
-_mse_loss = torch._C._nn.mse_loss
+# The ATen kernel under ``torch.nn.functional.mse_loss`` (2 = its "sum" reduction),
+# called without that wrapper: the wrapper adds a broadcast, a size warning and a
+# reduction-name lookup that cfm_loss has already done (same shapes, dtypes and
+# devices), measured at about 4 us of a 100 us training step at batch 8 on one CPU
+# thread (benchmarks/bench_torch.py). The public operator ``torch.ops.aten.mse_loss``
+# is the same kernel behind a slower dispatch: it is used where the binding is absent.
+_mse_loss = getattr(torch._C._nn, "mse_loss", None) or torch.ops.aten.mse_loss
 _SUM = 2
 
 
@@ -200,10 +203,59 @@ def coefficients(path: GaussianPath, t: Any, x: Tensor) -> Coefficients:
     return Coefficients(*(v.clone() if v is tt else v for v in path.schedule.arrays(_ns, tt)))
 
 
+def _pair(a_name: str, a: Any, b_name: str, b: Any) -> None:
+    """Two batch-first floating tensors of one shape, dtype and device, else the error.
+
+    One expression accepts the valid pair (the training step's case, a few attribute
+    reads); anything it rejects goes through :func:`_tensor` and :func:`_like`, which
+    raise the precise message (or accept, so the fast test never decides alone).
+    """
+    if (
+        isinstance(a, torch.Tensor)
+        and isinstance(b, torch.Tensor)
+        and a.dtype is b.dtype  # torch dtypes are singletons
+        and a.is_floating_point()
+        and a.shape == b.shape
+        and a.ndim >= 1
+        and a.shape[0] >= 1
+        and a.device == b.device
+    ):
+        return
+    _tensor(a_name, a)
+    _like(a_name, a, b_name, b)
+
+
 def _prepared(
     path: Any, x0: Any, x1: Any, t: Any, a_name: str = "x0", b_name: str = "x1"
 ) -> Coefficients:
-    _path(path)
+    if not isinstance(path, GaussianPath):
+        _path(path)
+    if (
+        isinstance(x0, torch.Tensor)
+        and isinstance(x1, torch.Tensor)
+        and isinstance(t, torch.Tensor)
+    ):
+        # the training step's case in one test: x0, x1 batch-first floating tensors of
+        # one shape, dtype and device, t of shape (B,) and their dtype and device (as
+        # sample_time draws it). Every check of _tensor, _like and _time, read once;
+        # what it rejects goes through them, which raise the precise message or accept.
+        dtype = x0.dtype
+        shape = x0.shape
+        if (
+            len(shape) >= 1
+            and shape[0] >= 1
+            and x1.dtype is dtype  # torch dtypes are singletons
+            and t.dtype is dtype
+            and x0.is_floating_point()
+            and x1.shape == shape
+            and t.ndim == 1
+            and t.shape[0] == shape[0]
+        ):
+            device = x0.device
+            if x1.device == device and t.device == device:
+                # time_array's reshape (sizes as arguments: a tuple costs torch more)
+                tt = t.view(shape[0], *_ONES[: len(shape) - 1])
+                return path.schedule.coefficients(_ns, tt)
     _tensor(a_name, x0)
     _like(a_name, x0, b_name, x1)
     return path.schedule.coefficients(_ns, _time(t, x0, x_name=a_name))
@@ -216,7 +268,8 @@ def _combine(a: Tensor | float, x1: Tensor, b: Tensor | float, x0: Tensor) -> Te
     # rides as the `alpha` scalar of add, so `x1 - (1 - sigma_min) x0` is one kernel.
     if isinstance(b, float):
         if isinstance(a, float) and a == 1.0:
-            return torch.add(x1, x0, alpha=b)
+            # x1 + (-1) x0 is x1 - x0 exactly; sub skips add's alpha scaling pass
+            return torch.sub(x1, x0) if b == -1.0 else torch.add(x1, x0, alpha=b)
         return torch.mul(x1, a).add_(x0, alpha=b)
     if isinstance(a, float):
         return torch.mul(x0, b).add_(x1, alpha=a)
@@ -297,8 +350,8 @@ def sample_and_target(path: GaussianPath, x0: Tensor, x1: Tensor, t: Any) -> tup
     >>> x_t.tolist(), u.tolist()
     ([[1.5, 0.5]], [[2.0, 6.0]])
     """
-    c = _prepared(path, x0, x1, t)
-    return _combine(c.alpha, x1, c.sigma, x0), _combine(c.d_alpha, x1, c.d_sigma, x0)
+    alpha, sigma, d_alpha, d_sigma = _prepared(path, x0, x1, t)
+    return _combine(alpha, x1, sigma, x0), _combine(d_alpha, x1, d_sigma, x0)
 
 
 def cfm_loss(v: Tensor, u: Tensor, reduction: Literal["mean", "sum", "none"] = "mean") -> Tensor:
@@ -319,8 +372,7 @@ def cfm_loss(v: Tensor, u: Tensor, reduction: Literal["mean", "sum", "none"] = "
     """
     if reduction not in _REDUCTIONS:
         raise ValueError(f"`reduction` must be one of {_REDUCTIONS}, got {reduction!r}")
-    _tensor("v", v)
-    _like("v", v, "u", u)
+    _pair("v", v, "u", u)
     if reduction == "none":
         flat = (v - u).reshape(v.shape[0], -1)
         return torch.linalg.vecdot(flat, flat)
@@ -332,7 +384,26 @@ def cfm_loss(v: Tensor, u: Tensor, reduction: Literal["mean", "sum", "none"] = "
     # one fused kernel for the sum of squares, and one for its backward (shapes are
     # checked above, so mse_loss never broadcasts)
     total = _mse_loss(v, u, _SUM)
-    return total if reduction == "sum" else total / v.shape[0]
+    return total if reduction == "sum" else total / _batch_size(v.shape[0], v.dtype)
+
+
+_BATCH_SIZES: dict[tuple[int, torch.dtype], Tensor] = {}
+
+
+def _batch_size(batch: int, dtype: torch.dtype) -> Tensor:
+    """B as a 0-d CPU tensor of ``dtype``, made once per (B, dtype).
+
+    Dividing by it rounds exactly as dividing by the Python int (both are B in
+    ``dtype``), without the scalar-to-tensor wrapping torch does on every call; a CPU
+    0-d tensor is a scalar to kernels of any device, so nothing is copied to a device
+    and a CUDA graph captures the value.
+    """
+    b = _BATCH_SIZES.get((batch, dtype))
+    if b is None:
+        if len(_BATCH_SIZES) >= 256:  # many batch sizes (a data set's ragged tail...)
+            _BATCH_SIZES.clear()
+        b = _BATCH_SIZES[(batch, dtype)] = torch.tensor(batch, dtype=dtype)
+    return b
 
 
 # ---------------------------------------------------------------------------------------
