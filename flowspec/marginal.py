@@ -270,8 +270,10 @@ def _block_log_weights(
     d = int(pts.shape[1]) - 1
     size = int(pts.shape[0])
     g = xp.matmul(rows.query, aug_t)  # streamed log-weights + ||xc||^2 / (2 sigma^2)
-    g_max = xp.max(g, axis=1)
     k = xp.argmax(g, axis=1)
+    # the maximum read at k, not by max(): under autodiff its derivative is then that
+    # of the point k whose exact log-weight it is paired with below, also at ties
+    g_max = _at(xp, g, k)
     index = xp.arange(size, device=_xp.device(g))
     band = (g >= (g_max - rows.band)[:, None]) | (index[None, :] == k[:, None])
     # a block of zero-weight points only: g_max = -inf; keep the differences -inf
@@ -294,8 +296,8 @@ def _block_log_weights(
         gap = log_weight_gap(xp, rows, y_k, lq_k, y, lq, planes=not traced)
         parts.append(xp.where(valid[:, a:b], gap, xp.full_like(gap, -math.inf)))
     gaps = xp.concat(parts, axis=1) if len(parts) > 1 else parts[0]
-    top = xp.max(gaps, axis=1)
     slot = xp.argmax(gaps, axis=1)  # the first of tied slots: the smallest column
+    top = _at(xp, gaps, slot)  # the anchor's own gap (its derivative, also at ties)
     if cols is None:
         anchor = slot
     else:
@@ -303,6 +305,13 @@ def _block_log_weights(
         anchor = xp.take(xp.reshape(cols, (-1,)), flat, axis=0)
     top = xp.where(top > -math.inf, top, xp.zeros_like(top))
     return _Block(rest, cols, valid, gaps, top, anchor, overflow, traced)
+
+
+def _at(xp: Any, a: Array, j: Array) -> Array:
+    """``a[i, j[i]]`` for a (B, c) array and (B,) column indices, by one gather."""
+    rows, cols = int(a.shape[0]), int(a.shape[1])
+    flat = xp.arange(rows, device=_xp.device(a)) * cols + j
+    return xp.take(xp.reshape(a, (-1,)), flat, axis=0)
 
 
 def _partial(
