@@ -297,22 +297,8 @@ class DaskMarginal:
         if not isinstance(x, np.ndarray):
             raise TypeError(f"`x` must be a NumPy array (the queries), got {_xp.describe(x)}")
         xp = _xp.namespace(x=x, t=t)
-        _xp.check_float(xp, "x", x)
-        if x.dtype != self._dtype:
-            raise TypeError(
-                f"`x` and `data` must share one floating dtype (no silent casts): `x` is "
-                f"{x.dtype} but `data` is {self._dtype}"
-            )
-        _xp.check_batch("x", x)
-        if tuple(int(s) for s in x.shape[1:]) != self._event:
-            raise ValueError(
-                f"`x` must have shape (B, *event) with event {self._event} as `data`, got "
-                f"shape {tuple(x.shape)}"
-            )
-        tt = _xp.time_array(xp, t, x)
-        c = self.path.schedule.arrays(xp, tt)
+        flat, _, c = _m.query_inputs(xp, self.path, x, t, self._dtype, self._event)
         batch = int(x.shape[0])
-        flat = np.reshape(x, (batch, self._d))
         alpha = np.reshape(c.alpha, (batch,))
         sigma = np.reshape(c.sigma, (batch,))
         rows = _m.query_rows(np, flat, alpha, sigma, self._mean, self._y_max, self._lq_max)

@@ -86,6 +86,7 @@ __all__ = [
     "merge_all",
     "merge_partials",
     "prepare_data",
+    "query_inputs",
     "query_rows",
     "readout",
     "summary",
@@ -522,6 +523,34 @@ def query_rows(
     return Rows(xc, alpha, 0.5 * inv, query, _band_width(xp, err, flat.dtype))
 
 
+def query_inputs(
+    xp: Any, path: GaussianPath, x: Array, t: Any, dtype: Any, event: tuple[int, ...]
+) -> tuple[Array, Array, Any]:
+    """Validate a query batch against data of ``dtype`` and ``event``: ``(flat, t, c)``.
+
+    ``x`` must be a floating (B, *event) array of the data's dtype (no silent casts);
+    ``t`` is reshaped against it by :func:`flowspec.validation.time_array`. Returns the
+    queries flattened to (B, D), the reshaped times and the schedule's coefficients.
+    Shared by :class:`EmpiricalMarginal` and :class:`flowspec.distributed.DaskMarginal`.
+    """
+    _xp.check_float(xp, "x", x)
+    if x.dtype != dtype:
+        raise TypeError(
+            f"`x` and `data` must share one floating dtype (no silent casts): `x` is "
+            f"{x.dtype} but `data` is {dtype}"
+        )
+    _xp.check_batch("x", x)
+    if tuple(int(s) for s in x.shape[1:]) != event:
+        raise ValueError(
+            f"`x` must have shape (B, *event) with event {event} as `data`, got "
+            f"shape {tuple(x.shape)}"
+        )
+    tt = _xp.time_array(xp, t, x)
+    c = path.schedule.arrays(xp, tt)
+    batch = int(x.shape[0])
+    return xp.reshape(x, (batch, math.prod(event))), tt, c
+
+
 class PosteriorStats(NamedTuple):
     """The posterior statistics of a query batch, from the merged partial of all data."""
 
@@ -790,22 +819,7 @@ class EmpiricalMarginal:
                 f"`x` and `data` must come from one library: `x` is {_xp.describe(x)} but "
                 f"`data` is a {type(self._pts).__module__.split('.')[0]} array"
             )
-        _xp.check_float(xp, "x", x)
-        if x.dtype != self._dtype:
-            raise TypeError(
-                f"`x` and `data` must share one floating dtype (no silent casts): `x` is "
-                f"{x.dtype} but `data` is {self._dtype}"
-            )
-        _xp.check_batch("x", x)
-        if tuple(int(s) for s in x.shape[1:]) != self._event:
-            raise ValueError(
-                f"`x` must have shape (B, *event) with event {self._event} as `data`, got "
-                f"shape {tuple(x.shape)}"
-            )
-        tt = _xp.time_array(xp, t, x)
-        c = self.path.schedule.arrays(xp, tt)
-        batch = int(x.shape[0])
-        flat = xp.reshape(x, (batch, self._size))
+        flat, tt, c = query_inputs(xp, self.path, x, t, self._dtype, self._event)
         return xp, flat, tt, c
 
     def _chunk_size(self, batch: int) -> int:
