@@ -366,3 +366,56 @@ def test_same_seed_same_inputs_whatever_is_imported_and_nothing_written(tmp_path
         sys.modules.pop("kit_local_constants", None)
     assert first.seen == second.seen
     assert not (tmp_path / ".hypothesis").exists()
+
+
+def test_same_seed_same_inputs_after_the_callers_hypothesis_tests(tmp_path, monkeypatch):
+    """A check run after the caller's own Hypothesis tests draws what it draws alone.
+
+    Hypothesis caches, per kind of draw, the constants it may draw (its global ones and
+    the literals of local modules) in one process-wide cache. A caller's test that drew
+    the kind of value the kit draws (a float in [0, 1], one in [-8, 8]) left local
+    constants there, and the kit, run next in the same process (the pytest plugin,
+    ``flowspec check`` in-process), drew other inputs from that cache for the same seed.
+    """
+    import importlib
+    import sys
+
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+    from hypothesis.internal.conjecture import providers
+
+    from flowspec.conformance.properties import _times, _values
+
+    monkeypatch.chdir(tmp_path)
+    # the check alone: nothing cached before it
+    monkeypatch.setattr(providers, "CONSTANTS_CACHE", type(providers.CONSTANTS_CACHE)(1024))
+    alone = Recorder(fs.CondOT())
+    check(alone, max_examples=20, seed=5, select=["agreement.sample"])
+
+    # the caller's local literals in [0, 1] and [-8, 8], then a test of the caller drawing
+    # through the kit's strategies: the cache now holds those literals for the kit's draws
+    body = "\n".join(
+        f"C{i} = {(i + 1) / 307!r}\nD{i} = {-8 + 16 * (i + 1) / 311!r}" for i in range(300)
+    )
+    (tmp_path / "caller_local_constants.py").write_text(body + "\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    importlib.import_module("caller_local_constants")
+    try:
+        monkeypatch.setattr(providers, "CONSTANTS_CACHE", type(providers.CONSTANTS_CACHE)(1024))
+
+        @settings(max_examples=50, database=None, derandomize=True)
+        @given(st.sampled_from([1, 2, 3]).flatmap(lambda b: st.tuples(_times(b), _values((b, 2)))))
+        def callers_test(drawn):
+            pass
+
+        callers_test()
+        callers_keys = set(providers.CONSTANTS_CACHE.cache)
+        assert callers_keys  # the caller's draws were cached
+        after = Recorder(fs.CondOT())
+        check(after, max_examples=20, seed=5, select=["agreement.sample"])
+    finally:
+        sys.modules.pop("caller_local_constants", None)
+    assert after.seen == alone.seen
+    # and the kit's draws leave the caller's cache as it was (its later tests keep their
+    # local constants)
+    assert set(providers.CONSTANTS_CACHE.cache) == callers_keys

@@ -63,6 +63,14 @@ def _no_local_constants() -> Iterator[None]:
     code) into its draws and caches them under ``./.hypothesis/``: the same seed would
     draw different inputs in different environments, and the kit would write to the
     working directory. The kit's draws use Hypothesis's fixed global constants only.
+
+    Hypothesis also keeps, per kind of draw (a float in [0, 1], ...), the constants it
+    may draw in a process-wide cache (``providers.CONSTANTS_CACHE``), filled with the
+    local constants by whichever Hypothesis test first drew that kind. The kit draws
+    through a cache of its own, empty at each entry: otherwise a check run after the
+    caller's Hypothesis tests (the pytest plugin, ``flowspec check`` in-process) would
+    draw other inputs for the same seed than a check run alone, and the caller's later
+    tests would draw from a cache without their local constants.
     """
     try:
         from hypothesis.internal.conjecture import providers
@@ -73,12 +81,17 @@ def _no_local_constants() -> Iterator[None]:
     if original is None:  # pragma: no cover
         yield
         return
+    cache = getattr(providers, "CONSTANTS_CACHE", None)
     empty = providers.Constants()
     providers._get_local_constants = lambda: empty
+    if cache is not None:
+        providers.CONSTANTS_CACHE = type(cache)(cache.max_size)
     try:
         yield
     finally:
         providers._get_local_constants = original
+        if cache is not None:
+            providers.CONSTANTS_CACHE = cache
 
 
 def run_property(
