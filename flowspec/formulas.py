@@ -42,11 +42,14 @@ Examples
 
 from __future__ import annotations
 
+import contextlib
 import math
+import numbers
 from collections.abc import Callable
 from typing import Any, Literal
 
 import array_api_compat
+import numpy as np
 
 from .schedules import Coefficients
 from .typing import Array, Namespace
@@ -274,4 +277,37 @@ def conversion(c: Coefficients, prediction: Array, x: Array, source: Kind, targe
     if source == "x1" and target == "score":
         return score(c, x, prediction)
     a, b = conversion_coefficients(c, source, target)
-    return a * x + b * prediction
+    xp = array_api_compat.array_namespace(x, prediction)
+    with _quiet_overflow(xp):  # NumPy's overflow warning: the overflow is handled below
+        out = a * x + b * prediction
+    # A term can overflow where the result does not: at alpha = 2**-126 in float32,
+    # (sigma / alpha) x0 is beyond the largest float for |x0| >= 4 while
+    # (x - sigma x0) / alpha is not. Only there (out not finite) the result is
+    # s (a/s x + b/s pred), s the power of two nearest to the larger of |a| and |b|:
+    # exact scaling, which overflows only where the result does.
+    big = _abs_max(xp, a, b, out)
+    usable = (big > 1.0) & (big < math.inf)
+    scale = xp.pow(
+        2.0 * xp.ones_like(big), xp.round(xp.log2(xp.where(usable, big, 1.0 + 0.0 * big)))
+    )
+    scaled = scale * ((a / scale) * x + (b / scale) * prediction)
+    return xp.where(xp.isfinite(out) | ~xp.isfinite(scaled), out, scaled)
+
+
+def _quiet_overflow(xp: Any) -> Any:
+    """NumPy's errstate without overflow warnings for NumPy-backed namespaces, else a
+    no-op context (tracers such as ``torch.compile`` cannot trace warning filters)."""
+    if array_api_compat.is_numpy_namespace(xp) or xp.__name__.startswith("array_api_strict"):
+        return np.errstate(over="ignore")
+    return contextlib.nullcontext()
+
+
+def _abs_max(xp: Any, a: Any, b: Any, like: Array) -> Array:
+    """max(|a|, |b|) as an array of ``like``'s dtype and device (a, b numbers or arrays)."""
+
+    def arr(v: Any) -> Array:
+        if isinstance(v, numbers.Real):
+            return xp.full((), float(v), dtype=like.dtype, device=array_api_compat.device(like))
+        return v
+
+    return xp.maximum(xp.abs(arr(a)), xp.abs(arr(b)))

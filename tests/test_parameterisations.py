@@ -15,6 +15,7 @@ products and a sum: |got - exact| <= ULPS * eps * (|a x| + |b p|), ULPS = 8.
 from __future__ import annotations
 
 import math
+import warnings
 from fractions import Fraction
 
 import numpy as np
@@ -32,6 +33,7 @@ SCHEDULES = list(fs.schedules.CATALOGUE)
 IDS = [repr(s) for s in SCHEDULES]
 PAIRS = [(a, b) for a in KINDS for b in KINDS if a != b]
 EPS64 = float(np.finfo(np.float64).eps)
+EPS32 = float(np.finfo(np.float32).eps)
 TINY64 = float(np.finfo(np.float64).smallest_normal)
 ULPS = 8
 #: t = 0, t = 1, within 1e-12 of both, and interior times
@@ -199,6 +201,36 @@ def test_float32_against_float64(schedule):
             err = np.abs(got.astype(np.float64) - want)
         assert got.dtype == np.float32
         assert np.all(err[ok] <= tol[ok]), (source, target, np.max(err[ok] / tol[ok]))
+
+
+def test_a_term_that_overflows_does_not_make_a_finite_result_infinite(xp):
+    """x1 from x0 at alpha = 2**-126 in float32: (x - sigma x0) / alpha = 3 * 2**126 is
+    a float32 number, while the term (sigma / alpha) x0 alone is beyond the largest."""
+    f32 = xp.float32
+    t = xp.asarray([2.0**-126, 0.5], dtype=f32)
+    x = xp.asarray([[-1.0], [-1.0]], dtype=f32)
+    x0 = xp.asarray([[-4.0], [-4.0]], dtype=f32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no overflow warning for a finite answer
+        got = to_numpy(convert(fs.CondOT(), x0, x, t, source="x0", target="x1"))
+    exact = np.array([[3.0 * 2.0**126], [(-1.0 + 0.5 * 4.0) / 0.5]])
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got.astype(np.float64), exact, rtol=4 * EPS32, atol=0)
+    # the result stays infinite where it is not a float32 number (alpha = 2**-126, 5x0)
+    big = to_numpy(convert(fs.CondOT(), 100 * x0, x, t, source="x0", target="x1"))
+    assert np.isinf(big[0, 0]) and np.isfinite(big[1, 0])
+
+
+def test_gradient_through_a_scaled_conversion_is_finite():
+    torch = pytest.importorskip("torch")
+    t = torch.tensor([2.0**-126, 0.5], dtype=torch.float32)
+    x = torch.tensor([[-1.0], [-1.0]], requires_grad=True)
+    x0 = torch.tensor([[-4.0], [-4.0]], requires_grad=True)
+    out = convert(fs.CondOT(), x0, x, t, source="x0", target="x1")
+    out.sum().backward()
+    # d/dx = 1 / alpha, d/dx0 = -sigma / alpha: finite float32 numbers at both times
+    assert torch.all(torch.isfinite(x.grad)) and torch.all(torch.isfinite(x0.grad))
+    np.testing.assert_allclose(x.grad[:, 0].numpy(), [2.0**126, 2.0], rtol=4 * EPS32)
 
 
 # -- the contract on every array library ------------------------------------------------
