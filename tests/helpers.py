@@ -5,13 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import flowspec as fs
 from flowspec.conformance.libraries import namespace, to_numpy
 
 __all__ = [
     "CUPY_DTYPES",
-    "CUPY_SCHEDULES",
-    "CUPY_SCHEDULE_IDS",
     "LIBRARIES",
     "namespace_of",
     "to_numpy",
@@ -38,15 +35,5 @@ def namespace_of(name: str):
     return xp
 
 
-#: The schedules and dtypes of the CuPy tests: the kernels' CPU emulation and the GPU run.
-CUPY_SCHEDULES = [
-    fs.CondOT(),
-    fs.CondOT(sigma_min=0.1),
-    fs.VariancePreserving(),
-    fs.VarianceExploding(),
-    fs.Cosine(),
-    fs.Polynomial(3),
-    fs.LinearVP(),
-]
-CUPY_SCHEDULE_IDS = [repr(s) for s in CUPY_SCHEDULES]
+#: The dtypes of the CuPy tests: the kernels' CPU emulation and the GPU run.
 CUPY_DTYPES = [np.float32, np.float64]
