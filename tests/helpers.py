@@ -11,6 +11,7 @@ __all__ = [
     "CUPY_DTYPES",
     "LIBRARIES",
     "namespace_of",
+    "time_range",
     "to_numpy",
 ]
 
@@ -33,6 +34,25 @@ def namespace_of(name: str):
 
         jax.config.update("jax_enable_x64", True)
     return xp
+
+
+#: How far from an endpoint where the schedule is singular the tests' times stay.
+SINGULAR_MARGIN = 0.05
+
+
+def time_range(schedule) -> tuple[float, float]:
+    """The closed interval of times where `schedule` is finite and non-degenerate.
+
+    An endpoint where a coefficient diverges (``divergent_at``) or sigma_t vanishes
+    (``degenerate_at``) is replaced by a time :data:`SINGULAR_MARGIN` inside it (the
+    marginal's error models grow as 1 / sigma_t^2 and with |d_alpha|, |d_sigma|; 0.05
+    keeps them far below 1); a regular endpoint is kept, so that e.g. a
+    VarianceExploding or a CondOT with sigma_min > 0 is tested up to t = 1.
+    """
+    singular = {*schedule.divergent_at, *schedule.degenerate_at}
+    lo = SINGULAR_MARGIN if 0.0 in singular else 0.0
+    hi = 1.0 - SINGULAR_MARGIN if 1.0 in singular else 1.0
+    return lo, hi
 
 
 #: The dtypes of the CuPy tests: the kernels' CPU emulation and the GPU run.
