@@ -17,6 +17,7 @@ import pytest
 jax = pytest.importorskip("jax", reason="the JAX backend needs jax")
 jax.config.update("jax_enable_x64", True)
 import jax.numpy as jnp  # noqa: E402
+from helpers import normal_range  # noqa: E402
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
@@ -253,17 +254,6 @@ def _jitted_path_function(fname, sched):
     return jax.jit(lambda a, b, t: getattr(fj, fname)(path, a, b, t))
 
 
-def _normal_range(a, dtype):
-    """`a` with entries below sqrt(tiny) of `dtype` in magnitude set to 0.
-
-    XLA's CPU runtime flushes subnormal results to zero, an absolute error of up to
-    `tiny` that the relative bounds below do not model (the normals these arrays
-    replace never came near it); entries >= sqrt(tiny) keep every product of the
-    formulas, squares included, in the normal range.
-    """
-    return np.where(np.abs(a) < math.sqrt(np.finfo(dtype).tiny), 0.0, a)
-
-
 def _path_magnitude(fname, sched, a, x1, t):
     """A running-error scale M: sum of absolute values of the terms of the formula."""
     c = sched(np.reshape(np.asarray(t, dtype=np.float64), (-1,) + (1,) * (a.ndim - 1)))
@@ -290,7 +280,7 @@ def _path_magnitude(fname, sched, a, x1, t):
 @given(data=path_inputs())
 def test_path_functions_match_reference_float64(fname, data):
     sched, a, x1, t = data
-    a, x1 = _normal_range(a, np.float64), _normal_range(x1, np.float64)
+    a, x1 = normal_range(a, np.float64), normal_range(x1, np.float64)
     path = fs.GaussianPath(sched)
     expected = getattr(path, fname)(a, x1, t)
     tj = t if isinstance(t, float) else jnp.asarray(t)
@@ -308,7 +298,7 @@ def test_path_functions_match_reference_float64(fname, data):
 @given(data=path_inputs())
 def test_path_functions_float32_within_bound_of_float64(fname, data):
     sched, a, x1, t = data
-    a, x1 = _normal_range(a, np.float32), _normal_range(x1, np.float32)
+    a, x1 = normal_range(a, np.float32), normal_range(x1, np.float32)
     # the float64 reference at the float32-rounded inputs isolates the arithmetic error
     a32, x132 = a.astype(np.float32), x1.astype(np.float32)
     t32 = float(np.float32(t)) if isinstance(t, float) else np.asarray(t, dtype=np.float32)
