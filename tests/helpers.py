@@ -58,10 +58,11 @@ def time_range(schedule) -> tuple[float, float]:
     """The closed interval of times where `schedule` is finite and non-degenerate.
 
     An endpoint where a coefficient diverges (``divergent_at``) or sigma_t vanishes
-    (``degenerate_at``) is replaced by a time :data:`SINGULAR_MARGIN` inside it (the
-    marginal's error models grow as 1 / sigma_t^2 and with |d_alpha|, |d_sigma|; 0.05
-    keeps them far below 1); a regular endpoint is kept, so that e.g. a
-    VarianceExploding or a CondOT with sigma_min > 0 is tested up to t = 1.
+    (``degenerate_at``) is replaced by a time :data:`SINGULAR_MARGIN` inside it: the
+    marginal tests' error models scale with 1 / sigma_t^2 and |d_sigma / sigma_t|,
+    |d_alpha|, unbounded there (0.05 is the margin those tests always used). A regular
+    endpoint is kept, so that VarianceExploding and CondOT with sigma_min > 0 are
+    tested up to t = 1 included.
     """
     singular = {*schedule.divergent_at, *schedule.degenerate_at}
     lo = SINGULAR_MARGIN if 0.0 in singular else 0.0
