@@ -98,8 +98,11 @@ def training_inputs(draw):
 def test_fused_sample_and_target_equals_the_reference_bitwise(schedule, inputs):
     x0, x1, t = inputs
     path = fs.GaussianPath(schedule)
-    got = L.sample_and_target(L.emulate, path, x0, x1, t)
-    want = path.sample_and_target(x0, x1, t)
+    # the drawn times include t = 0 and t = 1, where some coefficients are infinite
+    # (the inf and NaN they give are compared too)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        got = L.sample_and_target(L.emulate, path, x0, x1, t)
+        want = path.sample_and_target(x0, x1, t)
     for g, w in zip(got, want, strict=True):
         assert g.dtype == w.dtype and g.shape == w.shape
         # Same IEEE operations in the same order (two products, one sum; the CUDA
