@@ -1,4 +1,5 @@
-"""Shared fixtures: `xp` over every array library, `schedule` over the catalogue; profiles.
+"""Shared fixtures: `xp` over every array library, `schedule` and `discrete_schedule` over
+the catalogues of schedules under contract; Hypothesis profiles.
 
 Profiles: "ci" (derandomized, bounded examples; the default when CI is set) and
 "deep" (many examples, random seeds) for local runs: `HYPOTHESIS_PROFILE=deep pytest`.
@@ -12,6 +13,7 @@ import pytest
 from helpers import LIBRARIES, namespace_of
 from hypothesis import HealthCheck, settings
 
+from flowspec.discrete.schedules import CATALOGUE as DISCRETE_CATALOGUE
 from flowspec.schedules import CATALOGUE
 
 settings.register_profile(
@@ -46,4 +48,10 @@ def xp(request):
 @pytest.fixture(scope="session", params=CATALOGUE, ids=repr)
 def schedule(request):
     """Each schedule under contract (flowspec.schedules.CATALOGUE)."""
+    return request.param
+
+
+@pytest.fixture(scope="session", params=DISCRETE_CATALOGUE, ids=repr)
+def discrete_schedule(request):
+    """Each kappa schedule under contract (flowspec.discrete.schedules.CATALOGUE)."""
     return request.param

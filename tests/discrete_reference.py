@@ -13,15 +13,32 @@ import math
 import numpy as np
 
 
-def kappa(name, t, n=2.0):
-    """(kappa, d_kappa) of the named schedule, from the textbook formulas."""
-    if name == "linear":
+def kappa(schedule, t):
+    """(kappa, d_kappa) of a flowspec kappa schedule, from the textbook formulas.
+
+    Only the schedule's class name and parameter are read (no flowspec code runs).
+    """
+    kind = type(schedule).__name__
+    if kind == "Linear":
         return t, 1.0
-    if name == "polynomial":
+    if kind == "Polynomial":
+        n = schedule.n
         return t**n, n * t ** (n - 1)
-    if name == "cosine":
+    if kind == "Cosine":
         return 1.0 - math.cos(math.pi * t / 2), math.pi / 2 * math.sin(math.pi * t / 2)
-    raise ValueError(name)
+    raise ValueError(f"no reference for {schedule!r}")
+
+
+def complement(schedule, t):
+    """1 - kappa_t without cancellation near t = 1 (the textbook forms, `math` module)."""
+    kind = type(schedule).__name__
+    if kind == "Linear":
+        return 1.0 - t
+    if kind == "Polynomial":
+        return -math.expm1(schedule.n * math.log(t))
+    if kind == "Cosine":
+        return math.sin(math.pi * (1.0 - t) / 2.0)
+    raise ValueError(f"no reference for {schedule!r}")
 
 
 def source_probs(vocab, mask):

@@ -11,13 +11,12 @@ import math
 import numpy as np
 import pytest
 from helpers import CUPY_DTYPES as DTYPES
-from helpers import CUPY_SCHEDULE_IDS as IDS
-from helpers import CUPY_SCHEDULES as SCHEDULES
 from hypothesis import given
 from hypothesis import strategies as st
 
 import flowspec as fs
 from flowspec.backends import _cupy_logic as L
+from flowspec.conformance.properties import _times, _values
 from flowspec.continuity import continuity_bound
 
 cupy = pytest.importorskip("cupy", reason="CuPy is not installed (pip install cupy-cuda12x)")
@@ -66,17 +65,15 @@ def training_inputs(draw):
     dtype = draw(st.sampled_from(DTYPES))
     batch = draw(st.integers(1, 64))
     event = tuple(draw(st.lists(st.integers(1, 8), min_size=0, max_size=3)))
-    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-    x0 = rng.standard_normal((batch, *event)).astype(dtype)
-    x1 = (3.0 * rng.standard_normal((batch, *event))).astype(dtype)
+    x0 = draw(_values((batch, *event), -4.0, 4.0)).astype(dtype)
+    x1 = draw(_values((batch, *event), -12.0, 12.0)).astype(dtype)
     kind = draw(st.sampled_from(["float", "B"]))
-    u = rng.uniform(0.0, 1.0, size=batch).astype(dtype)
+    u = draw(_times(batch)).astype(dtype)
     t = float(u[0]) if kind == "float" else u
     strided = draw(st.booleans()) and len(event) >= 1
     return x0, x1, t, strided
 
 
-@pytest.mark.parametrize("schedule", SCHEDULES, ids=IDS)
 @given(inputs=training_inputs())
 def test_fused_sample_and_target_matches_core_on_cupy_and_numpy(schedule, inputs):
     x0, x1, t, strided = inputs
@@ -200,19 +197,19 @@ def test_solvers_allocate_nothing_per_step(method):
 # (the backend has no copies of these: the reference runs on CuPy through the Array API)
 
 
-@pytest.mark.parametrize("schedule", SCHEDULES[1:], ids=IDS[1:])
-@given(
-    seed=st.integers(0, 2**32 - 1),
-    batch=st.integers(1, 32),
-    n=st.integers(1, 40),
-    d=st.integers(1, 8),
-    chunk=st.integers(1, 50),
-)
-def test_empirical_marginal_on_cupy_matches_the_numpy_reference(schedule, seed, batch, n, d, chunk):
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal((batch, d))
-    data = 1.5 * rng.standard_normal((n, d)) + 0.5
-    t = rng.uniform(0.05, 0.9, size=batch)
+@st.composite
+def marginal_inputs(draw):
+    batch, n, d = draw(st.integers(1, 32)), draw(st.integers(1, 40)), draw(st.integers(1, 8))
+    x = draw(_values((batch, d), -4.0, 4.0))
+    data = draw(_values((n, d), -4.0, 5.0))
+    t = draw(_times(batch, 0.05, 0.9))
+    return x, data, t
+
+
+@given(inputs=marginal_inputs(), chunk=st.integers(1, 50))
+def test_empirical_marginal_on_cupy_matches_the_numpy_reference(schedule, inputs, chunk):
+    x, data, t = inputs
+    batch = x.shape[0]
     path = fs.GaussianPath(schedule)
     ref = fs.EmpiricalMarginal(path, data, chunk_size=chunk)
     gpu = fs.EmpiricalMarginal(path, cupy.asarray(data), chunk_size=chunk)
@@ -232,7 +229,6 @@ def test_empirical_marginal_on_cupy_matches_the_numpy_reference(schedule, seed, 
         np.testing.assert_allclose(got.get(), want, rtol=0, atol=tol * (1 + np.abs(want).max()))
 
 
-@pytest.mark.parametrize("schedule", SCHEDULES, ids=IDS)
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
 def test_conditional_path_residual_vanishes_on_the_gpu(schedule, dtype):
     rng = np.random.default_rng(6)

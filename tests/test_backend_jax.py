@@ -17,25 +17,18 @@ import pytest
 jax = pytest.importorskip("jax", reason="the JAX backend needs jax")
 jax.config.update("jax_enable_x64", True)
 import jax.numpy as jnp  # noqa: E402
+from helpers import normal_range  # noqa: E402
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 import flowspec as fs  # noqa: E402
+from flowspec.conformance.properties import _times, _values  # noqa: E402
+from flowspec.schedules import CATALOGUE  # noqa: E402
 
 fj = fs.backends.get("jax")
 
 EPS64 = float(np.finfo(np.float64).eps)
 EPS32 = float(np.finfo(np.float32).eps)
-
-SCHEDULES = {
-    "condot": fs.CondOT(sigma_min=0.01),
-    "vp": fs.VariancePreserving(),
-    "ve": fs.VarianceExploding(),
-    "cosine": fs.Cosine(),
-    "poly": fs.Polynomial(2.0),
-    "linvp": fs.LinearVP(),
-}
-SCHEDULE_IDS = list(SCHEDULES)
 
 
 def _np(x):
@@ -79,7 +72,8 @@ def _core_cases():
     def ts(rng):
         return rng.uniform(0.2, 0.8, size=(b,))
 
-    for sid, sched in SCHEDULES.items():
+    for sched in CATALOGUE:
+        sid = repr(sched)
         cases[f"schedule-{sid}"] = (
             lambda t, s=sched: tuple(s(t)),
             lambda rng: (ts(rng),),
@@ -235,28 +229,28 @@ shapes = st.sampled_from([(1, 1), (3, 2), (4, 2, 3)])
 
 @st.composite
 def path_inputs(draw):
-    sid = draw(st.sampled_from(SCHEDULE_IDS))
+    sched = draw(st.sampled_from(CATALOGUE))
     shape = draw(shapes)
-    seed = draw(st.integers(0, 2**32 - 1))
-    rng = np.random.default_rng(seed)
+    # entries in [-4, 4], the range of the normals they replace
+    x0, x1 = draw(_values(shape, -4.0, 4.0)), draw(_values(shape, -4.0, 4.0))
     t_kind = draw(st.sampled_from(["float", "scalar", "batch", "column"]))
-    t = rng.uniform(0.02, 0.98, size=(shape[0],))
+    t = draw(_times(shape[0], 0.02, 0.98))
     if t_kind == "float":
         t = float(t[0])
     elif t_kind == "scalar":
         t = np.asarray(t[0])
     elif t_kind == "column":
         t = t.reshape((shape[0],) + (1,) * (len(shape) - 1))
-    return sid, rng.normal(size=shape), rng.normal(size=shape), t
+    return sched, x0, x1, t
 
 
 PATH_FUNCTIONS = ("sample", "target", "velocity", "log_prob", "score", "divergence")
 
 
 @functools.cache
-def _jitted_path_function(fname, sid):
+def _jitted_path_function(fname, sched):
     """One jitted function per (function, schedule): examples reuse its compilations."""
-    path = fs.GaussianPath(SCHEDULES[sid])
+    path = fs.GaussianPath(sched)
     return jax.jit(lambda a, b, t: getattr(fj, fname)(path, a, b, t))
 
 
@@ -285,16 +279,17 @@ def _path_magnitude(fname, sched, a, x1, t):
 @settings(max_examples=12)
 @given(data=path_inputs())
 def test_path_functions_match_reference_float64(fname, data):
-    sid, a, x1, t = data
-    path = fs.GaussianPath(SCHEDULES[sid])
+    sched, a, x1, t = data
+    a, x1 = normal_range(a, np.float64), normal_range(x1, np.float64)
+    path = fs.GaussianPath(sched)
     expected = getattr(path, fname)(a, x1, t)
     tj = t if isinstance(t, float) else jnp.asarray(t)
-    actual = _jitted_path_function(fname, sid)(jnp.asarray(a), jnp.asarray(x1), tj)
+    actual = _jitted_path_function(fname, sched)(jnp.asarray(a), jnp.asarray(x1), tj)
     assert actual.dtype == jnp.float64
     # same formula, same coefficients (the core's schedules): a few roundings per
     # operation, amplified by the schedules' exp/log (VP: exponent up to T(1) ~ 10),
     # relative to the running-error scale of the formula.
-    tol = 64 * EPS64 * _path_magnitude(fname, SCHEDULES[sid], a, x1, t)
+    tol = 64 * EPS64 * _path_magnitude(fname, sched, a, x1, t)
     _close(actual, expected, tol, fname)
 
 
@@ -302,31 +297,32 @@ def test_path_functions_match_reference_float64(fname, data):
 @settings(max_examples=12)
 @given(data=path_inputs())
 def test_path_functions_float32_within_bound_of_float64(fname, data):
-    sid, a, x1, t = data
+    sched, a, x1, t = data
+    a, x1 = normal_range(a, np.float32), normal_range(x1, np.float32)
     # the float64 reference at the float32-rounded inputs isolates the arithmetic error
     a32, x132 = a.astype(np.float32), x1.astype(np.float32)
     t32 = float(np.float32(t)) if isinstance(t, float) else np.asarray(t, dtype=np.float32)
-    path = fs.GaussianPath(SCHEDULES[sid])
+    path = fs.GaussianPath(sched)
     expected = getattr(path, fname)(
         a32.astype(np.float64),
         x132.astype(np.float64),
         t32 if isinstance(t32, float) else t32.astype(np.float64),
     )
     tj = t32 if isinstance(t32, float) else jnp.asarray(t32)
-    actual = _jitted_path_function(fname, sid)(jnp.asarray(a32), jnp.asarray(x132), tj)
+    actual = _jitted_path_function(fname, sched)(jnp.asarray(a32), jnp.asarray(x132), tj)
     assert actual.dtype == jnp.float32
     # float32 arithmetic: relative error eps32 per operation; 64 covers the chained
     # operations and the schedules' amplification (as in float64), in units of the
     # running-error scale. A (B,) t given as float is rounded to float32 inside too.
-    tol = 64 * EPS32 * _path_magnitude(fname, SCHEDULES[sid], a, x1, t)
+    tol = 64 * EPS32 * _path_magnitude(fname, sched, a, x1, t)
     _close(actual, expected, tol, fname)
 
 
 @settings(max_examples=12)
 @given(data=path_inputs())
 def test_sample_and_target_is_sample_and_target(data):
-    sid, x0, x1, t = data
-    path = fs.GaussianPath(SCHEDULES[sid])
+    sched, x0, x1, t = data
+    path = fs.GaussianPath(sched)
     tj = t if isinstance(t, float) else jnp.asarray(t)
     a, b = map(jnp.asarray, (x0, x1))
     x_t, u = fj.sample_and_target(path, a, b, tj)
@@ -527,9 +523,9 @@ def test_hutchinson_converges_to_exact_within_hoeffding_bound():
 
 
 @functools.cache
-def _continuity_terms(sid):
+def _continuity_terms(sched):
     """Jitted (residual, |d_t log p| + |div u| + |u . grad log p|) of a conditional path."""
-    path = fs.GaussianPath(SCHEDULES[sid])
+    path = fs.GaussianPath(sched)
 
     def run(x1, t, x):
         def lp(tt, xx):
@@ -548,15 +544,13 @@ def _continuity_terms(sid):
     return jax.jit(run)
 
 
-@pytest.mark.parametrize("sid", SCHEDULE_IDS)
 @settings(max_examples=10)
-@given(seed=st.integers(0, 2**32 - 1), shape=st.sampled_from([(3, 2), (2, 2, 2)]))
-def test_continuity_residual_by_autodiff_vanishes_for_conditional_paths(sid, seed, shape):
-    rng = np.random.default_rng(seed)
-    x1 = jnp.asarray(rng.normal(size=shape))
-    x = jnp.asarray(rng.normal(size=shape))
-    t = jnp.asarray(rng.uniform(0.05, 0.95, size=shape[0]))
-    res, terms = map(_np, _continuity_terms(sid)(x1, t, x))
+@given(shape=st.sampled_from([(3, 2), (2, 2, 2)]), case=st.data())
+def test_continuity_residual_by_autodiff_vanishes_for_conditional_paths(schedule, shape, case):
+    x1 = jnp.asarray(case.draw(_values(shape, -4.0, 4.0)))
+    x = jnp.asarray(case.draw(_values(shape, -4.0, 4.0)))
+    t = jnp.asarray(case.draw(_times(shape[0], 0.05, 0.95)))
+    res, terms = map(_np, _continuity_terms(schedule)(x1, t, x))
     # autodiff is exact: the residual is rounding only, relative to the size of the three
     # terms it cancels (|d_t log p| + |div u| + |u . grad log p|); 256 ulps of that
     assert np.all(np.abs(res) <= 256 * EPS64 * (terms + 1)), (res, terms)
@@ -731,8 +725,8 @@ def test_backend_is_registered():
 # 7. the exact marginal (EmpiricalMarginal) through the backend
 # ======================================================================================
 @functools.cache
-def _marginal_continuity(sid):
-    path = fs.GaussianPath(SCHEDULES[sid])
+def _marginal_continuity(sched):
+    path = fs.GaussianPath(sched)
 
     def run(data, t, x):
         m = fs.EmpiricalMarginal(path, data)
@@ -746,17 +740,13 @@ def _marginal_continuity(sid):
     return jax.jit(run)
 
 
-@pytest.mark.parametrize("sid", SCHEDULE_IDS)
 @settings(max_examples=5)
-@given(seed=st.integers(0, 2**32 - 1))
-def test_continuity_residual_by_autodiff_vanishes_for_empirical_marginal(sid, seed):
+@given(data=_values((4, 2), -4.0, 4.0), x=_values((3, 2), -4.0, 4.0), t=_times(3, 0.05, 0.95))
+def test_continuity_residual_by_autodiff_vanishes_for_empirical_marginal(schedule, data, x, t):
     # Theorem 1 by autodiff: the exact marginal pair (eq. 6, 8) satisfies the continuity
     # equation, so the residual is rounding only
-    rng = np.random.default_rng(seed)
-    data = jnp.asarray(rng.normal(size=(4, 2)))
-    x = jnp.asarray(rng.normal(size=(3, 2)))
-    t = jnp.asarray(rng.uniform(0.05, 0.95, size=3))
-    res, terms = map(_np, _marginal_continuity(sid)(data, t, x))
+    data, x, t = jnp.asarray(data), jnp.asarray(x), jnp.asarray(t)
+    res, terms = map(_np, _marginal_continuity(schedule)(data, t, x))
     # relative to the terms it cancels; the marginal's log-sum-exp adds a few roundings
     # per data point (4 here), hence 1024 ulps rather than 256
     assert np.all(np.abs(res) <= 1024 * EPS64 * (terms + 1)), (res, terms)
@@ -774,19 +764,23 @@ def test_marginal_divergence_closed_form_equals_autodiff():
 
 
 @pytest.mark.parametrize(
-    ("sid", "divergence"), [("condot", "exact"), ("ve", "exact"), ("cosine", "closed")]
+    ("schedule", "divergence", "t_a"),
+    # t_a: where the marginal is not too stiff for rk4 at h = t_a / 16 (VE: sigma_t is
+    # 0.89 at t = 0.5 but 0.025 at 0.9, where random x would sit ~40 sigma from the
+    # data; Cosine: sigma_t is 0.59 at 0.6 but 0.16 at 0.9)
+    [
+        (fs.CondOT(sigma_min=0.2), "exact", 0.9),
+        (fs.VarianceExploding(), "exact", 0.5),
+        (fs.Cosine(), "closed", 0.6),
+    ],
+    ids=lambda v: repr(v) if isinstance(v, fs.Schedule) else None,
 )
-def test_log_likelihood_of_exact_marginal_reproduces_log_prob(sid, divergence):
+def test_log_likelihood_of_exact_marginal_reproduces_log_prob(schedule, divergence, t_a):
     # the exact marginal field transports p_0 to p_t, so integrating the instantaneous
     # change of variables from t_a down to 0 must give EmpiricalMarginal.log_prob(x, t_a)
     # up to the solver's error, which falls at rk4's order with the number of steps
     rng = np.random.default_rng(15)
-    schedule = fs.CondOT(sigma_min=0.2) if sid == "condot" else SCHEDULES[sid]
     m = fs.EmpiricalMarginal(fs.GaussianPath(schedule), jnp.asarray(rng.normal(size=(4, 2))))
-    # stay where the marginal is not too stiff for rk4 at h = t_a / 16 (VE: sigma_t is
-    # 0.89 at t = 0.5 but 0.025 at 0.9, where random x would sit ~40 sigma from the data;
-    # Cosine: sigma_t is 0.59 at 0.6 but 0.16 at 0.9)
-    t_a = {"condot": 0.9, "ve": 0.5, "cosine": 0.6}[sid]
     x = jnp.asarray(rng.normal(size=(5, 2)))
     # log p_0 of the marginal itself (VE and VP start near, not at, N(0, I))
     log_p0 = lambda x0: m.log_prob(x0, 0.0)  # noqa: E731

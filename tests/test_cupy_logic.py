@@ -13,14 +13,13 @@ import array_api_compat
 import numpy as np
 import pytest
 from helpers import CUPY_DTYPES as DTYPES
-from helpers import CUPY_SCHEDULE_IDS as IDS
-from helpers import CUPY_SCHEDULES as SCHEDULES
 from hypothesis import given
 from hypothesis import strategies as st
 
 import flowspec as fs
 from flowspec import ode
 from flowspec.backends import _cupy_logic as L
+from flowspec.conformance.properties import _times, _values
 
 XP = array_api_compat.array_namespace(np.zeros(1))
 
@@ -77,15 +76,13 @@ def training_inputs(draw):
     event = tuple(draw(st.lists(st.integers(1, 4), min_size=0, max_size=3)))
     if draw(st.booleans()) and event:
         event = (batch, *event[1:])  # an event axis equal to B: no silent broadcast
-    seed = draw(st.integers(0, 2**32 - 1))
-    rng = np.random.default_rng(seed)
-    x0 = rng.standard_normal((batch, *event)).astype(dtype)
-    x1 = (3.0 * rng.standard_normal((batch, *event))).astype(dtype)
+    x0 = draw(_values((batch, *event), -4.0, 4.0)).astype(dtype)
+    x1 = draw(_values((batch, *event), -12.0, 12.0)).astype(dtype)
     if draw(st.booleans()) and len(event) >= 1:
         # non-contiguous inputs: a strided view
         x0 = np.repeat(x0, 2, axis=-1)[..., ::2]
     kind = draw(st.sampled_from(["float", "0d", "B", "B11"]))
-    u = rng.uniform(0.0, 1.0, size=batch)
+    u = draw(_times(batch))
     if kind == "float":
         t = float(u[0])
     elif kind == "0d":
@@ -97,13 +94,15 @@ def training_inputs(draw):
     return x0, x1, t
 
 
-@pytest.mark.parametrize("schedule", SCHEDULES, ids=IDS)
 @given(inputs=training_inputs())
 def test_fused_sample_and_target_equals_the_reference_bitwise(schedule, inputs):
     x0, x1, t = inputs
     path = fs.GaussianPath(schedule)
-    got = L.sample_and_target(L.emulate, path, x0, x1, t)
-    want = path.sample_and_target(x0, x1, t)
+    # the drawn times include t = 0 and t = 1, where some coefficients are infinite
+    # (the inf and NaN they give are compared too)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        got = L.sample_and_target(L.emulate, path, x0, x1, t)
+        want = path.sample_and_target(x0, x1, t)
     for g, w in zip(got, want, strict=True):
         assert g.dtype == w.dtype and g.shape == w.shape
         # Same IEEE operations in the same order (two products, one sum; the CUDA

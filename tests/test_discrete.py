@@ -16,28 +16,34 @@ import pytest
 from helpers import to_numpy
 from hypothesis import given
 from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
 
 from flowspec import discrete as fd
+from flowspec.conformance.properties import _times, _values
+from flowspec.discrete.schedules import CATALOGUE
 
 EPS64 = float(np.finfo(np.float64).eps)
 EPS32 = float(np.finfo(np.float32).eps)
-SCHEDULES = {"linear": fd.Linear(), "polynomial": fd.Polynomial(2.0), "cosine": fd.Cosine()}
 
 
 def as_xp(xp, a):
     return xp.asarray(np.asarray(a))
 
 
+def tokens(shape, vocab):
+    """Token arrays drawn by Hypothesis (values in 0..vocab-1; shrinks towards 0)."""
+    return arrays(np.int64, shape, elements=st.integers(0, vocab - 1))
+
+
 # -- schedules -----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", list(SCHEDULES))
-def test_schedule_values_and_derivative(xp, name):
-    sched = SCHEDULES[name]
+def test_schedule_values_and_derivative(xp, discrete_schedule):
+    sched = discrete_schedule
     t = np.linspace(0.0, 1.0, 41)
     c = sched(as_xp(xp, t))
     for j, tj in enumerate(t):
-        k, dk = ref.kappa(name, float(tj))
+        k, dk = ref.kappa(discrete_schedule, float(tj))
         # a few ulps: each coefficient is one or two elementary functions
         assert abs(float(to_numpy(c.kappa)[j]) - k) <= 4 * EPS64
         assert abs(float(to_numpy(c.d_kappa)[j]) - dk) <= 4 * EPS64 * max(1.0, abs(dk))
@@ -46,9 +52,8 @@ def test_schedule_values_and_derivative(xp, name):
     assert float(to_numpy(c.complement)[-1]) == 0.0
 
 
-@pytest.mark.parametrize("name", list(SCHEDULES))
-def test_schedule_derivative_by_finite_differences(name):
-    sched = SCHEDULES[name]
+def test_schedule_derivative_by_finite_differences(discrete_schedule):
+    sched = discrete_schedule
     t = np.linspace(0.05, 0.95, 19)
     h = EPS64 ** (1 / 3)
     fd_dk = (sched(t + h).kappa - sched(t - h).kappa) / ((t + h) - (t - h))
@@ -56,16 +61,11 @@ def test_schedule_derivative_by_finite_differences(name):
     np.testing.assert_allclose(sched(t).d_kappa, fd_dk, atol=20 * EPS64 ** (2 / 3))
 
 
-@pytest.mark.parametrize("name", list(SCHEDULES))
-def test_complement_is_accurate_near_one(name):
-    sched = SCHEDULES[name]
+def test_complement_is_accurate_near_one(discrete_schedule):
+    sched = discrete_schedule
     for gap in (1e-3, 1e-8, 1e-12):
         t = 1.0 - gap
-        true = {
-            "linear": 1.0 - t,
-            "polynomial": -math.expm1(2.0 * math.log(t)),
-            "cosine": math.sin(math.pi * (1.0 - t) / 2.0),
-        }[name]
+        true = ref.complement(sched, t)
         # relative accuracy of a few ulps where 1 - kappa would lose all digits
         got = float(sched(t).complement)
         assert abs(got - true) <= 4 * EPS64 * true
@@ -74,7 +74,7 @@ def test_complement_is_accurate_near_one(name):
 def test_jump_is_infinite_at_one_without_warnings():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        for sched in SCHEDULES.values():
+        for sched in CATALOGUE:
             j = sched.jump(np.array([0.5, 1.0]))
             assert np.isfinite(j[0]) and j[1] == math.inf
     assert fd.Polynomial(2.0).jump(np.array([0.0]))[0] == 0.0
@@ -128,14 +128,13 @@ def test_sample_takes_data_where_u_below_kappa(xp, mask):
 
 
 @pytest.mark.parametrize("mask", [None, 2])
-@pytest.mark.parametrize("name", list(SCHEDULES))
-def test_conditional_log_prob_against_enumeration(xp, name, mask):
+def test_conditional_log_prob_against_enumeration(xp, discrete_schedule, mask):
     vocab, length = 3, 2
-    path = fd.MixturePath(SCHEDULES[name], vocab, mask_token=mask)
+    path = fd.MixturePath(discrete_schedule, vocab, mask_token=mask)
     p0 = ref.source_probs(vocab, mask)
     x1 = (0, 1)
     for t in (0.0, 0.3, 0.8, 1.0):
-        k, _ = ref.kappa(name, t)
+        k, _ = ref.kappa(discrete_schedule, t)
         xs = np.array(ref.states(vocab, length))
         want = np.array([ref.conditional_prob(tuple(s), x1, k, p0) for s in xs])
         tt = as_xp(
@@ -178,31 +177,33 @@ def test_path_validates_its_arguments():
 # -- rates ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", list(SCHEDULES))
-def test_conditional_rate_against_reference(xp, name):
+def test_conditional_rate_against_reference(xp, discrete_schedule):
     vocab = 4
     rng = np.random.default_rng(1)
     x = rng.integers(0, vocab, (5, 3))
     x1 = rng.integers(0, vocab, (5, 3))
     t = rng.uniform(0.05, 0.95, 5)
     got = to_numpy(
-        fd.conditional_rate(SCHEDULES[name], as_xp(xp, x), as_xp(xp, x1), as_xp(xp, t), vocab)
+        fd.conditional_rate(discrete_schedule, as_xp(xp, x), as_xp(xp, x1), as_xp(xp, t), vocab)
     )
     for b in range(5):
-        k, dk = ref.kappa(name, t[b])
+        k, dk = ref.kappa(discrete_schedule, t[b])
         post = np.eye(vocab)[x1[b]]
         want = ref.rate_from_denoiser(x[b], post, k, dk)
         # dk / (1 - k): two roundings on coefficients of size <= 1 / (1 - 0.95)
         np.testing.assert_allclose(got[b], want, rtol=8 * EPS64, atol=8 * EPS64)
 
 
-@given(seed=st.integers(0, 2**32 - 1), scale=st.sampled_from([1.0, 30.0, 500.0]))
-def test_posterior_to_rate_from_logits_and_probs(xp, seed, scale):
-    rng = np.random.default_rng(seed)
+@given(
+    z=_values((4, 3, 6), -4.0, 4.0),
+    scale=st.sampled_from([1.0, 30.0, 500.0]),
+    x=tokens((4, 3), 6),
+    t=_times(4, 0.0, 0.99),
+)
+def test_posterior_to_rate_from_logits_and_probs(xp, z, scale, x, t):
+    # logits of size up to 2000 (scale times entries in [-4, 4], the range of normals)
     vocab = 6
-    logits = scale * rng.standard_normal((4, 3, vocab))
-    x = rng.integers(0, vocab, (4, 3))
-    t = rng.uniform(0.0, 0.99, 4)
+    logits = scale * z
     sched = fd.Cosine()
     from_logits = to_numpy(
         fd.posterior_to_rate(sched, as_xp(xp, x), as_xp(xp, t), logits=as_xp(xp, logits))
@@ -215,7 +216,7 @@ def test_posterior_to_rate_from_logits_and_probs(xp, seed, scale):
     )
     jump = (math.pi / 2) * np.tan(math.pi * t / 2)
     for b in range(4):
-        k, dk = ref.kappa("cosine", t[b])
+        k, dk = ref.kappa(sched, t[b])
         want = ref.rate_from_denoiser(x[b], probs[b], k, dk)
         # softmax to ~V ulps, times a jump coefficient <= pi/2 tan(0.99 pi/2) ~ 100
         tol = 32 * vocab * EPS64 * max(1.0, jump[b])
@@ -227,13 +228,12 @@ def test_posterior_to_rate_from_logits_and_probs(xp, seed, scale):
     assert np.all(off >= 0)
 
 
-@given(seed=st.integers(0, 2**32 - 1))
-def test_rate_to_posterior_inverts_posterior_to_rate(xp, seed):
-    rng = np.random.default_rng(seed)
+@given(z=_values((3, 2, 5), -30.0, 30.0), x=tokens((3, 2), 5), t=_times(3, 0.01, 0.99))
+def test_rate_to_posterior_inverts_posterior_to_rate(xp, z, x, t):
     vocab = 5
-    probs = rng.dirichlet(np.ones(vocab), size=(3, 2))
-    x = rng.integers(0, vocab, (3, 2))
-    t = rng.uniform(0.01, 0.99, 3)
+    # probabilities on the simplex: the softmax of drawn logits (entries down to e^-60)
+    e = np.exp(z - z.max(axis=-1, keepdims=True))
+    probs = e / e.sum(axis=-1, keepdims=True)
     sched = fd.Polynomial(1.5)
     rate = fd.posterior_to_rate(sched, as_xp(xp, x), as_xp(xp, t), probs=as_xp(xp, probs))
     back = to_numpy(fd.rate_to_posterior(sched, rate, as_xp(xp, x), as_xp(xp, t)))
@@ -272,12 +272,9 @@ def test_rates_validate_their_arguments():
 # -- losses --------------------------------------------------------------------------
 
 
-@given(seed=st.integers(0, 2**32 - 1))
-def test_cross_entropy_against_reference(xp, seed):
-    rng = np.random.default_rng(seed)
+@given(logits=_values((4, 3, 7), -20.0, 20.0), x1=tokens((4, 3), 7))
+def test_cross_entropy_against_reference(xp, logits, x1):
     vocab = 7
-    logits = 5 * rng.standard_normal((4, 3, vocab))
-    x1 = rng.integers(0, vocab, (4, 3))
     want = np.array(
         [
             -sum(
@@ -321,20 +318,22 @@ def test_cross_entropy_is_finite_at_t_one_and_infinite_for_a_zero_probability():
         assert float(fd.cross_entropy(np.array([[1, 1]]), probs=probs)) == math.inf
 
 
-@pytest.mark.parametrize("name", list(SCHEDULES))
-@given(seed=st.integers(0, 2**32 - 1))
-def test_generalized_kl_against_bregman_reference(xp, name, seed):
-    rng = np.random.default_rng(seed)
-    vocab = 5
-    logits = 3 * rng.standard_normal((4, 3, vocab))
+@given(
+    logits=_values((4, 3, 5), -12.0, 12.0),
+    x1=tokens((4, 3), 5),
+    other=tokens((4, 3), 5),
+    keep=arrays(np.bool_, (4, 3)),
+    t=_times(4, 0.0, 0.95),
+)
+def test_generalized_kl_against_bregman_reference(
+    xp, discrete_schedule, logits, x1, other, keep, t
+):
     probs = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
-    x1 = rng.integers(0, vocab, (4, 3))
-    # x_t equal to x1 on about half of the tokens
-    x = np.where(rng.random((4, 3)) < 0.5, x1, rng.integers(0, vocab, (4, 3)))
-    t = rng.uniform(0.0, 0.95, 4)
+    # x_t equal to x1 where `keep` (and wherever `other` happens to equal x1)
+    x = np.where(keep, x1, other)
     got = to_numpy(
         fd.generalized_kl(
-            SCHEDULES[name],
+            discrete_schedule,
             as_xp(xp, x1),
             as_xp(xp, x),
             as_xp(xp, t),
@@ -344,7 +343,7 @@ def test_generalized_kl_against_bregman_reference(xp, name, seed):
     )
     want = np.zeros(4)
     for b in range(4):
-        k, dk = ref.kappa(name, t[b])
+        k, dk = ref.kappa(discrete_schedule, t[b])
         c = dk / (1 - k)
         want[b] = sum(ref.generalized_kl_token(probs[b, i], x[b, i], x1[b, i], c) for i in range(3))
     # terms of size c |log p| (|log p| <= ~20 here), c <= 1/(1 - 0.95) * pi/2: ulps of each
@@ -410,17 +409,16 @@ def test_losses_keep_dtype(xp):
 
 
 @pytest.mark.parametrize("mask", [None, 3])
-@pytest.mark.parametrize("name", list(SCHEDULES))
-def test_marginal_against_enumeration(xp, name, mask):
+def test_marginal_against_enumeration(xp, discrete_schedule, mask):
     vocab, length = 4, 2
     data = np.array([[0, 1], [2, 2], [0, 1], [1, 0], [2, 1]])
-    path = fd.MixturePath(SCHEDULES[name], vocab, mask_token=mask)
+    path = fd.MixturePath(discrete_schedule, vocab, mask_token=mask)
     p0 = ref.source_probs(vocab, mask)
     xs = np.array(ref.states(vocab, length))
     for chunk in (None, 2):
         m = fd.EmpiricalMarginal(path, as_xp(xp, data), chunk_size=chunk)
         for t in (0.0, 0.35, 0.9, 1.0):
-            k, dk = ref.kappa(name, t)
+            k, dk = ref.kappa(discrete_schedule, t)
             want = np.array([ref.marginal_prob(tuple(s), data, k, p0) for s in xs])
             tt = as_xp(xp, np.full(len(xs), t))
             got = np.exp(to_numpy(m.log_prob(as_xp(xp, xs), tt)))

@@ -21,11 +21,35 @@ from flowspec.riemannian import (
     GeodesicPath,
     Hyperbolic,
     Sphere,
+    check_kappa_schedule,
     riemannian_cfm_loss,
 )
+from flowspec.schedules import CATALOGUE
 
 EPS64 = np.finfo(np.float64).eps
-SCHEDULES = [fs.CondOT(), fs.Polynomial(2.0), fs.Cosine()]
+
+
+def _serves_as_kappa(schedule):
+    try:
+        check_kappa_schedule(schedule)
+    except ValueError:
+        return False
+    return True
+
+
+#: The catalogue's schedules a GeodesicPath accepts: kappa_t = sigma_t needs sigma_0 = 1
+#: and sigma_1 = 0 (CondOT(sigma_min > 0), VP and VE are refused).
+SCHEDULES = [s for s in CATALOGUE if _serves_as_kappa(s)]
+
+
+def test_the_kappa_schedules_of_the_catalogue():
+    # the selection is by the property; it keeps (at least) the schedules with sigma
+    # falling from 1 to 0 that these tests were written for, and refuses the others
+    assert {fs.CondOT(), fs.Cosine(), fs.Polynomial(2.0), fs.LinearVP()} <= set(SCHEDULES)
+    for s in CATALOGUE:
+        if s not in SCHEDULES:
+            with pytest.raises(ValueError, match="`schedule`"):
+                GeodesicPath(Sphere(2), s)
 
 
 def _pair(m, seed=0, batch=12):

@@ -29,7 +29,7 @@ import numpy as np
 from .. import validation
 from ..typing import Array
 
-__all__ = ["Cosine", "KappaCoefficients", "KappaSchedule", "Linear", "Polynomial"]
+__all__ = ["CATALOGUE", "Cosine", "KappaCoefficients", "KappaSchedule", "Linear", "Polynomial"]
 
 
 class KappaCoefficients(NamedTuple):
@@ -199,3 +199,10 @@ class Cosine(KappaSchedule):
         return KappaCoefficients(
             kappa=kappa, d_kappa=half_pi * xp.sin(half_pi * t), complement=complement
         )
+
+
+#: The kappa schedules under contract: one instance of each schedule class. The
+#: conformance tests of the discrete part iterate over this tuple; a new kappa schedule
+#: joins the contract by being added here (as :data:`flowspec.schedules.CATALOGUE` for
+#: the Gaussian schedules).
+CATALOGUE: tuple[KappaSchedule, ...] = (Linear(), Polynomial(2.0), Cosine())
