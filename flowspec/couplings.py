@@ -131,6 +131,24 @@ def _cost(xp: Any, x0: Array, x1: Array) -> Array:
     return (na[:, None] + nb[None, :]) - 2.0 * (a @ xp.matrix_transpose(b))
 
 
+def _solver_cost(xp: Any, x0: Array, x1: Array) -> Array:
+    """The cost handed to the assignment solver: that of the *centred* clouds when B0 == B1.
+
+    With every sample of both batches matched once, translating either cloud changes
+    ``C_ij`` by a row and a column constant only (``||a - b - s||^2 = ||a - b||^2 - 2 s.a
+    + (2 s.b + ||s||^2)``), which adds the same constant to the cost of every permutation:
+    the optimal permutations are the same. The solvers' work is not: on clouds whose means
+    differ, the shortest augmenting paths of SciPy's solver and the pivots of the network
+    simplex multiply (measured up to 11x and 1.7x at B = 1024 in 2-D,
+    ``benchmarks/bench_couplings.py``), and the centred entries are smaller, so they carry
+    less rounding. A partial matching (B0 != B1) leaves samples of the larger batch out,
+    so there the cost is not translated.
+    """
+    if int(x0.shape[0]) != int(x1.shape[0]):
+        return _cost(xp, x0, x1)
+    return _cost(xp, x0 - xp.mean(x0, axis=0), x1 - xp.mean(x1, axis=0))
+
+
 def independent(x0: Array, x1: Array) -> tuple[Array, Array]:
     r"""The independent coupling :math:`q(x_0)\,q(x_1)`: the pairs as drawn, copied.
 
@@ -172,12 +190,6 @@ def _to_host(a: Array) -> np.ndarray:
 
 
 _SOLVERS = ("auto", "scipy", "pot")
-# "auto" picks POT's network simplex up to this many entries per sample: on squared
-# Euclidean costs of low-dimensional clouds (many near-equal cost differences) the
-# shortest augmenting paths of SciPy's solver grow long and the network simplex is
-# faster (measured 2-3x at B = 1024 in 2-D); from about 8 entries on SciPy's is
-# (benchmarks/bench_couplings.py, docs/couplings.md)
-_POT_MAX_EVENT_SIZE = 4
 
 
 def _import(module: str, what: str) -> Any:
@@ -190,14 +202,14 @@ def _import(module: str, what: str) -> Any:
         ) from exc
 
 
-def _has_pot() -> bool:
-    try:  # whether POT is installed, without importing it
-        return importlib.util.find_spec("ot") is not None
-    except (ImportError, ValueError):  # ValueError: sys.modules["ot"] is None
+def _installed(module: str) -> bool:
+    try:  # whether a package is installed, without importing it
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # ValueError: sys.modules[module] is None
         return False
 
 
-def _resolve_solver(solver: Any, n0: int, n1: int, event_size: int) -> str:
+def _resolve_solver(solver: Any, n0: int, n1: int) -> str:
     if solver not in _SOLVERS:
         raise ValueError(f"`solver` must be one of {_SOLVERS}, got {solver!r}")
     if solver == "pot" and n0 != n1:
@@ -206,8 +218,11 @@ def _resolve_solver(solver: Any, n0: int, n1: int, event_size: int) -> str:
             f"sizes, got {n0} and {n1}; use solver='scipy' for a partial matching"
         )
     if solver == "auto":
-        small = event_size <= _POT_MAX_EVENT_SIZE
-        return "pot" if (small and n0 == n1 and _has_pot()) else "scipy"
+        # SciPy's solver on the centred cost (see _solver_cost) is at least as fast as
+        # the network simplex at every size measured (B = 256, 1024; 2 to 3072 entries
+        # per sample, benchmarks/bench_couplings.py): POT only where SciPy is missing
+        usable_pot = n0 == n1 and _installed("ot")
+        return "pot" if (usable_pot and not _installed("scipy")) else "scipy"
     return str(solver)
 
 
@@ -215,11 +230,11 @@ def exact_ot_solver(x0: Array, x1: Array, solver: str = "auto") -> str:
     r"""Which assignment solver :func:`exact_ot_indices` runs on these inputs: ``"pot"`` or ``"scipy"``.
 
     The pairs are the conditions z of eq. 6-9; the solver changes the time, not the
-    optimum. ``"auto"`` is ``"pot"`` (POT's network simplex, ``ot.emd``) when POT is
-    installed, the batch sizes are equal and a sample has at most 4 entries (2-D,
-    3-D, 4-D clouds, where it is the faster of the two), and ``"scipy"``
-    (``scipy.optimize.linear_sum_assignment``) otherwise. Nothing is imported: POT is
-    looked up, not loaded.
+    optimum. ``"auto"`` is ``"scipy"`` (``scipy.optimize.linear_sum_assignment``),
+    the faster of the two on the centred cost that :func:`exact_ot_indices` solves, and
+    ``"pot"`` (POT's network simplex, ``ot.emd``) only where SciPy is not installed,
+    POT is and the batch sizes are equal. Nothing is imported: the packages are looked
+    up, not loaded.
 
     Examples
     --------
@@ -227,11 +242,11 @@ def exact_ot_solver(x0: Array, x1: Array, solver: str = "auto") -> str:
     >>> from flowspec.couplings import exact_ot_solver
     >>> exact_ot_solver(np.zeros((4, 3, 8, 8)), np.zeros((4, 3, 8, 8)))
     'scipy'
-    >>> exact_ot_solver(np.zeros((4, 2)), np.zeros((4, 2)), solver="scipy")
-    'scipy'
+    >>> exact_ot_solver(np.zeros((4, 2)), np.zeros((4, 2)), solver="pot")
+    'pot'
     """
     _pair_inputs(x0, x1)
-    return _resolve_solver(solver, int(x0.shape[0]), int(x1.shape[0]), validation.event_size(x0))
+    return _resolve_solver(solver, int(x0.shape[0]), int(x1.shape[0]))
 
 
 def _pot_permutation(cost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -277,7 +292,10 @@ def exact_ot_indices(x0: Array, x1: Array, *, solver: str = "auto") -> tuple[Arr
 
     The cost matrix is computed in the inputs' namespace and on their device, then
     copied to the host (B0 B1 floats) where an exact solver runs; the indices (int64)
-    are copied back to the inputs' device. Solvers (:func:`exact_ot_solver` says which
+    are copied back to the inputs' device. With B0 == B1 the solver is handed the cost
+    of the two clouds each centred at its mean, which differs from :func:`cost_matrix`
+    by a row and a column constant only (the same optimal permutations) and is solved
+    several times faster when the clouds' means differ. Solvers (:func:`exact_ot_solver` says which
     one ``"auto"`` picks):
 
     - ``"scipy"``: ``scipy.optimize.linear_sum_assignment``, a shortest augmenting
@@ -319,10 +337,10 @@ def exact_ot_indices(x0: Array, x1: Array, *, solver: str = "auto") -> tuple[Arr
     ([0, 1], [1, 0])
     """
     xp = _pair_inputs(x0, x1)
-    name = _resolve_solver(solver, int(x0.shape[0]), int(x1.shape[0]), validation.event_size(x0))
+    name = _resolve_solver(solver, int(x0.shape[0]), int(x1.shape[0]))
     if name == "scipy":
         solve = _import("scipy.optimize", "SciPy's linear_sum_assignment").linear_sum_assignment
-    cost = _to_host(_cost(xp, x0, x1))
+    cost = _to_host(_solver_cost(xp, x0, x1))
     if not np.all(np.isfinite(cost)):
         raise ValueError("`x0` and `x1` must be finite: their cost matrix has non-finite entries")
     rows, cols = solve(cost) if name == "scipy" else _pot_permutation(cost)

@@ -40,7 +40,11 @@ def _cost_np(a, b):
 
 def _cost_tol(a, b):
     # C_ij = |a|^2 + |b|^2 - 2 a.b carries ~ 4 d eps (|a|^2 + |b|^2) of rounding per
-    # entry; a sum of n entries n times that (the largest pair bounds each term)
+    # entry; a sum of n entries n times that (the largest pair bounds each term). With
+    # equal batch sizes the solver is handed the cost of the clouds centred at their
+    # means (the same optimal permutations), whose norms enter instead.
+    if a.shape[0] == b.shape[0]:
+        a, b = a - a.mean(axis=0), b - b.mean(axis=0)
     d = a[0].size
     na = (a.reshape(a.shape[0], -1) ** 2).sum(1).max()
     nb = (b.reshape(b.shape[0], -1) ** 2).sum(1).max()
@@ -126,13 +130,14 @@ def test_exact_ot_without_scipy_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "scipy.optimize", None)
     with pytest.raises(ImportError, match=r"flowspec\[ot\]"):
         C.exact_ot_indices(np.zeros((2, 1)), np.ones((2, 1)), solver="scipy")
-    with pytest.raises(ImportError, match=r"flowspec\[ot\]"):  # auto: SciPy above 4-D
-        C.exact_ot_indices(np.zeros((2, 5)), np.ones((2, 5)))
+    with pytest.raises(ImportError, match=r"flowspec\[ot\]"):  # auto, partial matching
+        C.exact_ot_indices(np.zeros((2, 5)), np.ones((3, 5)))
 
 
 def test_exact_ot_solver_choice(monkeypatch):
     small, big = np.zeros((3, 2)), np.zeros((3, 3, 4, 4))
     assert C.exact_ot_solver(big, big) == "scipy"
+    assert C.exact_ot_solver(small, small) == "scipy"
     assert C.exact_ot_solver(small, np.zeros((4, 2))) == "scipy"  # partial matching
     assert C.exact_ot_solver(small, small, solver="scipy") == "scipy"
     assert C.exact_ot_solver(big, big, solver="pot") == "pot"
@@ -140,6 +145,10 @@ def test_exact_ot_solver_choice(monkeypatch):
         C.exact_ot_indices(small, small, solver="hungarian")
     with pytest.raises(ValueError, match=r"`solver`.*equal batch sizes"):
         C.exact_ot_indices(small, np.zeros((4, 2)), solver="pot")
+    with monkeypatch.context() as m:
+        m.setitem(sys.modules, "scipy", None)  # SciPy not installed: POT where it can
+        assert C.exact_ot_solver(small, small) == ("pot" if C._installed("ot") else "scipy")
+        assert C.exact_ot_solver(small, np.zeros((4, 2))) == "scipy"
     monkeypatch.setitem(sys.modules, "ot", None)  # POT not installed
     assert C.exact_ot_solver(small, small) == "scipy"
     with pytest.raises(ImportError, match=r"flowspec\[ot\]"):
@@ -148,7 +157,6 @@ def test_exact_ot_solver_choice(monkeypatch):
 
 def test_exact_ot_pot_is_a_checked_permutation(monkeypatch):
     ot = pytest.importorskip("ot")
-    assert C.exact_ot_solver(np.zeros((3, 2)), np.zeros((3, 2))) == "pot"
     x0, x1 = np.array([[0.0], [1.0], [2.0]]), np.array([[2.1], [0.1], [1.1]])
     assert C.exact_ot_indices(x0, x1, solver="pot")[1].tolist() == [1, 2, 0]
     true_emd = ot.emd
@@ -439,3 +447,28 @@ def test_docs_page_code_runs():
         if "import jax" in code and importlib.util.find_spec("jax") is None:
             continue  # the page marks it: needs JAX
         exec(compile(code, str(page), "exec"), {})
+
+
+@given(
+    st.integers(2, 7).flatmap(
+        lambda n: st.tuples(
+            arrays(np.float64, (n, 2), elements=st.floats(-10, 10)),
+            arrays(np.float64, (n, 2), elements=st.floats(-10, 10)),
+            arrays(np.float64, (2,), elements=st.floats(-1e3, 1e3)),
+        )
+    )
+)
+def test_exact_ot_is_optimal_for_translated_clouds(case):
+    # the solver is handed the centred cost: a translation of either cloud must not
+    # change which permutations are optimal (brute force on the translated problem)
+    x0, x1, shift = case
+    n = x0.shape[0]
+    moved = x1 + shift
+    cost = _cost_np(x0, moved)
+    best = min(sum(cost[k, p[k]] for k in range(n)) for p in itertools.permutations(range(n)))
+    for solver in _SOLVERS:
+        _, j = C.exact_ot_indices(x0, moved, solver=solver)
+        assert sorted(j.tolist()) == list(range(n))
+        # plus the rounding of the two n-term sums of entries of size ~ |shift|^2 here
+        slack = n * _cost_tol(x0, moved) + 2 * n * EPS64 * best
+        assert cost[np.arange(n), j].sum() - best <= slack
