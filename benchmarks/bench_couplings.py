@@ -53,6 +53,7 @@ if __name__ == "__main__":  # before NumPy is imported: its BLAS reads these onc
     for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[_var] = _threads
 
+import array_api_compat  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
@@ -86,10 +87,11 @@ def run_size(x0, x1, exact, sampler_class, gen, rounds):
     from scipy.optimize import linear_sum_assignment
 
     # what exact_ot_pairs solves: the cost of the clouds centred at their means
-    centred = couplings._solver_cost(torch, x0, x1)
+    xp = array_api_compat.array_namespace(x0, x1)
+    centred = couplings._solver_cost(xp, x0, x1)
 
     def fs_cost():
-        return couplings._solver_cost(torch, x0, x1)
+        return couplings._solver_cost(xp, x0, x1)
 
     def fs_host():
         return np.from_dlpack(centred)
