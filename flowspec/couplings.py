@@ -256,7 +256,14 @@ def _pot_permutation(cost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     ones = np.ones(n)
     # unit masses (not 1/n): the simplex's flows stay integers, exact in float64, so an
     # optimal vertex is a 0/1 permutation matrix (Birkhoff-von Neumann)
-    plan, log = ot.emd(ones, ones, np.asarray(cost, dtype=np.float64), log=True)
+    # the simplex compares reduced costs against an absolute epsilon: on a cost of
+    # entries ~1e-279 it stops at a non-optimal vertex. Scaled by a power of two to
+    # entries of at most 1 in magnitude (exact: the same optimal permutations)
+    cost = np.asarray(cost, dtype=np.float64)
+    top = float(np.max(np.abs(cost))) if cost.size else 0.0
+    if 0.0 < top < math.inf:
+        cost = np.ldexp(cost, -math.frexp(top)[1])
+    plan, log = ot.emd(ones, ones, cost, log=True)
     if int(log["result_code"]) != 1:
         raise RuntimeError(
             f"exact OT: POT's network simplex did not reach an optimum "

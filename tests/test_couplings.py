@@ -472,3 +472,16 @@ def test_exact_ot_is_optimal_for_translated_clouds(case):
         # plus the rounding of the two n-term sums of entries of size ~ |shift|^2 here
         slack = n * _cost_tol(x0, moved) + 2 * n * EPS64 * best
         assert cost[np.arange(n), j].sum() - best <= slack
+
+
+def test_exact_ot_is_optimal_at_any_scale_of_the_cost():
+    # POT's simplex compares reduced costs with an absolute epsilon: unscaled, a cost of
+    # entries ~1e-279 stopped it at a vertex of cost 1.4e-278 where 0 is optimal
+    v = 8.38939553e-140
+    x0 = np.array([[v, v], [0.0, v], [v, v]])
+    x1 = np.array([[v, v], [v, v], [0.0, v]])
+    cost = _cost_np(x0, x1)
+    for scale in (1.0, 1e150, 1e-20):
+        for solver in _SOLVERS:
+            _, j = C.exact_ot_indices(x0 * scale, x1 * scale, solver=solver)
+            assert cost[np.arange(3), j].sum() == 0.0, (scale, solver, j)
