@@ -16,11 +16,13 @@ the ratio to the GEMM floor, and peak memory (resident set size) per worker and 
 process.
 
 Part 2 (kernels, ``--kernels [--times ...]``). B = 1024, N = 50,000, D = 64, float32,
-at t in {0.3, 0.5, 0.7, 0.9, 0.99}: the JAX scan (``fs.backends.get("jax").marginal``
+at t in {0.3, 0.5, 0.7, 0.9, 0.99} (``--tolerance``: the band tolerance of the torch and
+JAX kernels, default the unit roundoff): the JAX scan (``fs.backends.get("jax").marginal``
 under ``jax.jit``) against one jitted JAX matrix product of the same shape, the torch
-kernel against one torch product and the NumPy ``EmpiricalMarginal`` against one NumPy
-product; and the floors on JAX: the ``exp`` over B x N alone, and a streamed softmax
-with no guard (two GEMMs, max, exp, sum per block), each in JAX GEMMs.
+kernel (compiled, ``compiled=True``, and eager) against one torch product and the NumPy
+``EmpiricalMarginal`` (always exact to the unit roundoff) against one NumPy product; and
+the floors on JAX: the ``exp`` over B x N alone, and a streamed softmax with no guard
+(two GEMMs, max, exp, sum per block), each in JAX GEMMs.
 """
 
 from __future__ import annotations
@@ -139,7 +141,7 @@ def _softmax_floor(jnp: Any, jax: Any, q: Any, aug: Any, block: int) -> Any:
     return out
 
 
-def kernels(repeats: int, times: list[float]) -> list[dict[str, Any]]:
+def kernels(repeats: int, times: list[float], tolerance: float | None) -> list[dict[str, Any]]:
     import jax
     import jax.numpy as jnp
     import torch
@@ -179,23 +181,29 @@ def kernels(repeats: int, times: list[float]) -> list[dict[str, Any]]:
     )
     rows = [{"jax_exp_floor_vs_gemm": f_exp / g_jax, "jax_softmax_floor_vs_gemm": f_soft / g_jax}]
     for t in times:
-        f = jax.jit(lambda d, q, t=t: fj.marginal(path, d, q, t))
+        f = jax.jit(lambda d, q, t=t: fj.marginal(path, d, q, t, tolerance=tolerance))
         f(jd, jx).block_until_ready()
         fused = median_time(lambda f=f: f(jd, jx).block_until_ready(), repeats)
-        ft.marginal(path, td, tx, t)
-        eager = median_time(lambda t=t: ft.marginal(path, td, tx, t), repeats)
+        opts = {"tolerance": tolerance}
+        ft.marginal(path, td, tx, t, **opts)
+        eager = median_time(lambda t=t: ft.marginal(path, td, tx, t, **opts), repeats)
+        opts["compiled"] = True
+        ft.marginal(path, td, tx, t, **opts)  # compiles once per shape and tier
+        compiled = median_time(lambda t=t: ft.marginal(path, td, tx, t, **opts), repeats)
         ref = median_time(lambda t=t: single.velocity(x, t), repeats)
         rows.append(
             {
                 "t": t,
                 "jax_vs_jax_gemm": fused / g_jax,
+                "torch_compiled_vs_torch_gemm": compiled / g_torch,
                 "torch_vs_torch_gemm": eager / g_torch,
                 "numpy_vs_numpy_gemm": ref / g_np,
             }
         )
         print(
-            f"t={t:<5} JAX {fused / g_jax:5.2f}x one JAX GEMM   torch {eager / g_torch:5.2f}x "
-            f"one torch GEMM   NumPy reference {ref / g_np:5.2f}x one NumPy GEMM",
+            f"t={t:<5} JAX {fused / g_jax:5.2f}x one JAX GEMM   torch compiled "
+            f"{compiled / g_torch:5.2f}x, eager {eager / g_torch:5.2f}x one torch GEMM   "
+            f"NumPy reference {ref / g_np:5.2f}x one NumPy GEMM",
             flush=True,
         )
     return rows
@@ -227,12 +235,18 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--kernels", action="store_true", help="part 2 only")
     parser.add_argument("--times", type=float, nargs="+", default=[0.3, 0.5, 0.7, 0.9, 0.99])
+    parser.add_argument(
+        "--tolerance",
+        type=float,
+        default=None,
+        help="the torch and JAX kernels' band tolerance (default: the unit roundoff)",
+    )
     parser.add_argument("--json", default=None)
     parser.add_argument("--plot", default=None)
     args = parser.parse_args()
     result: dict[str, Any] = {}
     if args.kernels:
-        result["kernels"] = kernels(args.repeats, args.times)
+        result["kernels"] = kernels(args.repeats, args.times, args.tolerance)
     else:
         result["scaling"] = scaling([int(s) for s in args.sizes], args.workers, args.repeats)
         if args.plot:

@@ -81,6 +81,8 @@ __all__ = [
     "block_partial",
     "block_partial_capped",
     "block_posterior_log_weights",
+    "check_tolerance",
+    "empty_partial",
     "finish",
     "log_weight_gap",
     "merge_all",
@@ -159,19 +161,25 @@ def log_weight_gap(
 class _Block(NamedTuple):
     """The log-weights of one block of c data points for B query rows.
 
-    Relative to the row's streamed arg-max k of the block: ``rest`` (B, c) holds the
-    streamed ``g_i - g_k`` of the points outside the exact band (-inf inside it); the
-    K candidates (every point in the band, k included) carry their block-local column
-    ``cols`` (B, K), a ``valid`` mask and their *exact* ``gaps = l_i - l_k``. The
-    block's anchor (largest exact log-weight) is column ``anchor`` with gap ``top``.
-    ``cols`` is None where the whole block is recomputed (a band wider than half the
-    block, or a traced one): then K = c and slot j is column j; ``traced`` says the
-    latter, evaluated in whole-block broadcast expressions a compiler fuses into its
-    reductions (no (B, c, D) array in memory). ``overflow`` (B,) marks the rows whose
-    band held more points than a fixed-capacity ``select`` could take (None without).
+    ``g`` (B, c) are the streamed log-weights (up to a per-row constant), ``g_top`` (B,)
+    their value at the row's streamed arg-max k and ``floor`` (B,) the bottom of the
+    exact band: the points with ``g >= floor`` (k among them), whose mask is ``band``
+    where it was formed (None where a ``select`` took the candidates from ``floor``, so
+    that a compiler fuses the comparison into its uses). The K candidates (every
+    point in the band) carry their block-local column ``cols`` (B, K), a ``valid`` mask
+    and their *exact* ``gaps = l_i - l_k``. The block's anchor (largest exact
+    log-weight) is column ``anchor`` with gap ``top``. ``cols`` is None where the whole
+    block is recomputed (a band wider than half the block, or a traced one): then
+    K = c and slot j is column j; ``traced`` says the latter, evaluated in whole-block
+    broadcast expressions a compiler fuses into its reductions (no (B, c, D) array in
+    memory). ``overflow`` (B,) marks the rows whose band held more points than a
+    fixed-capacity ``select`` could take (None without).
     """
 
-    rest: Array
+    g: Array
+    g_top: Array
+    floor: Array
+    band: Array | None
     cols: Array | None
     valid: Array
     gaps: Array
@@ -180,11 +188,16 @@ class _Block(NamedTuple):
     overflow: Array | None
     traced: bool
 
+    def relative(self) -> tuple[Array, Array]:
+        """The streamed ``g_i - g_k`` (B, c) and the band mask ``g >= floor`` (B, c)."""
+        band = self.g >= self.floor[:, None] if self.band is None else self.band
+        return self.g - self.g_top[:, None], band
 
-#: ``select(g, band) -> (cols, valid, overflow)``: a fixed number K of candidate
-#: columns per row (B, K), ascending, holding every band column whenever the band has
-#: at most K; ``valid`` (B, K) marks those in the band, ``overflow`` (B,) the rows whose
-#: band has more than K.
+
+#: ``select(g, floor) -> (cols, valid, overflow)``: a fixed number K of candidate
+#: columns per row (B, K), ascending, holding every column of the band
+#: ``g >= floor[:, None]`` whenever the band has at most K; ``valid`` (B, K) marks those
+#: in the band, ``overflow`` (B,) the rows whose band has more than K.
 Select = Callable[[Array, Array], tuple[Array, Array, Array]]
 
 
@@ -252,7 +265,7 @@ def _block_log_weights(
     """The log-weights of one block of data points, exact in the band (see :class:`_Block`).
 
     One matrix product gives the streamed log-weights g (up to a per-row constant);
-    every point within ``rows.band`` of the row's maximum g_k (and k itself) is then
+    every point within ``rows.band`` of the row's maximum g_k (k included) is then
     recomputed exactly, relative to k, by :func:`log_weight_gap` (difference form).
     Cost: the matrix product plus O(B K D) for K band points per row.
 
@@ -271,21 +284,28 @@ def _block_log_weights(
     d = int(pts.shape[1]) - 1
     size = int(pts.shape[0])
     g = xp.matmul(rows.query, aug_t)  # streamed log-weights + ||xc||^2 / (2 sigma^2)
-    k = xp.argmax(g, axis=1)
+    floor = xp.max(g, axis=1) - rows.band  # the band: g >= floor (the arg-max included)
+    overflow = band = None
+    if select is None:
+        band = g >= floor[:, None]
+        cols, valid, traced = _candidates(xp, band)
+    else:
+        cols, valid, overflow = select(g, floor)
+        traced = fused
+    # the streamed arg-max k, the first of the largest: read among the candidates, which
+    # hold it (ascending columns, so the first maximal slot is the smallest column)
+    if cols is None:
+        k = xp.argmax(g, axis=1)
+    else:
+        g_c = xp.where(
+            valid, _take_rows(xp, g, cols), xp.full(cols.shape, -math.inf, dtype=g.dtype)
+        )
+        k = _at(xp, cols, xp.argmax(g_c, axis=1))
     # the maximum read at k, not by max(): under autodiff its derivative is then that
     # of the point k whose exact log-weight it is paired with below, also at ties
     g_max = _at(xp, g, k)
-    index = xp.arange(size, device=_xp.device(g))
-    band = (g >= (g_max - rows.band)[:, None]) | (index[None, :] == k[:, None])
     # a block of zero-weight points only: g_max = -inf; keep the differences -inf
     g_top = xp.where(g_max > -math.inf, g_max, xp.zeros_like(g_max))
-    rest = xp.where(band, xp.full_like(g, -math.inf), g - g_top[:, None])
-    overflow = None
-    if select is None:
-        cols, valid, traced = _candidates(xp, band)
-    else:
-        cols, valid, overflow = select(g, band)
-        traced = fused
     width = size if cols is None else int(cols.shape[1])
     y_k = xp.take(pts, k, axis=0)[:, None, :d]
     lq_k = xp.take(log_q, k, axis=0)
@@ -299,13 +319,16 @@ def _block_log_weights(
     gaps = xp.concat(parts, axis=1) if len(parts) > 1 else parts[0]
     slot = xp.argmax(gaps, axis=1)  # the first of tied slots: the smallest column
     top = _at(xp, gaps, slot)  # the anchor's own gap (its derivative, also at ties)
-    if cols is None:
-        anchor = slot
-    else:
-        flat = xp.arange(int(cols.shape[0]), device=_xp.device(g)) * width + slot
-        anchor = xp.take(xp.reshape(cols, (-1,)), flat, axis=0)
+    anchor = slot if cols is None else _at(xp, cols, slot)
     top = xp.where(top > -math.inf, top, xp.zeros_like(top))
-    return _Block(rest, cols, valid, gaps, top, anchor, overflow, traced)
+    return _Block(g, g_top, floor, band, cols, valid, gaps, top, anchor, overflow, traced)
+
+
+def _take_rows(xp: Any, a: Array, cols: Array) -> Array:
+    """``a[i, cols[i, j]]`` for a (B, c) array and (B, K) columns, by one gather."""
+    width = int(a.shape[1])
+    flat = xp.arange(int(a.shape[0]), device=_xp.device(a))[:, None] * width + cols
+    return xp.reshape(xp.take(xp.reshape(a, (-1,)), xp.reshape(flat, (-1,)), axis=0), cols.shape)
 
 
 def _at(xp: Any, a: Array, j: Array) -> Array:
@@ -332,8 +355,10 @@ def _partial(
     row_a = xp.take(pts, blk.anchor, axis=0)
     y_a, n_a = row_a[:, :d], row_a[:, d]
     # the points outside the band, relative to the anchor
-    shifted = blk.rest - blk.top[:, None]
+    rel, band = blk.relative()
+    shifted = rel - blk.top[:, None]
     e = xp.exp(shifted) if exp is None else exp(shifted)
+    e = xp.where(band, xp.zeros_like(e), e)
     mass = xp.sum(e, axis=1)
     sums = xp.matmul(e, pts)
     s1 = sums[:, :d]
@@ -402,7 +427,7 @@ def block_partial_capped(
 ) -> tuple[Partial, Array]:
     """:func:`block_partial` with a fixed number of band candidates per row (static shapes).
 
-    ``select(g, band)`` returns (B, K) candidate columns, ascending, their ``valid``
+    ``select(g, floor)`` returns (B, K) candidate columns, ascending, their ``valid``
     mask (in the band) and ``overflow`` (B,), True where the band has more than K points
     (see :data:`Select`); the columns must hold the whole band of every other row (e.g.
     the top K of the streamed log-weights). Returns the partial and ``overflow``: where
@@ -424,7 +449,8 @@ def block_posterior_log_weights(
     a time (K passes; only :meth:`EmpiricalMarginal.posterior` materialises these).
     """
     blk = _block_log_weights(xp, rows, pts, aug_t, log_q)
-    rel = blk.rest - blk.top[:, None]
+    streamed, band = blk.relative()
+    rel = xp.where(band, xp.full_like(streamed, -math.inf), streamed) - blk.top[:, None]
     index = xp.arange(int(pts.shape[0]), device=_xp.device(rel))
     exact = blk.gaps - blk.top[:, None]
     if blk.cols is None:  # the whole block: slot j is column j
@@ -471,6 +497,22 @@ def merge_partials(xp: Any, rows: Rows, p: Partial, q: Partial) -> Partial:
     return Partial(win.anchor, win.log_q, win.mass + f * total, first, second, win.index)
 
 
+def empty_partial(xp: Any, rows: Rows) -> Partial:
+    """The partial of no data point: the identity of :func:`merge_partials` (its anchor
+    weighs nothing, ``log q_a = -inf``), to start a running merge."""
+    batch, dim = int(rows.xc.shape[0]), int(rows.xc.shape[1])
+    dtype, dev = rows.xc.dtype, _xp.device(rows.xc)
+    index = xp.arange(1, device=dev).dtype
+    return Partial(
+        xp.zeros((batch, dim), dtype=dtype, device=dev),
+        xp.full((batch,), -math.inf, dtype=dtype, device=dev),
+        xp.zeros((batch,), dtype=dtype, device=dev),
+        xp.zeros((batch, dim), dtype=dtype, device=dev),
+        xp.zeros((batch,), dtype=dtype, device=dev),
+        xp.full((batch,), xp.iinfo(index).max, dtype=index, device=dev),
+    )
+
+
 def merge_all(xp: Any, rows: Rows, partials: Sequence[Partial]) -> Partial:
     """Merge a non-empty sequence of partials as a balanced tree (pairs, pairs of pairs)."""
     items = list(partials)
@@ -484,9 +526,10 @@ def merge_all(xp: Any, rows: Rows, partials: Sequence[Partial]) -> Partial:
     return items[0]
 
 
-def _band_width(xp: Any, rows_err: Array, dtype: Any) -> Array:
-    """T = 2E + max(0, log(expm1(2E) / u)) from the streamed error bound E (B,)."""
-    u = float(xp.finfo(dtype).eps) / 2.0
+def _band_width(xp: Any, rows_err: Array, dtype: Any, tolerance: float | None = None) -> Array:
+    """T = 2E + max(0, log(expm1(2E) / tol)) from the streamed error bound E (B,);
+    ``tol`` is ``tolerance``, by default the unit roundoff u of ``dtype``."""
+    u = float(xp.finfo(dtype).eps) / 2.0 if tolerance is None else tolerance
     two_e = 2.0 * rows_err
     z = -xp.expm1(-two_e)  # log(expm1(2E)) = 2E + log(1 - exp(-2E)), no overflow
     positive = z > 0.0
@@ -496,7 +539,14 @@ def _band_width(xp: Any, rows_err: Array, dtype: Any) -> Array:
 
 
 def query_rows(
-    xp: Any, flat: Array, alpha: Array, sigma: Array, mean: Array, y_max: Any, lq_max: Any
+    xp: Any,
+    flat: Array,
+    alpha: Array,
+    sigma: Array,
+    mean: Array,
+    y_max: Any,
+    lq_max: Any,
+    tolerance: float | None = None,
 ) -> Rows:
     """The per-query-row constants of one call, shared by every block of the data.
 
@@ -505,6 +555,9 @@ def query_rows(
     ``lq_max`` the largest ``-log q`` of a point of positive weight (the sizes entering
     the streamed error bound E of the module docstring), all over the *whole* data set,
     so that blocks processed anywhere (another process, another machine) agree.
+    ``tolerance`` (see :func:`check_tolerance`) sets the width of the exact band: the
+    streamed weights left outside it err by at most that much relative to the largest
+    weight of their block; by default the unit roundoff of the dtype.
     """
     xc = flat - alpha[:, None] * mean  # x - alpha * mean
     inv = 1.0 / (sigma * sigma)
@@ -520,7 +573,29 @@ def query_rows(
     x_norm = xp.sqrt(xp.sum(xc * xc, axis=1))
     size = xp.abs(alpha) * inv * x_norm * y_max + 0.5 * alpha * alpha * inv * y_max * y_max
     err = gamma * (size + lq_max)
-    return Rows(xc, alpha, 0.5 * inv, query, _band_width(xp, err, flat.dtype))
+    return Rows(xc, alpha, 0.5 * inv, query, _band_width(xp, err, flat.dtype, tolerance))
+
+
+def check_tolerance(tolerance: Any) -> float | None:
+    """Validate the ``tolerance`` of the exact band: None, or a real number in (0, 1].
+
+    The exact band holds every point whose streamed log-weight lies within
+    ``T = 2E + max(0, log(expm1(2E) / tolerance))`` of its block's maximum (E the
+    streamed error bound): the points that could be the maximum or tie with it, and
+    those whose streamed weight could err by more than ``tolerance`` relative to the
+    largest weight of the block. None means the unit roundoff of the dtype: every
+    weight then as accurate as the dtype allows. A larger tolerance narrows the band
+    (fewer exact recomputations where the posterior is diffuse) at that cost in
+    accuracy; the dominant points are recomputed exactly whatever it is.
+    """
+    if tolerance is None:
+        return None
+    if isinstance(tolerance, bool) or not isinstance(tolerance, numbers.Real):
+        raise TypeError(f"`tolerance` must be None or a real number, got {tolerance!r}")
+    value = float(tolerance)
+    if not 0.0 < value <= 1.0:
+        raise ValueError(f"`tolerance` must be in (0, 1], got {tolerance!r}")
+    return value
 
 
 def query_inputs(

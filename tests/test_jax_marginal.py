@@ -82,6 +82,57 @@ def test_fused_float32_keeps_the_guard(guard_denoise, t):
     )
 
 
+@pytest.mark.parametrize("capacity", [1, 4])
+@pytest.mark.parametrize("hard", ["diffuse", "pairs"])
+def test_the_few_rows_that_overflow_are_recomputed_alone(fj, capacity, hard):
+    # 14 of 16 rows near a data point at t = 0.99 (a band of one point) and two hard
+    # ones: at t = 0.2 (every point of a block in the band) or near a point given twice
+    # (a band of two): at most an eighth of the rows overflow, so only they take the
+    # next capacity, and the exact path where they overflow that too
+    rng = np.random.default_rng(5)
+    schedule = fs.CondOT(sigma_min=1e-3)
+    data = rng.normal(size=(64, 3))
+    data[2] = data[1]
+    t = np.array([0.2 if hard == "diffuse" else 0.99] * 2 + [0.99] * 14)
+    c = schedule(t)
+    x = c.alpha[:, None] * data[:16] + c.sigma[:, None] * rng.normal(size=(16, 3)) * 1e-3
+    ref, a, s, y = naive(schedule, data, x, t)
+    path = fs.GaussianPath(schedule)
+    f = jax.jit(
+        lambda d, q, tt: fj.marginal(
+            path, d, q, tt, "denoise", block_size=32, band_capacity=capacity
+        )
+    )
+    out = np.asarray(f(jnp.asarray(data), jnp.asarray(x), jnp.asarray(t)))
+    err = 64 * EPS64 * conditioning(x, a, s, y) * (1 + np.abs(y).max())
+    assert np.all(np.abs(out - ref["denoise"]) <= err[:, None] + 8 * EPS64 * np.abs(ref["denoise"]))
+
+
+@pytest.mark.parametrize("tolerance", [1e-6, 1e-3])
+def test_a_tolerance_bounds_the_error_of_every_weight(fj, tolerance):
+    # as for torch (tests/test_torch_marginal.py): the posterior mean errs by at most
+    # 2 N tolerance times the data's span beyond the float32 error model
+    rng = np.random.default_rng(6)
+    data = (rng.normal(size=(96, 8)) * 3 + 10).astype(np.float32)
+    schedule = fs.CondOT(sigma_min=1e-3)
+    t = np.array([0.3, 0.5, 0.7, 0.9, 0.99, 0.3]).astype(np.float32)
+    c = schedule(t.astype(np.float64))
+    x = (c.alpha[:, None] * data[:6] + c.sigma[:, None] * rng.normal(size=(6, 8))).astype(
+        np.float32
+    )
+    path = fs.GaussianPath(schedule)
+    f = jax.jit(
+        lambda d, q, tt: fj.marginal(path, d, q, tt, "denoise", block_size=32, tolerance=tolerance)
+    )
+    out = np.asarray(f(jnp.asarray(data), jnp.asarray(x), jnp.asarray(t)))
+    t64 = t.astype(np.float64)
+    ref, a, s, y = naive(schedule, data.astype(np.float64), x.astype(np.float64), t64)
+    span = 1 + np.abs(y).max()
+    err = 64 * EPS32 * conditioning(x.astype(np.float64), a, s, y) * span
+    bound = err[:, None] + 2 * 96 * tolerance * span + 16 * EPS32 * np.abs(ref["denoise"])
+    assert np.all(np.abs(out - ref["denoise"]) <= bound)
+
+
 def test_validation(fj):
     path = fs.GaussianPath(fs.CondOT())
     data, x = jnp.zeros((4, 2)), jnp.zeros((3, 2))
@@ -95,6 +146,8 @@ def test_validation(fj):
         fj.marginal(path, data, x, 0.5, block_size=0)
     with pytest.raises(ValueError, match="`band_capacity`"):
         fj.marginal(path, data, x, 0.5, band_capacity=0)
+    with pytest.raises(ValueError, match="`tolerance`"):
+        fj.marginal(path, data, x, 0.5, tolerance=2.0)
     with pytest.raises(TypeError, match="`x`"):
         fj.marginal(path, data, np.zeros((3, 2)), 0.5)
 

@@ -20,12 +20,22 @@ EPS64 = float(np.finfo(np.float64).eps)
 TIMES = (1.0, 0.999, 0.99)
 
 
-def _torch_kernel():
+def _torch_kernel(**options):
     torch = pytest.importorskip("torch", reason="the torch kernel needs torch")
     ft = fs.backends.get("torch")
 
-    def run(path, data, x, t, names, **kw):
-        out = ft.marginal(path, torch.from_numpy(data), torch.from_numpy(x), t, names, **kw)
+    def run(path, data, x, t, names, block_size=None):
+        # the compiled kernel takes whole groups of 16 columns: blocks of 32 for it
+        block_size = 32 if options else block_size
+        out = ft.marginal(
+            path,
+            torch.from_numpy(data),
+            torch.from_numpy(x),
+            t,
+            names,
+            block_size=block_size,
+            **options,
+        )
         return tuple(o.numpy() for o in out)
 
     return run
@@ -55,9 +65,12 @@ def _jax_kernel(capacity, block=None):
 
 KERNELS = {
     "torch": _torch_kernel,
+    "torch-compiled": lambda: _torch_kernel(compiled=True),
+    # most rows overflow: recomputed row by row by the eager path
+    "torch-compiled-capacity-1": lambda: _torch_kernel(compiled=True, band_capacity=1),
     "jax-capacity-16": lambda: _jax_kernel(16),
     "jax-capacity-1": lambda: _jax_kernel(1),  # blocks of 7: the exact fallback
-    "jax-capacity-1-blocks-of-20": lambda: _jax_kernel(1, 20),  # then capacity 16 first
+    "jax-capacity-1-blocks-of-20": lambda: _jax_kernel(1, 20),  # then capacities 4 and 16
 }
 
 

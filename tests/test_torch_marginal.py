@@ -20,8 +20,18 @@ def ft():
     return fs.backends.get("torch")
 
 
+#: The eager kernel, the compiled one with its capacity tiers, and the compiled one at
+#: capacity 1, where most rows overflow and are recomputed by the eager path.
+KERNELS = {
+    "eager": {},
+    "compiled": {"compiled": True},
+    "compiled-capacity-1": {"compiled": True, "band_capacity": 1},
+}
+
+
+@pytest.mark.parametrize("kernel", list(KERNELS))
 @pytest.mark.parametrize("weighted", [False, True], ids=["uniform", "weighted"])
-def test_fused_marginal_equals_the_numpy_reference(ft, schedule, weighted):
+def test_fused_marginal_equals_the_numpy_reference(ft, schedule, weighted, kernel):
     rng = np.random.default_rng(8)
     data = rng.normal(size=(45, 2, 2)) + 1.0
     x = rng.normal(size=(5, 2, 2)) * 1.5
@@ -49,7 +59,9 @@ def test_fused_marginal_equals_the_numpy_reference(ft, schedule, weighted):
         torch.from_numpy(t),
         names,
         weights=None if weights is None else torch.from_numpy(weights),
-        block_size=7,
+        # the compiled kernel takes whole groups of 16 columns: two blocks, then 13 eager
+        block_size=16 if KERNELS[kernel] else 7,
+        **KERNELS[kernel],
     )
     for q, out in zip(names, outs, strict=True):
         assert out.dtype == torch.float64 and tuple(out.shape) == ref[q].shape, q
@@ -58,8 +70,9 @@ def test_fused_marginal_equals_the_numpy_reference(ft, schedule, weighted):
         assert np.all(np.abs(got - ref[q].reshape(5, -1)) <= 2 * tol), q
 
 
+@pytest.mark.parametrize("kernel", list(KERNELS))
 @pytest.mark.parametrize("t", [0.3, 0.5, 0.7, 0.9, 0.99])
-def test_fused_float32_keeps_the_guard_and_underflows_cleanly(ft, t):
+def test_fused_float32_keeps_the_guard_and_underflows_cleanly(ft, t, kernel):
     rng = np.random.default_rng(4)
     data = (rng.normal(size=(300, 8)) * 3 + 10).astype(np.float32)
     schedule = fs.CondOT(sigma_min=1e-3)
@@ -67,11 +80,50 @@ def test_fused_float32_keeps_the_guard_and_underflows_cleanly(ft, t):
     x = (c.alpha * data[:6] + c.sigma * rng.normal(size=(6, 8))).astype(np.float32)
     path = fs.GaussianPath(schedule)
     out = ft.marginal(
-        path, torch.from_numpy(data), torch.from_numpy(x), t, "denoise", block_size=64
+        path,
+        torch.from_numpy(data),
+        torch.from_numpy(x),
+        t,
+        "denoise",
+        block_size=64,
+        **KERNELS[kernel],
     )
     ref, a, s, y = naive(schedule, data.astype(np.float64), x.astype(np.float64), t)
     err = 64 * EPS32 * conditioning(x.astype(np.float64), a, s, y) * (1 + np.abs(y).max())
     bound = err[:, None] + 16 * EPS32 * np.abs(ref["denoise"])
+    assert np.all(np.abs(out.numpy() - ref["denoise"]) <= bound)
+
+
+@pytest.mark.parametrize("kernel", list(KERNELS))
+@pytest.mark.parametrize("tolerance", [1e-6, 1e-3])
+def test_a_tolerance_bounds_the_error_of_every_weight(ft, tolerance, kernel):
+    # each streamed weight outside the band errs by at most `tolerance` times the
+    # largest weight of its block, so the posterior mean by at most 2 N tolerance times
+    # the data's span, beyond the float32 error model of the exact band
+    rng = np.random.default_rng(6)
+    data = (rng.normal(size=(96, 8)) * 3 + 10).astype(np.float32)
+    schedule = fs.CondOT(sigma_min=1e-3)
+    t = np.array([0.3, 0.5, 0.7, 0.9, 0.99, 0.3])
+    c = schedule(t)
+    x = (c.alpha[:, None] * data[:6] + c.sigma[:, None] * rng.normal(size=(6, 8))).astype(
+        np.float32
+    )
+    path = fs.GaussianPath(schedule)
+    out = ft.marginal(
+        path,
+        torch.from_numpy(data),
+        torch.from_numpy(x),
+        torch.from_numpy(t.astype(np.float32)),
+        "denoise",
+        block_size=32,
+        tolerance=tolerance,
+        **KERNELS[kernel],
+    )
+    t32 = t.astype(np.float32).astype(np.float64)
+    ref, a, s, y = naive(schedule, data.astype(np.float64), x.astype(np.float64), t32)
+    span = 1 + np.abs(y).max()
+    err = 64 * EPS32 * conditioning(x.astype(np.float64), a, s, y) * span
+    bound = err[:, None] + 2 * 96 * tolerance * span + 16 * EPS32 * np.abs(ref["denoise"])
     assert np.all(np.abs(out.numpy() - ref["denoise"]) <= bound)
 
 
@@ -88,3 +140,13 @@ def test_validation(ft):
         ft.marginal(path, data, np.zeros((3, 2)), 0.5)
     with pytest.raises(ValueError, match="`weights`"):
         ft.marginal(path, data, x, 0.5, weights=torch.ones(3))
+    with pytest.raises(ValueError, match="`band_capacity`"):
+        ft.marginal(path, data, x, 0.5, compiled=True, band_capacity=0)
+    with pytest.raises(TypeError, match="`compiled`"):
+        ft.marginal(path, data, x, 0.5, compiled=1)
+    with pytest.raises(ValueError, match="`tolerance`"):
+        ft.marginal(path, data, x, 0.5, tolerance=0.0)
+    with pytest.raises(TypeError, match="`tolerance`"):
+        ft.marginal(path, data, x, 0.5, tolerance="1e-3")
+    with pytest.raises(ValueError, match="`compiled=True` is for inference"):
+        ft.marginal(path, data, x.requires_grad_(), 0.5, compiled=True)

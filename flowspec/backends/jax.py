@@ -762,15 +762,17 @@ def log_likelihood(
 # the block partials, exact band, merge and read-out of flowspec.marginal (one
 # definition), with the blocks run by lax.scan (one compiled block, memory O(B x block))
 # and the shards merged by all_gather of their (B, D)-sized partials. Static shapes: the
-# band's candidates are the top `band_capacity` streamed log-weights of each row; a block
-# whose band holds more points in some row is recomputed with 16 times the capacity and
-# then by the uncapped, exact path (every point of the block a candidate), under
+# band's candidates are `band_capacity` columns of each row (the largest streamed
+# log-weights of the groups with the largest maxima); the rows whose band holds more
+# points are recomputed with 4 times the capacity (alone, where they are few), again,
+# and then by the uncapped, exact path (every point of the block a candidate), under
 # lax.cond, so no answer is ever inexact.
 # --------------------------------------------------------------------------------------
 def _marginal_inputs(
-    path: Any, data: Any, x: Any, t: Any, weights: Any, quantity: Any
+    path: Any, data: Any, x: Any, t: Any, weights: Any, quantity: Any, tolerance: Any = None
 ) -> tuple[Array, Any, Coefficients, Any]:
     _check_path(path)
+    tolerance = _mg.check_tolerance(tolerance)
     names = (quantity,) if isinstance(quantity, str) else quantity
     if not isinstance(names, tuple) or not names or any(q not in _mg.QUANTITIES for q in names):
         raise ValueError(
@@ -798,24 +800,47 @@ def _marginal_inputs(
     alpha = jnp.reshape(c.alpha, (batch,))
     sigma = jnp.reshape(c.sigma, (batch,))
     rows = _mg.query_rows(
-        jnp, jnp.reshape(x, (batch, -1)), alpha, sigma, arr.mean, arr.y_max, arr.lq_max
+        jnp, jnp.reshape(x, (batch, -1)), alpha, sigma, arr.mean, arr.y_max, arr.lq_max, tolerance
     )
     return rows, arr, c, names
 
 
-def _top_candidates(capacity: int) -> Any:
-    """``select(g, band)``: each row's top ``capacity`` streamed log-weights, ascending
-    columns, and whether the band holds more."""
+#: Columns per group in the search for the band's candidates.
+_GROUP = 16
 
-    def select(g: Array, band: Array) -> tuple[Array, Array, Array]:
-        k = min(capacity, int(g.shape[1]))
-        _, top = jax.lax.top_k(g, k)
-        cols = jnp.sort(top, axis=1).astype(jnp.arange(1).dtype)
-        # the band's size by a count XLA fuses into the block's other passes (a
-        # predicate read from top_k's output instead made the lax.cond below cost 10x
-        # on CPU even when not taken); float counts are exact below 2^24 points
-        overflow = jnp.sum(band.astype(g.dtype), axis=1) > k
-        return cols, jnp.take_along_axis(band, cols, axis=1), overflow
+
+def _top_candidates(capacity: int) -> Any:
+    """``select(g, floor)``: each row's ``capacity`` candidates, ascending, and whether
+    the band holds more. Where the block splits into groups of ``_GROUP`` columns, by
+    the groups' maxima (one pass over the block): the ``capacity`` groups of largest
+    maximum (every group reaching the band, where at most that many do) and in their
+    columns the ``capacity`` largest; else by one top-k over the block (XLA's top-k on
+    CPU costs about two matrix products of the block's shape; the grouped one a third)."""
+
+    def top(v: Array, k: int) -> Array:
+        return jnp.sort(jax.lax.top_k(v, k)[1], axis=1).astype(jnp.arange(1).dtype)
+
+    def select(g: Array, floor: Array) -> tuple[Array, Array, Array]:
+        batch, size = int(g.shape[0]), int(g.shape[1])
+        k = min(capacity, size)
+        lower = floor[:, None]
+        if size % _GROUP or size // _GROUP <= k:
+            cols = top(g, k)
+            # the band's size by a count XLA fuses into the block's other passes (a
+            # predicate read from top_k's output instead made the lax.cond below cost
+            # 10x on CPU even when not taken); float counts are exact below 2^24
+            overflow = jnp.sum((g >= lower).astype(g.dtype), axis=1) > k
+            return cols, jnp.take_along_axis(g, cols, axis=1) >= lower, overflow
+        peak = jnp.max(jnp.reshape(g, (batch, size // _GROUP, _GROUP)), axis=2)
+        groups = top(peak, k)
+        cols = jnp.reshape(groups[:, :, None] * _GROUP + jnp.arange(_GROUP), (batch, -1))
+        values = jnp.take_along_axis(g, cols, axis=1)
+        slots = top(values, k)
+        inside = jnp.sum((values >= lower).astype(g.dtype), axis=1)
+        reach = jnp.sum((peak >= lower).astype(g.dtype), axis=1)
+        cols = jnp.take_along_axis(cols, slots, axis=1)
+        valid = jnp.take_along_axis(values, slots, axis=1) >= lower
+        return cols, valid, (reach > k) | (inside > k)
 
     return select
 
@@ -838,36 +863,51 @@ def _scan_partial(
         jnp.moveaxis(jnp.reshape(aug_t, (width + 1, blocks, block)), 1, 0),
         jnp.reshape(log_q, (blocks, block)),
     )
-    batch, dtype = int(rows.xc.shape[0]), pts.dtype
     index = jnp.arange(1).dtype
-    init = _mg.Partial(
-        jnp.zeros((batch, width - 1), dtype=dtype),
-        jnp.full((batch,), -jnp.inf, dtype=dtype),  # weighs nothing in a merge
-        jnp.zeros((batch,), dtype=dtype),
-        jnp.zeros((batch, width - 1), dtype=dtype),
-        jnp.zeros((batch,), dtype=dtype),
-        jnp.full((batch,), jnp.iinfo(index).max, dtype=index),
-    )
-    # the capacities tried in turn (each 16 times the last, while below the block
-    # size), then the exact path with every point of the block a candidate
+    init = _mg.empty_partial(jnp, rows)
+    # the capacities tried in turn (each 4 times the last, while below the block
+    # size), then the exact path with every point of the block a candidate; where at
+    # most an eighth of the rows overflow, only those rows take the next capacity
     tiers = [capacity]
-    while tiers[-1] * 16 < block:
-        tiers.append(tiers[-1] * 16)
+    while tiers[-1] * 4 < block:
+        tiers.append(tiers[-1] * 4)
+    few = max(1, int(rows.xc.shape[0]) // 8)
 
     def step(carry: Any, item: tuple[Array, ...]) -> tuple[Any, None]:
         p_b, a_b, q_b, start = item
         start = start + offset
 
+        def capped(r: Any, i: int) -> Any:
+            select = _top_candidates(tiers[i])
+            return _mg.block_partial_capped(jnp, r, p_b, a_b, q_b, select, offset=start, fused=True)
+
+        def exact(r: Any) -> Any:
+            return _mg.block_partial(jnp, r, p_b, a_b, q_b, offset=start)
+
         def tier(i: int) -> Any:
             if i == len(tiers):
-                return _mg.block_partial(jnp, rows, p_b, a_b, q_b, offset=start)
-            select = _top_candidates(tiers[i])
-            part, over = _mg.block_partial_capped(
-                jnp, rows, p_b, a_b, q_b, select, offset=start, fused=True
-            )
+                return exact(rows)
+            part, over = capped(rows, i)
             if tiers[i] >= block:  # the whole block fits: no overflow is possible
                 return part
-            return jax.lax.cond(jnp.any(over), lambda: tier(i + 1), lambda: part)
+
+            def some_rows() -> Any:
+                # the rows that overflow (padded with the first of them), on their own
+                idx = jnp.nonzero(over, size=few, fill_value=jnp.argmax(over))[0]
+                sub = type(rows)(*(f[idx] for f in rows))
+                if i + 1 == len(tiers):
+                    fixed = exact(sub)
+                else:
+                    fixed, again = capped(sub, i + 1)
+                    fixed = jax.lax.cond(jnp.any(again), lambda: exact(sub), lambda: fixed)
+                return type(part)(*(f.at[idx].set(e) for f, e in zip(part, fixed, strict=True)))
+
+            count = jnp.sum(over.astype(jnp.int32))
+            return jax.lax.cond(
+                count == 0,
+                lambda: part,
+                lambda: jax.lax.cond(count <= few, some_rows, lambda: tier(i + 1)),
+            )
 
         return _mg.merge_partials(jnp, rows, carry, tier(0)), None
 
@@ -887,7 +927,7 @@ def _marginal_sizes(block_size: Any, band_capacity: Any, batch: int) -> tuple[in
 
 
 #: Default band capacity of the fused JAX kernels (candidates per row and block).
-_BAND_CAPACITY = 16
+_BAND_CAPACITY = 4
 
 
 def _marginal_out(rows: Any, part: Any, arr: Any, c: Any, x: Array, quantity: Any) -> Any:
@@ -909,6 +949,7 @@ def marginal(
     weights: Array | None = None,
     block_size: int | None = None,
     band_capacity: int | None = None,
+    tolerance: float | None = None,
 ) -> Array | tuple[Array, ...]:
     r"""One quantity of the exact marginal (eq. 6, 8) of ``data``, fused, on one device.
 
@@ -923,12 +964,17 @@ def marginal(
 
     Shapes must be static, so each row's exact band (the points whose streamed
     log-weight lies within the streamed error bound of the block's maximum, recomputed
-    exactly) is taken from its top ``band_capacity`` streamed log-weights (default 16).
-    A block where some row's band holds more points is recomputed with 16 times the
-    capacity (while that is below the block size), and then by the exact path with
+    exactly) is taken from its ``band_capacity`` largest streamed log-weights (default
+    4), searched among the groups of 16 columns with the largest maxima (XLA's top-k
+    over a whole block costs about two of its matrix products on a CPU). The rows whose
+    band holds more points are recomputed with 4 times the capacity (on their own where
+    they are at most an eighth of the rows, else with the whole block), again while
+    that is below the block size, and then by the exact path with
     every point of the block a candidate (``lax.cond``; O(B x block x D) extra work for
     that block): the answer is always the exact-band one, only its cost depends on how
-    diffuse the posterior is.
+    diffuse the posterior is. ``tolerance`` sets the band's width (see
+    :func:`flowspec.marginal.check_tolerance`; default the unit roundoff: every weight
+    as accurate as the dtype allows).
 
     Examples
     --------
@@ -940,7 +986,7 @@ def marginal(
     >>> f(data, jnp.array([[0.0]])).tolist()
     [[0.0]]
     """
-    rows, arr, c, _ = _marginal_inputs(path, data, x, t, weights, quantity)
+    rows, arr, c, _ = _marginal_inputs(path, data, x, t, weights, quantity, tolerance)
     block, capacity = _marginal_sizes(block_size, band_capacity, int(x.shape[0]))
     part = _scan_partial(rows, arr.pts, arr.aug_t, arr.log_q, 0, block, capacity)
     return _marginal_out(rows, part, arr, c, x, quantity)
@@ -957,6 +1003,7 @@ def sharded_marginal(
     *,
     block_size: int | None = None,
     band_capacity: int | None = None,
+    tolerance: float | None = None,
 ) -> Array | tuple[Array, ...]:
     r""":func:`marginal` with the data sharded over the devices of ``mesh`` along ``axis``.
 
@@ -966,9 +1013,9 @@ def sharded_marginal(
     device (``shard_map``; a collective log-sum-exp by :func:`flowspec.marginal.merge_all`),
     so only O(B x D x devices) numbers cross devices per query batch. Equal to
     :func:`marginal` on one device up to the rounding of the regrouped sums. Uniform
-    weights.
+    weights; ``block_size``, ``band_capacity`` and ``tolerance`` as for :func:`marginal`.
     """
-    rows, arr, c, _ = _marginal_inputs(path, data, x, t, None, quantity)
+    rows, arr, c, _ = _marginal_inputs(path, data, x, t, None, quantity, tolerance)
     shards = int(mesh.shape[axis])
     n = int(arr.pts.shape[0])
     if n % shards:

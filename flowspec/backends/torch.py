@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
@@ -1077,14 +1078,109 @@ def _block_exp(z: Tensor) -> Tensor:
     return z.clamp_min_(floor).exp_()
 
 
-def _top_candidates(g: Tensor, band: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+def _top_candidates(g: Tensor, floor: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     # the band's largest count K over the rows (one pass, one host sync), then each
     # row's top K streamed log-weights: the whole band of every row, in K columns
     # (torch.nonzero's variable-length rows cost a GEMM-sized pass more on CPU)
-    count = band.sum(dim=1)
+    count = (g >= floor[:, None]).sum(dim=1)
     width = max(1, int(count.max()))
     cols = torch.sort(torch.topk(g, width, dim=1, sorted=False).indices, dim=1).values
-    return cols, torch.gather(band, 1, cols), count > width
+    return cols, torch.gather(g, 1, cols) >= floor[:, None], count > width
+
+
+#: Columns per group in the compiled kernel's search for the band's candidates.
+_GROUP = 16
+
+
+def _first_columns(mask: Tensor, count: int) -> Tensor:
+    # the first `count` True columns of each row, ascending (B, count); the mask's width
+    # where a row has fewer. One masked min-reduction each, which the compiler runs as
+    # one loop over the mask (cheaper than a top-k at the small capacities used).
+    width = int(mask.shape[1])
+    index = torch.arange(width, device=mask.device)
+    last = torch.full((int(mask.shape[0]), 1), -1, device=mask.device)
+    found = []
+    for _ in range(count):
+        last = torch.where(mask & (index > last), index, width).amin(dim=1, keepdim=True)
+        found.append(last)
+    return torch.cat(found, dim=1)
+
+
+def _grouped_candidates(capacity: int) -> Callable[[Tensor, Tensor], tuple[Tensor, Tensor, Tensor]]:
+    # select(g, floor) of flowspec.marginal at a fixed capacity K with no sort or top-k
+    # over the block: the maximum of each group of _GROUP columns (one pass over the
+    # block), the first K groups that reach the band, and in their K x _GROUP columns
+    # the first K band columns (ascending by construction). A row whose band holds
+    # more than K points reaches more than K groups or more than K columns in them.
+    def select(g: Tensor, floor: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        batch, size = int(g.shape[0]), int(g.shape[1])
+        groups = size // _GROUP
+        reach = g.view(batch, groups, _GROUP).amax(dim=2) >= floor[:, None]
+        first = _first_columns(reach, capacity)
+        real = (first < groups)[:, :, None].expand(batch, capacity, _GROUP).reshape(batch, -1)
+        offsets = torch.arange(_GROUP, device=g.device)
+        cols = (first.clamp_max(groups - 1)[:, :, None] * _GROUP + offsets).reshape(batch, -1)
+        inside = (torch.gather(g, 1, cols) >= floor[:, None]) & real
+        slots = _first_columns(inside, capacity)
+        width = int(cols.shape[1])
+        cols = torch.gather(cols, 1, slots.clamp_max(width - 1))
+        overflow = (reach.sum(dim=1) > capacity) | (inside.sum(dim=1) > capacity)
+        return cols, slots < width, overflow
+
+    return select
+
+
+def _compiled_block(
+    rows: Any, pts: Tensor, aug_t: Tensor, log_q: Tensor, start: Tensor, capacity: int
+) -> tuple[Any, Tensor]:
+    # one block of flowspec.marginal's reduction for torch.compile: the candidates at
+    # a fixed capacity, in whole-block expressions
+    from .. import marginal as mg
+
+    select = _grouped_candidates(capacity)
+    return mg.block_partial_capped(
+        _ns, rows, pts, aug_t, log_q, select, offset=start, exp=_block_exp, fused=True
+    )
+
+
+_COMPILED: list[Callable[..., Any]] = []
+
+
+def _compiled_run(*args: Any) -> tuple[Any, Tensor]:
+    # one compilation per shape, dtype and capacity (up to 64 of them, not dynamo's
+    # default 8, past which it would run the block uncompiled); dynamo's notes on
+    # tracing through array-api-compat's cached type checks are silenced
+    if not _COMPILED:
+        _COMPILED.append(torch.compile(_compiled_block, dynamic=False, fullgraph=True))
+    import torch._dynamo.config as dynamo_config
+
+    limit = "recompile_limit" if hasattr(dynamo_config, "recompile_limit") else "cache_size_limit"
+    with (
+        dynamo_config.patch(**{limit: 64}),
+        warnings.catch_warnings(),
+        torch.no_grad(),
+    ):
+        warnings.filterwarnings("ignore", message=".*lru_cache", category=UserWarning)
+        return _COMPILED[0](*args)
+
+
+#: Capacities of the compiled kernel: a block starts at the one its predecessor ended
+#: at, and moves to the next when more than 1/8 of its rows overflow.
+_TIERS = (4, 16, 64)
+
+
+def _exact_rows(rows: Any, part: Any, overflow: Tensor, blk: tuple[Tensor, ...], start: int) -> Any:
+    # the rows whose band overflowed the compiled kernel's capacity, recomputed by the
+    # eager path (candidates sized to the widest band) and put in place
+    from .. import marginal as mg
+
+    idx = torch.nonzero(overflow).reshape(-1)
+    sub = type(rows)(*(f[idx] for f in rows))
+    exact, over = mg.block_partial_capped(
+        _ns, sub, *blk, _top_candidates, offset=start, exp=_block_exp
+    )
+    assert not bool(over.any())
+    return type(part)(*(f.index_copy(0, idx, e) for f, e in zip(part, exact, strict=True)))
 
 
 def marginal(
@@ -1096,6 +1192,9 @@ def marginal(
     *,
     weights: Tensor | None = None,
     block_size: int | None = None,
+    compiled: bool = False,
+    band_capacity: int | None = None,
+    tolerance: float | None = None,
 ) -> Tensor | tuple[Tensor, ...]:
     r"""One quantity of the exact marginal (eq. 6, 8) of ``data`` on one torch device.
 
@@ -1108,6 +1207,18 @@ def marginal(
     t), as for :class:`flowspec.EmpiricalMarginal`.
     ``quantity`` is ``"velocity"`` (eq. 8), ``"denoise"``, ``"score"``, ``"log_prob"``
     (eq. 6), ``"divergence"``, or a tuple of these (one pass, a tuple of results).
+
+    ``compiled=True`` runs each full block through ``torch.compile`` (one compilation
+    per shape, dtype and capacity, tens of seconds on a CPU; inference only: no input
+    may require grad): the masked ``exp`` and the sums fused around the two matrix
+    products, and each row's band found among a fixed number of candidates by a
+    group-wise search instead of a top-k: ``band_capacity`` of them, or by default 4,
+    then 16, then 64, moving up when more than an eighth of a block's rows overflow.
+    The rows whose band holds more points are recomputed by the eager path, as is the
+    last, partial block: the answer is the same exact-band one, only the cost depends
+    on how diffuse the posterior is. ``tolerance`` sets the band's width (see
+    :func:`flowspec.marginal.check_tolerance`; default the unit roundoff: every weight
+    as accurate as the dtype allows).
 
     Examples
     --------
@@ -1133,12 +1244,14 @@ def marginal(
             f"`data` must have shape (N, *event), N >= 1, and `x` (B, *event) with the same "
             f"event; got `data` {tuple(data.shape)} and `x` {tuple(x.shape)}"
         )
-    if block_size is not None and (
-        isinstance(block_size, bool)
-        or not isinstance(block_size, numbers.Integral)
-        or block_size < 1
-    ):
-        raise ValueError(f"`block_size` must be None or an integer >= 1, got {block_size!r}")
+    for name, value in (("block_size", block_size), ("band_capacity", band_capacity)):
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1
+        ):
+            raise ValueError(f"`{name}` must be None or an integer >= 1, got {value!r}")
+    if not isinstance(compiled, bool):
+        raise TypeError(f"`compiled` must be a bool, got {type(compiled).__name__}")
+    tolerance = mg.check_tolerance(tolerance)
     n, batch = int(data.shape[0]), int(x.shape[0])
     flat = data.reshape(n, -1)
     if weights is not None:
@@ -1146,20 +1259,42 @@ def marginal(
         _like("data", data, "weights", weights, same_shape=False)
         if tuple(weights.shape) != (n,):
             raise ValueError(f"`weights` must have shape (N,) = {(n,)}, got {tuple(weights.shape)}")
+    if compiled and any(a is not None and a.requires_grad for a in (data, x, weights)):
+        raise ValueError(
+            "`compiled=True` is for inference: `data`, `x` and `weights` must not require grad"
+        )
     arr = mg.prepare_data(_ns, flat, weights)
     c = path.schedule.arrays(_ns, _time(t, x))
     alpha, sigma = c.alpha.reshape(batch), c.sigma.reshape(batch)
-    rows = mg.query_rows(_ns, x.reshape(batch, -1), alpha, sigma, arr.mean, arr.y_max, arr.lq_max)
+    rows = mg.query_rows(
+        _ns, x.reshape(batch, -1), alpha, sigma, arr.mean, arr.y_max, arr.lq_max, tolerance
+    )
     aug_t = arr.aug_t.contiguous()
     block = max(1, mg.BLOCK_ELEMENTS // batch) if block_size is None else int(block_size)
+    tiers = _TIERS if band_capacity is None else (int(band_capacity),)
+    tier = 0
+    # the compiled kernel takes full blocks of whole column groups, the eager path the rest
+    size = min(block, n) - min(block, n) % _GROUP if compiled else 0
+    full = n - n % size if size else 0
+    segments = [(s, s + size, True) for s in range(0, full, size or 1)]
+    segments += [(s, min(s + block, n), False) for s in range(full, n, block)]
     p = None
-    for start in range(0, n, block):
-        sl = slice(start, min(start + block, n))
-        blk = (arr.pts[sl], aug_t[:, sl], arr.log_q[sl])
-        part, overflow = mg.block_partial_capped(
-            _ns, rows, *blk, _top_candidates, offset=start, exp=_block_exp
-        )
-        assert not bool(overflow.any())  # the candidates are sized to the widest band
+    for start, stop, fuse in segments:
+        blk = (arr.pts[start:stop], aug_t[:, start:stop].contiguous(), arr.log_q[start:stop])
+        if fuse:
+            part, overflow = _compiled_run(
+                rows, *blk, torch.tensor(start, device=x.device), tiers[tier]
+            )
+            hard = int(overflow.sum())
+            if hard:
+                part = _exact_rows(rows, part, overflow, blk, start)
+            if 8 * hard > batch:
+                tier = min(tier + 1, len(tiers) - 1)
+        else:
+            part, overflow = mg.block_partial_capped(
+                _ns, rows, *blk, _top_candidates, offset=start, exp=_block_exp
+            )
+            assert not bool(overflow.any())  # the candidates are sized to the widest band
         p = part if p is None else mg.merge_partials(_ns, rows, p, part)
     assert p is not None
     st = mg.finish(_ns, rows, p)

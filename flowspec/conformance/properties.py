@@ -286,11 +286,15 @@ def _agreement(method: str) -> Property:
             want32 = np.where(np.abs(want32) <= float(np.finfo(np.float32).max), want32, np.nan)
             # ... and where alpha_t or sigma_t is nonzero but below float32's smallest
             # normal (e.g. t**2 at t = 1e-38) the float32 coefficient is subnormal or 0
-            # and every formula dividing by it is 0/0 or inf: no float32 answer either
+            # and every formula dividing by it is 0/0 or inf: no float32 answer either;
+            # nor where t itself is subnormal in float32 (flushed to 0 by XLA's CPU
+            # runtime and by flush-to-zero hardware; e.g. dalpha / alpha = 1 / (2 t) of
+            # Polynomial(0.5) overflows float32 at t = 1.4e-45)
             tt = r64["t"]
             if want32.ndim >= 1 and tt.ndim == 1 and want32.shape[0] == tt.shape[0]:
                 al, si = (np.broadcast_to(np.abs(c), tt.shape) for c in _coefs(s, tt)[:2])
                 under = ((al > 0) & (al < TINY32)) | ((si > 0) & (si < TINY32))
+                under = under | ((np.abs(tt) > 0) & (np.abs(tt) < TINY32))
                 want32 = np.where(_col(under, want32), np.nan, want32)
         m32 = compare(got32, want32, tol32, f"{method} on float32 inputs")
         return _worse(m, m32) if not m32.failure else m32
