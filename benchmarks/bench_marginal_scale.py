@@ -184,12 +184,12 @@ def kernels(repeats: int, times: list[float], tolerance: float | None) -> list[d
         f = jax.jit(lambda d, q, t=t: fj.marginal(path, d, q, t, tolerance=tolerance))
         f(jd, jx).block_until_ready()
         fused = median_time(lambda f=f: f(jd, jx).block_until_ready(), repeats)
-        opts = {"tolerance": tolerance}
-        ft.marginal(path, td, tx, t, **opts)
-        eager = median_time(lambda t=t: ft.marginal(path, td, tx, t, **opts), repeats)
-        opts["compiled"] = True
-        ft.marginal(path, td, tx, t, **opts)  # compiles once per shape and tier
-        compiled = median_time(lambda t=t: ft.marginal(path, td, tx, t, **opts), repeats)
+        ft.marginal(path, td, tx, t, tolerance=tolerance)
+        eager = median_time(lambda t=t: ft.marginal(path, td, tx, t, tolerance=tolerance), repeats)
+        ft.marginal(path, td, tx, t, tolerance=tolerance, compiled=True)  # compiles per tier
+        compiled = median_time(
+            lambda t=t: ft.marginal(path, td, tx, t, tolerance=tolerance, compiled=True), repeats
+        )
         ref = median_time(lambda t=t: single.velocity(x, t), repeats)
         rows.append(
             {
