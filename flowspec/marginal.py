@@ -333,9 +333,7 @@ def _take_rows(xp: Any, a: Array, cols: Array) -> Array:
 
 def _at(xp: Any, a: Array, j: Array) -> Array:
     """``a[i, j[i]]`` for a (B, c) array and (B,) column indices, by one gather."""
-    rows, cols = int(a.shape[0]), int(a.shape[1])
-    flat = xp.arange(rows, device=_xp.device(a)) * cols + j
-    return xp.take(xp.reshape(a, (-1,)), flat, axis=0)
+    return _take_rows(xp, a, j[:, None])[:, 0]
 
 
 def _partial(

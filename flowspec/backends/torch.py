@@ -1143,7 +1143,8 @@ def _compiled_block(
     )
 
 
-_COMPILED: list[Callable[..., Any]] = []
+#: The compiled block and dynamo's config patch for it, made on first use.
+_COMPILED: list[tuple[Callable[..., Any], Callable[[], Any]]] = []
 
 
 def _compiled_run(*args: Any) -> tuple[Any, Tensor]:
@@ -1151,17 +1152,17 @@ def _compiled_run(*args: Any) -> tuple[Any, Tensor]:
     # default 8, past which it would run the block uncompiled); dynamo's notes on
     # tracing through array-api-compat's cached type checks are silenced
     if not _COMPILED:
-        _COMPILED.append(torch.compile(_compiled_block, dynamic=False, fullgraph=True))
-    import torch._dynamo.config as dynamo_config
+        import torch._dynamo.config as dynamo_config
 
-    limit = "recompile_limit" if hasattr(dynamo_config, "recompile_limit") else "cache_size_limit"
-    with (
-        dynamo_config.patch(**{limit: 64}),
-        warnings.catch_warnings(),
-        torch.no_grad(),
-    ):
+        name = (
+            "recompile_limit" if hasattr(dynamo_config, "recompile_limit") else "cache_size_limit"
+        )
+        compiled = torch.compile(_compiled_block, dynamic=False, fullgraph=True)
+        _COMPILED.append((compiled, lambda: dynamo_config.patch(**{name: 64})))
+    compiled, limit = _COMPILED[0]
+    with limit(), warnings.catch_warnings(), torch.no_grad():
         warnings.filterwarnings("ignore", message=".*lru_cache", category=UserWarning)
-        return _COMPILED[0](*args)
+        return compiled(*args)
 
 
 #: Capacities of the compiled kernel: a block starts at the one its predecessor ended
