@@ -22,7 +22,8 @@ under ``jax.jit``) against one jitted JAX matrix product of the same shape, the 
 kernel (compiled, ``compiled=True``, and eager) against one torch product and the NumPy
 ``EmpiricalMarginal`` (always exact to the unit roundoff) against one NumPy product; and
 the floors on JAX: the ``exp`` over B x N alone, and a streamed softmax with no guard
-(two GEMMs, max, exp, sum per block), each in JAX GEMMs.
+(two GEMMs, max, exp, sum per block), each in JAX GEMMs. Every ratio is the median of
+``--repeats`` calls over the median of as many GEMMs, the two timed alternately.
 """
 
 from __future__ import annotations
@@ -51,6 +52,18 @@ def median_time(fn: Callable[[], Any], repeats: int) -> float:
     return statistics.median(times)
 
 
+def interleaved_ratio(fn: Callable[[], Any], gemm: Callable[[], Any], repeats: int) -> float:
+    """median(fn) / median(gemm), the two timed alternately in the same window, so
+    that a slow spell of a shared machine weighs on both alike."""
+    ours, base = [], []
+    for _ in range(repeats):
+        for f, out in ((gemm, base), (fn, ours)):
+            start = time.perf_counter()
+            f()
+            out.append(time.perf_counter() - start)
+    return statistics.median(ours) / statistics.median(base)
+
+
 def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -75,11 +88,14 @@ def scaling(sizes: list[int], workers: int, repeats: int) -> list[dict[str, Any]
             reps = repeats if n <= 500_000 else 1
             data = rng.standard_normal((n, D), dtype=np.float32)
             data_t = np.ascontiguousarray(data.T)
-            gemm = median_time(lambda data_t=data_t: x @ data_t, reps)
-            del data_t
+            # the floor: three GEMMs before and three after the one-process run, so that it
+            # is timed under the same load (the GEMM is a small fraction of that run)
+            gemms = [median_time(lambda data_t=data_t: x @ data_t, 1) for _ in range(3)]
             single = fs.EmpiricalMarginal(path, data)
             one = median_time(lambda single=single: single.velocity(x, T), reps)
-            del single, data
+            gemms += [median_time(lambda data_t=data_t: x @ data_t, 1) for _ in range(3)]
+            gemm = statistics.median(gemms)
+            del single, data, data_t
             chunk = max(1, n // (8 * workers))
             lazy = da.random.default_rng(1).standard_normal(
                 (n, D), chunks=(chunk, D), dtype=np.float32
@@ -159,51 +175,57 @@ def kernels(repeats: int, times: list[float], tolerance: float | None) -> list[d
     td, tx, tdt = torch.from_numpy(data), torch.from_numpy(x), torch.from_numpy(data_t)
     jgemm = jax.jit(lambda a, b: a @ b)
     jgemm(jx, jdt).block_until_ready()
-    g_np = median_time(lambda: x @ data_t, repeats)
-    g_jax = median_time(lambda: jgemm(jx, jdt).block_until_ready(), repeats)
-    g_torch = median_time(lambda: tx @ tdt, repeats)
+    jax_gemm = lambda: jgemm(jx, jdt).block_until_ready()  # noqa: E731
+    torch_gemm = lambda: tx @ tdt  # noqa: E731
+    np_gemm = lambda: x @ data_t  # noqa: E731
+    g_np, g_jax, g_torch = (median_time(g, repeats) for g in (np_gemm, jax_gemm, torch_gemm))
     # the floors on JAX: exp over B x N alone, and the unguarded streamed softmax
     block = (1 << 22) // B
     aug = jnp.concatenate([jd, jnp.ones((n, 2), jnp.float32)], axis=1)
     q = jnp.concatenate([jx, jnp.ones((B, 2), jnp.float32)], axis=1)
     floor = jax.jit(lambda q, a: _softmax_floor(jnp, jax, q, a, block))
     floor(q, aug)[0].block_until_ready()
-    f_soft = median_time(lambda: floor(q, aug)[0].block_until_ready(), repeats)
+    f_soft = interleaved_ratio(lambda: floor(q, aug)[0].block_until_ready(), jax_gemm, repeats)
     blk = jgemm(jx, jdt[:, :block])
     jexp = jax.jit(lambda g: jnp.sum(jnp.exp(g - jnp.max(g, axis=1, keepdims=True))))
     jexp(blk).block_until_ready()
-    f_exp = median_time(lambda: jexp(blk).block_until_ready(), repeats) * n / block
+    blocks = n // block  # the exp over B x N: that many blocks' worth, timed as one call
+    f_exp = interleaved_ratio(
+        lambda: [jexp(blk).block_until_ready() for _ in range(blocks)], jax_gemm, repeats
+    )
     print(
         f"GEMM (B, D) @ (D, N): NumPy {g_np:.3f}s, JAX {g_jax:.3f}s, torch {g_torch:.3f}s; "
-        f"JAX floors: exp over B x N {f_exp / g_jax:4.2f}x, unguarded streamed softmax "
-        f"{f_soft / g_jax:4.2f}x one JAX GEMM",
+        f"JAX floors: exp over B x N {f_exp:4.2f}x, unguarded streamed softmax "
+        f"{f_soft:4.2f}x one JAX GEMM",
         flush=True,
     )
-    rows = [{"jax_exp_floor_vs_gemm": f_exp / g_jax, "jax_softmax_floor_vs_gemm": f_soft / g_jax}]
+    rows = [{"jax_exp_floor_vs_gemm": f_exp, "jax_softmax_floor_vs_gemm": f_soft}]
     for t in times:
         f = jax.jit(lambda d, q, t=t: fj.marginal(path, d, q, t, tolerance=tolerance))
         f(jd, jx).block_until_ready()
-        fused = median_time(lambda f=f: f(jd, jx).block_until_ready(), repeats)
-        ft.marginal(path, td, tx, t, tolerance=tolerance)
-        eager = median_time(lambda t=t: ft.marginal(path, td, tx, t, tolerance=tolerance), repeats)
+        fused = interleaved_ratio(lambda f=f: f(jd, jx).block_until_ready(), jax_gemm, repeats)
         ft.marginal(path, td, tx, t, tolerance=tolerance, compiled=True)  # compiles per tier
-        compiled = median_time(
-            lambda t=t: ft.marginal(path, td, tx, t, tolerance=tolerance, compiled=True), repeats
+        compiled = interleaved_ratio(
+            lambda t=t: ft.marginal(path, td, tx, t, tolerance=tolerance, compiled=True),
+            torch_gemm,
+            repeats,
         )
-        ref = median_time(lambda t=t: single.velocity(x, t), repeats)
+        eager = interleaved_ratio(
+            lambda t=t: ft.marginal(path, td, tx, t, tolerance=tolerance), torch_gemm, repeats
+        )
+        ref = interleaved_ratio(lambda t=t: single.velocity(x, t), np_gemm, repeats)
         rows.append(
             {
                 "t": t,
-                "jax_vs_jax_gemm": fused / g_jax,
-                "torch_compiled_vs_torch_gemm": compiled / g_torch,
-                "torch_vs_torch_gemm": eager / g_torch,
-                "numpy_vs_numpy_gemm": ref / g_np,
+                "jax_vs_jax_gemm": fused,
+                "torch_compiled_vs_torch_gemm": compiled,
+                "torch_vs_torch_gemm": eager,
+                "numpy_vs_numpy_gemm": ref,
             }
         )
         print(
-            f"t={t:<5} JAX {fused / g_jax:5.2f}x one JAX GEMM   torch compiled "
-            f"{compiled / g_torch:5.2f}x, eager {eager / g_torch:5.2f}x one torch GEMM   "
-            f"NumPy reference {ref / g_np:5.2f}x one NumPy GEMM",
+            f"t={t:<5} JAX {fused:5.2f}x one JAX GEMM   torch compiled {compiled:5.2f}x, "
+            f"eager {eager:5.2f}x one torch GEMM   NumPy reference {ref:5.2f}x one NumPy GEMM",
             flush=True,
         )
     return rows
