@@ -417,9 +417,7 @@ def _positive(name: str, value: Any) -> float:
 
 
 def _count(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"`{name}` must be an integer >= 1, got {validation.describe(value)}")
-    return int(value)
+    return validation.integer(name, value, 1)
 
 
 def _logsumexp(xp: Any, a: Array, axis: int) -> Array:

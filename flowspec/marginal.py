@@ -72,26 +72,32 @@ from .paths import GaussianPath
 from .typing import Array
 
 __all__ = [
+    "GROUP",
     "QUANTITIES",
     "DataArrays",
     "EmpiricalMarginal",
     "Partial",
     "PosteriorStats",
     "Rows",
+    "block_layout",
     "block_partial",
     "block_partial_capped",
     "block_posterior_log_weights",
     "check_tolerance",
     "empty_partial",
     "finish",
+    "first_columns",
+    "grouped_select",
     "log_weight_gap",
     "merge_all",
     "merge_partials",
+    "pad_points",
     "prepare_data",
     "query_inputs",
     "query_rows",
     "readout",
     "summary",
+    "where_rows",
 ]
 
 
@@ -199,6 +205,111 @@ class _Block(NamedTuple):
 #: ``g >= floor[:, None]`` whenever the band has at most K; ``valid`` (B, K) marks those
 #: in the band, ``overflow`` (B,) the rows whose band has more than K.
 Select = Callable[[Array, Array], tuple[Array, Array, Array]]
+
+
+#: Columns per group in the candidate search of :func:`grouped_select`.
+GROUP = 16
+
+
+def first_columns(xp: Any, mask: Array, count: int) -> Array:
+    """The first ``count`` True columns of each row of a (B, c) ``mask``, ascending.
+
+    Shape (B, count); ``c`` (the mask's width) in the slots of a row with fewer. One
+    masked min-reduction per slot: a compiler runs each as one loop over the mask, which
+    for a few slots costs less than a sort or a top-k.
+    """
+    count = _xp.integer("count", count, 0)
+    width = int(mask.shape[1])
+    index = xp.arange(width, device=_xp.device(mask))[None, :]
+    last = xp.full((int(mask.shape[0]), 1), -1, dtype=index.dtype, device=_xp.device(mask))
+    found = [last[:, :0]]
+    for _ in range(count):
+        last = xp.min(xp.where(mask & (index > last), index, width), axis=1, keepdims=True)
+        found.append(last)
+    return xp.concat(found, axis=1)
+
+
+def grouped_select(
+    xp: Any,
+    capacity: int,
+    first: Callable[[Array, int], Array] | None = None,
+    group: int = GROUP,
+) -> Select:
+    """A :data:`Select` of fixed capacity K that never ranks the whole block.
+
+    The maximum of each group of ``group`` consecutive columns (one pass over the
+    block; single columns where the block does not split into such groups), the first
+    K groups that reach the band, and among their K x ``group`` columns the first K in
+    the band: ascending by construction, and the whole band wherever it holds at most K
+    points. A row whose band holds more reaches more than K groups or has more than K
+    band columns in them, and is flagged. ``first(mask, k)`` picks the first k True
+    columns of each row (default :func:`first_columns`; a backend may pass a top-k for
+    large k).
+    """
+    capacity = _xp.integer("capacity", capacity, 1)
+    group = _xp.integer("group", group, 1)
+    pick = (lambda mask, k: first_columns(xp, mask, k)) if first is None else first
+
+    def select(g: Array, floor: Array) -> tuple[Array, Array, Array]:
+        batch, size = int(g.shape[0]), int(g.shape[1])
+        lower = floor[:, None]
+        width = group if size % group == 0 else 1
+        groups = size // width
+        k = min(capacity, groups)
+        peak = g if width == 1 else xp.max(xp.reshape(g, (batch, groups, width)), axis=2)
+        reach = peak >= lower
+        chosen = pick(reach, k)  # (B, k) groups, `groups` where a row reaches fewer
+        overflow = xp.sum(xp.astype(reach, xp.int32), axis=1) > k
+        real = chosen < groups
+        chosen = xp.where(real, chosen, xp.zeros_like(chosen))
+        if width == 1:
+            return chosen, real, overflow
+        offsets = xp.arange(width, device=_xp.device(g))
+        cols = xp.reshape(chosen[:, :, None] * width + offsets, (batch, k * width))
+        real = xp.reshape(xp.broadcast_to(real[:, :, None], (batch, k, width)), (batch, -1))
+        inside = (_take_rows(xp, g, cols) >= lower) & real
+        kk = min(capacity, k * width)
+        slots = pick(inside, kk)  # (B, kk), k * width where a row has fewer
+        valid = slots < k * width
+        cols = _take_rows(xp, cols, xp.where(valid, slots, xp.zeros_like(slots)))
+        overflow = overflow | (xp.sum(xp.astype(inside, xp.int32), axis=1) > kk)
+        return cols, valid, overflow
+
+    return select
+
+
+def block_layout(n: int, block: int, group: int = GROUP) -> tuple[int, int]:
+    """``(blocks, size)``: n points in blocks of ``size <= block`` points, as even as
+    possible (a multiple of ``group`` where that keeps it within ``block``), so that a
+    fixed-shape kernel pads the last block with fewer than ``size`` points, not with up
+    to a whole block; see :func:`pad_points`."""
+    n, block = _xp.integer("n", n, 1), _xp.integer("block", block, 1)
+    group = _xp.integer("group", group, 1)
+    blocks = -(-n // block)
+    size = -(-n // blocks)
+    rounded = -(-size // group) * group
+    size = rounded if rounded <= block else size
+    return -(-n // size), size
+
+
+def pad_points(
+    xp: Any, pts: Array, aug_t: Array, log_q: Array, count: int
+) -> tuple[Array, Array, Array]:
+    """The prepared points of a block with ``count`` zero-weight points appended.
+
+    Their log-weight is ``log q = -inf``, so they never enter a band, an anchor or a sum:
+    a block padded to a fixed shape has the partial of its real points.
+    """
+    count = _xp.integer("count", count, 0)
+    dev = _xp.device(pts)
+    zeros = xp.zeros((count, int(pts.shape[1])), dtype=pts.dtype, device=dev)
+    none = xp.full((count,), -math.inf, dtype=pts.dtype, device=dev)
+    filler = xp.concat([xp.matrix_transpose(zeros), none[None, :]], axis=0)
+    return (
+        xp.concat([pts, zeros], axis=0),
+        xp.concat([aug_t, filler], axis=1),
+        xp.concat([log_q, none], axis=0),
+    )
 
 
 def _candidates(xp: Any, band: Array) -> tuple[Array | None, Array, bool]:
@@ -508,6 +619,18 @@ def empty_partial(xp: Any, rows: Rows) -> Partial:
         xp.zeros((batch, dim), dtype=dtype, device=dev),
         xp.zeros((batch,), dtype=dtype, device=dev),
         xp.full((batch,), xp.iinfo(index).max, dtype=index, device=dev),
+    )
+
+
+def where_rows(xp: Any, mask: Array, p: Partial, q: Partial) -> Partial:
+    """The partial whose row i is ``p``'s where ``mask[i]`` (B,), else ``q``'s: e.g. a
+    block's partial with the rows whose band overflowed a capacity left out
+    (``q`` = :func:`empty_partial`), to be merged in once recomputed."""
+    return Partial(
+        *(
+            xp.where(xp.reshape(mask, (-1,) + (1,) * (u.ndim - 1)), u, v)
+            for u, v in zip(p, q, strict=True)
+        )
     )
 
 

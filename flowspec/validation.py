@@ -164,6 +164,13 @@ def real_number(name: str, value: Any) -> float:
     return out
 
 
+def integer(name: str, value: Any, low: int) -> int:
+    """A Python (or NumPy) integer, not a bool, at least ``low``, as an int."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+        raise ValueError(f"`{name}` must be an integer >= {low}, got {describe(value)}")
+    return int(value)
+
+
 def check_host_times(name: str, values: Any, lo: float, hi: float) -> None:
     """Host times (a Python float or a NumPy array) must be finite and lie in ``[lo, hi]``."""
     if isinstance(values, float):

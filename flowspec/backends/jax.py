@@ -805,115 +805,97 @@ def _marginal_inputs(
     return rows, arr, c, names
 
 
-#: Columns per group in the search for the band's candidates.
-_GROUP = 16
-
-
-def _top_candidates(capacity: int) -> Any:
-    """``select(g, floor)``: each row's ``capacity`` candidates, ascending, and whether
-    the band holds more. Where the block splits into groups of ``_GROUP`` columns, by
-    the groups' maxima (one pass over the block): the ``capacity`` groups of largest
-    maximum (every group reaching the band, where at most that many do) and in their
-    columns the ``capacity`` largest; else by one top-k over the block (XLA's top-k on
-    CPU costs about two matrix products of the block's shape; the grouped one a third)."""
-
-    def top(v: Array, k: int) -> Array:
-        return jnp.sort(jax.lax.top_k(v, k)[1], axis=1).astype(jnp.arange(1).dtype)
-
-    def select(g: Array, floor: Array) -> tuple[Array, Array, Array]:
-        batch, size = int(g.shape[0]), int(g.shape[1])
-        k = min(capacity, size)
-        lower = floor[:, None]
-        if size % _GROUP or size // _GROUP <= k:
-            cols = top(g, k)
-            # the band's size by a count XLA fuses into the block's other passes (a
-            # predicate read from top_k's output instead made the lax.cond below cost
-            # 10x on CPU even when not taken); float counts are exact below 2^24
-            overflow = jnp.sum((g >= lower).astype(g.dtype), axis=1) > k
-            return cols, jnp.take_along_axis(g, cols, axis=1) >= lower, overflow
-        peak = jnp.max(jnp.reshape(g, (batch, size // _GROUP, _GROUP)), axis=2)
-        groups = top(peak, k)
-        cols = jnp.reshape(groups[:, :, None] * _GROUP + jnp.arange(_GROUP), (batch, -1))
-        values = jnp.take_along_axis(g, cols, axis=1)
-        slots = top(values, k)
-        inside = jnp.sum((values >= lower).astype(g.dtype), axis=1)
-        reach = jnp.sum((peak >= lower).astype(g.dtype), axis=1)
-        cols = jnp.take_along_axis(cols, slots, axis=1)
-        valid = jnp.take_along_axis(values, slots, axis=1) >= lower
-        return cols, valid, (reach > k) | (inside > k)
-
-    return select
+def _first(mask: Array, count: int) -> Array:
+    """``first(mask, k)`` of :func:`flowspec.marginal.grouped_select`: masked
+    min-reductions for a few columns, one ``top_k`` of the negated column index for
+    many (XLA runs k min-reductions as k passes over the mask)."""
+    if count <= _mg.GROUP:
+        return _mg.first_columns(jnp, mask, count)
+    width = int(mask.shape[1])
+    score = jnp.where(mask, -jnp.arange(width, dtype=jnp.float32), -float(width))
+    top, cols = jax.lax.top_k(score, count)  # the smallest columns first
+    return jnp.where(top > -float(width), cols, width).astype(jnp.arange(1).dtype)
 
 
 def _scan_partial(
     rows: Any, pts: Array, aug_t: Array, log_q: Array, offset: Any, block: int, capacity: int
 ) -> Any:
-    """The Partial of n data points, lax.scan over blocks of ``block`` points."""
+    """The Partial of n data points, by lax.scan over even blocks of at most ``block``.
+
+    Two passes. The first takes every block at ``capacity`` candidates per row and
+    leaves out the rows whose band overflows it, recording them (blocks, B). Only where
+    some row overflowed does the second run: per block with such rows, those rows again
+    with 4 times the capacity (on their own where they are at most an eighth of the
+    rows), and so on, then by the uncapped exact path, merged into the first pass's
+    result. So the common case costs one pass with no branch per block.
+    """
     n, width = int(pts.shape[0]), int(pts.shape[1])
-    block = max(1, min(block, n))
-    blocks = -(-n // block)
-    pad = blocks * block - n
-    if pad:  # zero-weight points (log q = -inf): they never contribute
-        pts = jnp.concatenate([pts, jnp.zeros((pad, width), dtype=pts.dtype)], axis=0)
-        filler = jnp.zeros((width + 1, pad), dtype=pts.dtype).at[-1, :].set(-jnp.inf)
-        aug_t = jnp.concatenate([aug_t, filler], axis=1)
-        log_q = jnp.concatenate([log_q, jnp.full((pad,), -jnp.inf, dtype=pts.dtype)])
+    blocks, block = _mg.block_layout(n, max(1, min(block, n)))
+    if blocks * block > n:
+        pts, aug_t, log_q = _mg.pad_points(jnp, pts, aug_t, log_q, blocks * block - n)
     stacked = (
         jnp.reshape(pts, (blocks, block, width)),
         jnp.moveaxis(jnp.reshape(aug_t, (width + 1, blocks, block)), 1, 0),
         jnp.reshape(log_q, (blocks, block)),
+        jnp.arange(blocks, dtype=jnp.arange(1).dtype) * block + offset,
     )
-    index = jnp.arange(1).dtype
-    init = _mg.empty_partial(jnp, rows)
-    # the capacities tried in turn (each 4 times the last, while below the block
-    # size), then the exact path with every point of the block a candidate; where at
-    # most an eighth of the rows overflow, only those rows take the next capacity
+    empty = _mg.empty_partial(jnp, rows)
     tiers = [capacity]
     while tiers[-1] * 4 < block:
         tiers.append(tiers[-1] * 4)
     few = max(1, int(rows.xc.shape[0]) // 8)
 
-    def step(carry: Any, item: tuple[Array, ...]) -> tuple[Any, None]:
-        p_b, a_b, q_b, start = item
-        start = start + offset
+    def capped(r: Any, i: int, item: tuple[Array, ...]) -> tuple[Any, Array]:
+        select = _mg.grouped_select(jnp, tiers[i], _first)
+        return _mg.block_partial_capped(jnp, r, *item[:3], select, offset=item[3], fused=True)
 
-        def capped(r: Any, i: int) -> Any:
-            select = _top_candidates(tiers[i])
-            return _mg.block_partial_capped(jnp, r, p_b, a_b, q_b, select, offset=start, fused=True)
+    def exact(r: Any, item: tuple[Array, ...]) -> Any:
+        return _mg.block_partial(jnp, r, *item[:3], offset=item[3])
 
-        def exact(r: Any) -> Any:
-            return _mg.block_partial(jnp, r, p_b, a_b, q_b, offset=start)
+    def first_pass(carry: Any, item: tuple[Array, ...]) -> tuple[Any, Array]:
+        part, over = capped(rows, 0, item)
+        return _mg.merge_partials(jnp, rows, carry, _mg.where_rows(jnp, over, empty, part)), over
 
-        def tier(i: int) -> Any:
+    out, overs = jax.lax.scan(first_pass, empty, stacked)
+    if tiers[0] >= block:  # the whole block fits: no overflow is possible
+        return out
+
+    def fix(i: int, over: Array, item: tuple[Array, ...]) -> Any:
+        # the rows `over` (they overflowed tier i - 1) exactly, the others empty
+        def some_rows() -> Any:
+            idx = jnp.nonzero(over, size=few, fill_value=jnp.argmax(over))[0]
+            sub = type(rows)(*(f[idx] for f in rows))
             if i == len(tiers):
-                return exact(rows)
-            part, over = capped(rows, i)
-            if tiers[i] >= block:  # the whole block fits: no overflow is possible
-                return part
+                fixed = exact(sub, item)
+            else:
+                fixed, again = capped(sub, i, item)
+                fixed = jax.lax.cond(jnp.any(again), lambda: exact(sub, item), lambda: fixed)
+            return type(empty)(*(f.at[idx].set(e) for f, e in zip(empty, fixed, strict=True)))
 
-            def some_rows() -> Any:
-                # the rows that overflow (padded with the first of them), on their own
-                idx = jnp.nonzero(over, size=few, fill_value=jnp.argmax(over))[0]
-                sub = type(rows)(*(f[idx] for f in rows))
-                if i + 1 == len(tiers):
-                    fixed = exact(sub)
-                else:
-                    fixed, again = capped(sub, i + 1)
-                    fixed = jax.lax.cond(jnp.any(again), lambda: exact(sub), lambda: fixed)
-                return type(part)(*(f.at[idx].set(e) for f, e in zip(part, fixed, strict=True)))
-
-            count = jnp.sum(over.astype(jnp.int32))
+        def all_rows() -> Any:
+            if i == len(tiers):
+                return _mg.where_rows(jnp, over, exact(rows, item), empty)
+            part, again = capped(rows, i, item)
+            again = again & over
+            part = _mg.where_rows(jnp, over, part, empty)
             return jax.lax.cond(
-                count == 0,
+                jnp.any(again),
+                lambda: _mg.where_rows(jnp, again, fix(i + 1, again, item), part),
                 lambda: part,
-                lambda: jax.lax.cond(count <= few, some_rows, lambda: tier(i + 1)),
             )
 
-        return _mg.merge_partials(jnp, rows, carry, tier(0)), None
+        return jax.lax.cond(jnp.sum(over.astype(jnp.int32)) <= few, some_rows, all_rows)
 
-    starts = jnp.arange(blocks, dtype=index) * block
-    out, _ = jax.lax.scan(step, init, (*stacked, starts))
-    return out
+    def second_pass(carry: Any, item: tuple[Array, ...]) -> tuple[Any, None]:
+        over = item[-1]
+        part = jax.lax.cond(jnp.any(over), lambda: fix(1, over, item), lambda: empty)
+        return _mg.merge_partials(jnp, rows, carry, part), None
+
+    return jax.lax.cond(
+        jnp.any(overs),
+        lambda: jax.lax.scan(second_pass, out, (*stacked, overs))[0],
+        lambda: out,
+    )
 
 
 def _marginal_sizes(block_size: Any, band_capacity: Any, batch: int) -> tuple[int, int]:
@@ -964,15 +946,17 @@ def marginal(
 
     Shapes must be static, so each row's exact band (the points whose streamed
     log-weight lies within the streamed error bound of the block's maximum, recomputed
-    exactly) is taken from its ``band_capacity`` largest streamed log-weights (default
-    4), searched among the groups of 16 columns with the largest maxima (XLA's top-k
-    over a whole block costs about two of its matrix products on a CPU). The rows whose
-    band holds more points are recomputed with 4 times the capacity (on their own where
-    they are at most an eighth of the rows, else with the whole block), again while
-    that is below the block size, and then by the exact path with
-    every point of the block a candidate (``lax.cond``; O(B x block x D) extra work for
-    that block): the answer is always the exact-band one, only its cost depends on how
-    diffuse the posterior is. ``tolerance`` sets the band's width (see
+    exactly) is taken from ``band_capacity`` candidates (default 4), found by
+    :func:`flowspec.marginal.grouped_select` from the maxima of groups of 16 columns,
+    with no sort or top-k over the block. The blocks are made even (at most
+    ``block_size`` points, the last padded with zero-weight points). The rows whose
+    band holds more points are left out of the first pass over the data and recomputed
+    in a second one, which runs only where some row overflowed: with 4 times the
+    capacity (on their own where they are at most an eighth of the rows, else with the
+    whole block), again while that is below the block size, and then by the exact path
+    with every point of the block a candidate (``lax.cond``; O(B x block x D) extra
+    work for that block). The answer is always the exact-band one; only its cost
+    depends on how diffuse the posterior is. ``tolerance`` sets the band's width (see
     :func:`flowspec.marginal.check_tolerance`; default the unit roundoff: every weight
     as accurate as the dtype allows).
 

@@ -1088,56 +1088,15 @@ def _top_candidates(g: Tensor, floor: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     return cols, torch.gather(g, 1, cols) >= floor[:, None], count > width
 
 
-#: Columns per group in the compiled kernel's search for the band's candidates.
-_GROUP = 16
-
-
-def _first_columns(mask: Tensor, count: int) -> Tensor:
-    # the first `count` True columns of each row, ascending (B, count); the mask's width
-    # where a row has fewer. One masked min-reduction each, which the compiler runs as
-    # one loop over the mask (cheaper than a top-k at the small capacities used).
-    width = int(mask.shape[1])
-    index = torch.arange(width, device=mask.device)
-    last = torch.full((int(mask.shape[0]), 1), -1, device=mask.device)
-    found = []
-    for _ in range(count):
-        last = torch.where(mask & (index > last), index, width).amin(dim=1, keepdim=True)
-        found.append(last)
-    return torch.cat(found, dim=1)
-
-
-def _grouped_candidates(capacity: int) -> Callable[[Tensor, Tensor], tuple[Tensor, Tensor, Tensor]]:
-    # select(g, floor) of flowspec.marginal at a fixed capacity K with no sort or top-k
-    # over the block: the maximum of each group of _GROUP columns (one pass over the
-    # block), the first K groups that reach the band, and in their K x _GROUP columns
-    # the first K band columns (ascending by construction). A row whose band holds
-    # more than K points reaches more than K groups or more than K columns in them.
-    def select(g: Tensor, floor: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        batch, size = int(g.shape[0]), int(g.shape[1])
-        groups = size // _GROUP
-        reach = g.view(batch, groups, _GROUP).amax(dim=2) >= floor[:, None]
-        first = _first_columns(reach, capacity)
-        real = (first < groups)[:, :, None].expand(batch, capacity, _GROUP).reshape(batch, -1)
-        offsets = torch.arange(_GROUP, device=g.device)
-        cols = (first.clamp_max(groups - 1)[:, :, None] * _GROUP + offsets).reshape(batch, -1)
-        inside = (torch.gather(g, 1, cols) >= floor[:, None]) & real
-        slots = _first_columns(inside, capacity)
-        width = int(cols.shape[1])
-        cols = torch.gather(cols, 1, slots.clamp_max(width - 1))
-        overflow = (reach.sum(dim=1) > capacity) | (inside.sum(dim=1) > capacity)
-        return cols, slots < width, overflow
-
-    return select
-
-
 def _compiled_block(
     rows: Any, pts: Tensor, aug_t: Tensor, log_q: Tensor, start: Tensor, capacity: int
 ) -> tuple[Any, Tensor]:
     # one block of flowspec.marginal's reduction for torch.compile: the candidates at
-    # a fixed capacity, in whole-block expressions
+    # a fixed capacity (the core's grouped search: no sort or top-k over the block), in
+    # whole-block expressions
     from .. import marginal as mg
 
-    select = _grouped_candidates(capacity)
+    select = mg.grouped_select(_ns, capacity)
     return mg.block_partial_capped(
         _ns, rows, pts, aug_t, log_q, select, offset=start, exp=_block_exp, fused=True
     )
@@ -1209,15 +1168,17 @@ def marginal(
     ``quantity`` is ``"velocity"`` (eq. 8), ``"denoise"``, ``"score"``, ``"log_prob"``
     (eq. 6), ``"divergence"``, or a tuple of these (one pass, a tuple of results).
 
-    ``compiled=True`` runs each full block through ``torch.compile`` (one compilation
+    ``compiled=True`` runs each block through ``torch.compile`` (one compilation
     per shape, dtype and capacity, tens of seconds on a CPU; inference only: no input
     may require grad): the masked ``exp`` and the sums fused around the two matrix
     products, and each row's band found among a fixed number of candidates by a
     group-wise search instead of a top-k: ``band_capacity`` of them, or by default 4,
     then 16, then 64, moving up when more than an eighth of a block's rows overflow.
-    The rows whose band holds more points are recomputed by the eager path, as is the
-    last, partial block: the answer is the same exact-band one, only the cost depends
-    on how diffuse the posterior is. ``tolerance`` sets the band's width (see
+    The rows whose band holds more points are recomputed by the eager path. The blocks
+    are made even (at most ``block_size`` points each, the last padded with zero-weight
+    points) so that one compilation per capacity serves them all. The answer is the
+    same exact-band one; only the cost depends on how diffuse the posterior is.
+    ``tolerance`` sets the band's width (see
     :func:`flowspec.marginal.check_tolerance`; default the unit roundoff: every weight
     as accurate as the dtype allows).
 
@@ -1274,15 +1235,16 @@ def marginal(
     block = max(1, mg.BLOCK_ELEMENTS // batch) if block_size is None else int(block_size)
     tiers = _TIERS if band_capacity is None else (int(band_capacity),)
     tier = 0
-    # the compiled kernel takes full blocks of whole column groups, the eager path the rest
-    size = min(block, n) - min(block, n) % _GROUP if compiled else 0
-    full = n - n % size if size else 0
-    segments = [(s, s + size, True) for s in range(0, full, size or 1)]
-    segments += [(s, min(s + block, n), False) for s in range(full, n, block)]
+    # the compiled kernel takes blocks of one shape (the last padded with zero-weight
+    # points), the eager path blocks of `block` points
+    size = mg.block_layout(n, block)[1] if compiled else block
     p = None
-    for start, stop, fuse in segments:
+    for start in range(0, n, size):
+        stop = min(start + size, n)
         blk = (arr.pts[start:stop], aug_t[:, start:stop].contiguous(), arr.log_q[start:stop])
-        if fuse:
+        if compiled:
+            if stop - start < size:
+                blk = mg.pad_points(_ns, *blk, size - (stop - start))
             part, overflow = _compiled_run(
                 rows, *blk, torch.tensor(start, device=x.device), tiers[tier]
             )
