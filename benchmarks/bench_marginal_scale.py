@@ -24,6 +24,9 @@ kernel (compiled, ``compiled=True``, and eager) against one torch product and th
 the floors on JAX: the ``exp`` over B x N alone, and a streamed softmax with no guard
 (two GEMMs, max, exp, sum per block), each in JAX GEMMs. Every ratio is the median of
 ``--repeats`` calls over the median of as many GEMMs, the two timed alternately.
+
+Part 3 (``--accuracy``): the largest error of the JAX and compiled torch velocities of
+part 2, default band and tolerance 1e-3, against a float64 ``EmpiricalMarginal``.
 """
 
 from __future__ import annotations
@@ -231,6 +234,43 @@ def kernels(repeats: int, times: list[float], tolerance: float | None) -> list[d
     return rows
 
 
+def accuracy(times: list[float]) -> list[dict[str, Any]]:
+    """The largest error of the JAX and compiled torch velocities, default band and
+    tolerance 1e-3, against a float64 ``EmpiricalMarginal``, relative to its largest
+    entry (the data and queries of :func:`kernels`)."""
+    import jax
+    import jax.numpy as jnp
+    import torch
+
+    fj = fs.backends.get("jax")
+    ft = fs.backends.get("torch")
+    rng = np.random.default_rng(0)
+    data = rng.standard_normal((50_000, D), dtype=np.float32)
+    x = rng.standard_normal((B, D), dtype=np.float32)
+    path = fs.GaussianPath(fs.CondOT(sigma_min=0.01))
+    ref64 = fs.EmpiricalMarginal(path, data.astype(np.float64))
+    rows = []
+    for t in times:
+        ref = ref64.velocity(x.astype(np.float64), t)
+        row: dict[str, Any] = {"t": t}
+        for tol in (None, 1e-3):
+            f = jax.jit(lambda d, q, t=t, tol=tol: fj.marginal(path, d, q, t, tolerance=tol))
+            j = np.asarray(f(jnp.asarray(data), jnp.asarray(x)))
+            c = ft.marginal(
+                path, torch.from_numpy(data), torch.from_numpy(x), t, tolerance=tol, compiled=True
+            ).numpy()
+            for name, v in (("jax", j), ("torch_compiled", c)):
+                row[f"{name}_tol_{tol}"] = float(np.abs(v - ref).max() / np.abs(ref).max())
+        rows.append(row)
+        print(
+            f"t={t:<5} max |v - v64| / max |v64|: default band JAX {row['jax_tol_None']:.1e}, "
+            f"torch {row['torch_compiled_tol_None']:.1e}; tolerance 1e-3 JAX "
+            f"{row['jax_tol_0.001']:.1e}, torch {row['torch_compiled_tol_0.001']:.1e}",
+            flush=True,
+        )
+    return rows
+
+
 def plot(rows: list[dict[str, Any]], out: str) -> None:
     import matplotlib
 
@@ -256,6 +296,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--kernels", action="store_true", help="part 2 only")
+    parser.add_argument(
+        "--accuracy", action="store_true", help="the kernels' errors against float64 only"
+    )
     parser.add_argument("--times", type=float, nargs="+", default=[0.3, 0.5, 0.7, 0.9, 0.99])
     parser.add_argument(
         "--tolerance",
@@ -267,7 +310,9 @@ def main() -> None:
     parser.add_argument("--plot", default=None)
     args = parser.parse_args()
     result: dict[str, Any] = {}
-    if args.kernels:
+    if args.accuracy:
+        result["accuracy"] = accuracy(args.times)
+    elif args.kernels:
         result["kernels"] = kernels(args.repeats, args.times, args.tolerance)
     else:
         result["scaling"] = scaling([int(s) for s in args.sizes], args.workers, args.repeats)

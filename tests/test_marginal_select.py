@@ -101,3 +101,28 @@ def test_sizes_are_checked_and_named():
     ):
         with pytest.raises(ValueError, match=f"`{name}`"):
             call()
+
+
+def test_where_rows_takes_each_row_from_one_partial_and_empty_rows_merge_to_nothing(xp):
+    rng = np.random.default_rng(32)
+    data = rng.normal(size=(9, 2))
+    x = rng.normal(size=(5, 2))
+    path = fs.GaussianPath(fs.CondOT(sigma_min=0.01))
+    arr = mg.prepare_data(xp, xp.asarray(data))
+    c = path.schedule.arrays(xp, xp.asarray(np.full(5, 0.6)))
+    rows = mg.query_rows(xp, xp.asarray(x), c.alpha, c.sigma, arr.mean, arr.y_max, arr.lq_max)
+    a = mg.block_partial(xp, rows, arr.pts[:4, ...], arr.aug_t[:, :4], arr.log_q[:4])
+    b = mg.block_partial(xp, rows, arr.pts[4:, ...], arr.aug_t[:, 4:], arr.log_q[4:], offset=4)
+    mask = np.array([True, False, True, False, False])
+    mixed = mg.where_rows(xp, xp.asarray(mask), a, b)
+    for u, v, w in zip(mixed, a, b, strict=True):
+        u, v, w = to_numpy(u), to_numpy(v), to_numpy(w)
+        np.testing.assert_array_equal(u[mask], v[mask])
+        np.testing.assert_array_equal(u[~mask], w[~mask])
+    # rows left out (empty) and merged in later give the whole: the two-pass kernels
+    empty = mg.empty_partial(xp, rows)
+    first = mg.merge_partials(xp, rows, a, mg.where_rows(xp, xp.asarray(mask), empty, b))
+    second = mg.merge_partials(xp, rows, first, mg.where_rows(xp, xp.asarray(mask), b, empty))
+    whole = mg.merge_partials(xp, rows, a, b)
+    for u, v in zip(second, whole, strict=True):
+        np.testing.assert_array_equal(to_numpy(u), to_numpy(v))
