@@ -219,8 +219,7 @@ class DaskMarginal:
         for name, value, low in (("block_size", block_size, 1), ("split_every", split_every, 2)):
             if value is None and name == "block_size":
                 continue
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-                raise ValueError(f"`{name}` must be an integer >= {low}, got {_xp.describe(value)}")
+            _xp.integer(name, value, low)
         event = tuple(int(s) for s in data.shape[1:])
         d = math.prod(event)
         # the event axes in one chunk, so that flattening them keeps the chunks along N

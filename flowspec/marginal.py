@@ -219,9 +219,9 @@ def first_columns(xp: Any, mask: Array, count: int) -> Array:
     for a few slots costs less than a sort or a top-k.
     """
     count = _xp.integer("count", count, 0)
-    width = int(mask.shape[1])
-    index = xp.arange(width, device=_xp.device(mask))[None, :]
-    last = xp.full((int(mask.shape[0]), 1), -1, dtype=index.dtype, device=_xp.device(mask))
+    width, dev = int(mask.shape[1]), _xp.device(mask)
+    index = xp.arange(width, device=dev)[None, :]
+    last = xp.full((int(mask.shape[0]), 1), -1, dtype=index.dtype, device=dev)
     found = [last[:, :0]]
     for _ in range(count):
         last = xp.min(xp.where(mask & (index > last), index, width), axis=1, keepdims=True)
