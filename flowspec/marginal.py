@@ -395,7 +395,14 @@ def _block_log_weights(
     d = int(pts.shape[1]) - 1
     size = int(pts.shape[0])
     g = xp.matmul(rows.query, aug_t)  # streamed log-weights + ||xc||^2 / (2 sigma^2)
-    floor = xp.max(g, axis=1) - rows.band  # the band: g >= floor (the arg-max included)
+    batch = int(g.shape[0])
+    if select is not None and size % GROUP == 0:
+        # the row maxima through the maxima of groups of GROUP columns, the expression
+        # grouped_select forms too: a compiler reads the block once for both
+        row_max = xp.max(xp.max(xp.reshape(g, (batch, size // GROUP, GROUP)), axis=2), axis=1)
+    else:
+        row_max = xp.max(g, axis=1)
+    floor = row_max - rows.band  # the band: g >= floor (the arg-max included)
     overflow = band = None
     if select is None:
         band = g >= floor[:, None]

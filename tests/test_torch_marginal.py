@@ -127,6 +127,39 @@ def test_a_tolerance_bounds_the_error_of_every_weight(ft, tolerance, kernel):
     assert np.all(np.abs(out.numpy() - ref["denoise"]) <= bound)
 
 
+def test_compiled_kernel_spills_a_few_overflowing_rows_to_the_top_capacity(ft, monkeypatch):
+    # rows 0 and 1 sit on a point held 8 times (a band of 8 > the first capacity, 4);
+    # with B = 64 the compiled block redoes the first such row at the top capacity
+    # itself and leaves only the second to the eager path, then moves up a capacity
+    import flowspec.backends.torch as kernel
+
+    rng = np.random.default_rng(3)
+    data = rng.normal(size=(64, 3)) * 4.0
+    data[1:8] = data[0]
+    schedule = fs.CondOT(sigma_min=1e-3)
+    t = 0.99
+    c = schedule(np.float64(t))
+    x = c.alpha * data[rng.integers(8, 64, size=64)] + c.sigma * rng.normal(size=(64, 3))
+    x[:2] = c.alpha * data[0] + c.sigma * 1e-3 * rng.normal(size=(2, 3))
+    seen = []
+    exact_rows = kernel._exact_rows
+
+    def spy(rows, p, overflow, blk, start):
+        seen.append((start, torch.nonzero(overflow).reshape(-1).tolist()))
+        return exact_rows(rows, p, overflow, blk, start)
+
+    monkeypatch.setattr(kernel, "_exact_rows", spy)
+    path = fs.GaussianPath(schedule)
+    args = (path, torch.from_numpy(data), torch.from_numpy(x), t, ("denoise", "divergence"))
+    got = ft.marginal(*args, block_size=32, compiled=True)
+    assert seen == [(0, [1])]
+    want = ft.marginal(*args, block_size=32)
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-12, atol=1e-12)
+    ref = fs.EmpiricalMarginal(path, data).denoise(x, t)
+    np.testing.assert_allclose(got[0].numpy()[:2], ref[:2], rtol=1e-12, atol=1e-12)
+
+
 def test_validation(ft):
     path = fs.GaussianPath(fs.CondOT())
     data, x = torch.zeros(4, 2), torch.zeros(3, 2)

@@ -1088,18 +1088,56 @@ def _top_candidates(g: Tensor, floor: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     return cols, torch.gather(g, 1, cols) >= floor[:, None], count > width
 
 
+def _first(mask: Tensor, count: int) -> Tensor:
+    # ``first(mask, k)`` of flowspec.marginal.grouped_select: the j-th True column of a
+    # row is where its running count of Trues first reaches j, found by a binary search
+    # of that count (one pass over the mask whatever k; k masked min-reductions would
+    # be k passes), the mask's width where the row has fewer
+    running = torch.cumsum(mask.to(torch.int32), dim=1)
+    wanted = torch.arange(1, count + 1, dtype=torch.int32, device=mask.device)
+    return torch.searchsorted(running, wanted.expand(mask.shape[0], count).contiguous())
+
+
 def _compiled_block(
-    rows: Any, pts: Tensor, aug_t: Tensor, log_q: Tensor, start: Tensor, capacity: int
+    p: Any,
+    rows: Any,
+    pts: Tensor,
+    aug_t: Tensor,
+    log_q: Tensor,
+    start: Tensor,
+    capacity: int,
+    spill: int,
 ) -> tuple[Any, Tensor]:
-    # one block of flowspec.marginal's reduction for torch.compile: the candidates at
-    # a fixed capacity (the core's grouped search: no sort or top-k over the block), in
-    # whole-block expressions
+    # one block of flowspec.marginal's reduction for torch.compile, merged into the
+    # running partial p: the candidates at a fixed capacity (the core's grouped search:
+    # no sort or top-k over the block), in whole-block expressions. The first `spill`
+    # rows whose band overflowed it are done again at the top capacity (a few rows: a
+    # small fraction of the block's cost); the rows still overflowing are left out of
+    # the merge and flagged (see _exact_rows)
     from .. import marginal as mg
 
-    select = mg.grouped_select(_ns, capacity)
-    return mg.block_partial_capped(
-        _ns, rows, pts, aug_t, log_q, select, offset=start, exp=_block_exp, fused=True
+    blk = (pts, aug_t, log_q)
+    select = mg.grouped_select(_ns, capacity, _first)
+    part, overflow = mg.block_partial_capped(
+        _ns, rows, *blk, select, offset=start, exp=_block_exp, fused=True
     )
+    if spill:
+        batch = overflow.shape[0]
+        which = _first(overflow[None, :], spill)[0]  # (spill,), batch where fewer
+        which = torch.where(which < batch, which, 0)
+        sub = type(rows)(*(f[which] for f in rows))
+        top = mg.grouped_select(_ns, _TIERS[-1], _first)
+        again, still = mg.block_partial_capped(
+            _ns, sub, *blk, top, offset=start, exp=_block_exp, fused=True
+        )
+        slot = torch.cumsum(overflow.to(torch.int32), dim=0) - 1  # each row's place in `which`
+        slot = torch.where(overflow & (slot < spill), slot, spill)
+        done = torch.cat([~still, torch.zeros_like(still[:1])])[slot]
+        slot = torch.where(done, slot, 0)
+        part = mg.where_rows(_ns, done, type(part)(*(f[slot] for f in again)), part)
+        overflow = overflow & ~done
+    part = mg.where_rows(_ns, overflow, mg.empty_partial(_ns, rows), part)
+    return mg.merge_partials(_ns, rows, p, part), overflow
 
 
 #: The compiled block and dynamo's config patch for it, made on first use.
@@ -1125,13 +1163,13 @@ def _compiled_run(*args: Any) -> tuple[Any, Tensor]:
 
 
 #: Capacities of the compiled kernel: a block starts at the one its predecessor ended
-#: at, and moves to the next when more than 1/8 of its rows overflow.
+#: at, and moves to the next when some rows overflow it beyond the spill.
 _TIERS = (4, 16, 64)
 
 
-def _exact_rows(rows: Any, part: Any, overflow: Tensor, blk: tuple[Tensor, ...], start: int) -> Any:
-    # the rows whose band overflowed the compiled kernel's capacity, recomputed by the
-    # eager path (candidates sized to the widest band) and put in place
+def _exact_rows(rows: Any, p: Any, overflow: Tensor, blk: tuple[Tensor, ...], start: int) -> Any:
+    # the rows whose band overflowed the compiled kernel's capacity: their partial of
+    # the block by the eager path (candidates sized to the widest band), merged in
     from .. import marginal as mg
 
     idx = torch.nonzero(overflow).reshape(-1)
@@ -1140,7 +1178,8 @@ def _exact_rows(rows: Any, part: Any, overflow: Tensor, blk: tuple[Tensor, ...],
         _ns, sub, *blk, _top_candidates, offset=start, exp=_block_exp
     )
     assert not bool(over.any())
-    return type(part)(*(f.index_copy(0, idx, e) for f, e in zip(part, exact, strict=True)))
+    merged = mg.merge_partials(_ns, sub, type(p)(*(f[idx] for f in p)), exact)
+    return type(p)(*(f.index_copy(0, idx, e) for f, e in zip(p, merged, strict=True)))
 
 
 def marginal(
@@ -1173,8 +1212,10 @@ def marginal(
     may require grad): the masked ``exp`` and the sums fused around the two matrix
     products, and each row's band found among a fixed number of candidates by a
     group-wise search instead of a top-k: ``band_capacity`` of them, or by default 4,
-    then 16, then 64, moving up when more than an eighth of a block's rows overflow.
-    The rows whose band holds more points are recomputed by the eager path. The blocks
+    then 16, then 64. Below 64, the first B // 64 rows of a block whose band overflows
+    the capacity are done again at 64 inside the compiled block; the rows beyond those,
+    or whose band holds more points, are recomputed by the eager path, and the next
+    block moves up a capacity. The blocks
     are made even (at most ``block_size`` points each, the last padded with zero-weight
     points) so that one compilation per capacity serves them all. The answer is the
     same exact-band one; only the cost depends on how diffuse the posterior is.
@@ -1231,34 +1272,33 @@ def marginal(
     rows = mg.query_rows(
         _ns, x.reshape(batch, -1), alpha, sigma, arr.mean, arr.y_max, arr.lq_max, tolerance
     )
-    aug_t = arr.aug_t.contiguous()
     block = max(1, mg.BLOCK_ELEMENTS // batch) if block_size is None else int(block_size)
     tiers = _TIERS if band_capacity is None else (int(band_capacity),)
+    # below the top tier, the first B // 64 overflowing rows are spilled to it
+    spill = [batch // 64] * (len(tiers) - 1) + [0]
     tier = 0
     # the compiled kernel takes blocks of one shape (the last padded with zero-weight
     # points), the eager path blocks of `block` points
     size = mg.block_layout(n, block)[1] if compiled else block
-    p = None
+    p = mg.empty_partial(_ns, rows) if compiled else None
     for start in range(0, n, size):
         stop = min(start + size, n)
-        blk = (arr.pts[start:stop], aug_t[:, start:stop].contiguous(), arr.log_q[start:stop])
+        blk = (arr.pts[start:stop], arr.aug_t[:, start:stop], arr.log_q[start:stop])
         if compiled:
             if stop - start < size:
                 blk = mg.pad_points(_ns, *blk, size - (stop - start))
-            part, overflow = _compiled_run(
-                rows, *blk, torch.tensor(start, device=x.device), tiers[tier]
+            p, overflow = _compiled_run(
+                p, rows, *blk, torch.tensor(start, device=x.device), tiers[tier], spill[tier]
             )
-            hard = int(overflow.sum())
-            if hard:
-                part = _exact_rows(rows, part, overflow, blk, start)
-            if 8 * hard > batch:
+            if bool(overflow.any()):
+                p = _exact_rows(rows, p, overflow, blk, start)
                 tier = min(tier + 1, len(tiers) - 1)
         else:
             part, overflow = mg.block_partial_capped(
                 _ns, rows, *blk, _top_candidates, offset=start, exp=_block_exp
             )
             assert not bool(overflow.any())  # the candidates are sized to the widest band
-        p = part if p is None else mg.merge_partials(_ns, rows, p, part)
+            p = part if p is None else mg.merge_partials(_ns, rows, p, part)
     assert p is not None
     st = mg.finish(_ns, rows, p)
     outs = []
